@@ -1,0 +1,107 @@
+"""The connector contract shared by every target."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable, ClassVar, Mapping
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing a connector can do, with the JSON Schema its payload must satisfy.
+
+    ``check`` is an optional semantic check beyond the schema (a journal must
+    balance, say); it returns human-readable problems, empty when all is well.
+    """
+
+    name: str
+    schema: Mapping[str, Any]
+    description: str = ""
+    check: Callable[[Mapping[str, Any]], list[str]] | None = None
+
+
+class ErrorKind(str, enum.Enum):
+    RETRYABLE = "retryable"      # timeout, connection error, 5xx, busy
+    THROTTLED = "throttled"      # 429: wait, and it does not count as an attempt
+    PERMANENT = "permanent"      # the target rejected the data: dead-letter at once
+    AUTH = "auth"                # authentication failed after a refresh: reconnect
+
+
+class TargetError(Exception):
+    """A failure talking to a target, classified for the retry policy."""
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.RETRYABLE, *,
+                 retry_after: float | None = None, field: str | None = None):
+        self.kind = kind
+        self.retry_after = retry_after
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass
+class Item:
+    """One operation handed to a connector, as stored in its delivery row."""
+
+    delivery_id: int
+    idempotency_key: str
+    action: str
+    payload: dict[str, Any]
+    attempts: int = 0               # attempts made before this one
+    target_ref: str | None = None   # what an earlier attempt learned, if anything
+
+
+@dataclass
+class Outcome:
+    """What happened to one item. ``error`` is None exactly when ``ok``."""
+
+    delivery_id: int
+    ok: bool
+    target_ref: str | None = None
+    error: TargetError | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def sent(cls, item: Item, target_ref: str | None = None, **detail: Any) -> "Outcome":
+        return cls(item.delivery_id, True, target_ref, None, dict(detail))
+
+    @classmethod
+    def failed(cls, item: Item, error: TargetError) -> "Outcome":
+        return cls(item.delivery_id, False, None, error)
+
+
+class Connector:
+    """Base class. Subclasses set ``type`` and ``actions`` and implement ``deliver``."""
+
+    type: ClassVar[str]
+    actions: ClassVar[Mapping[str, Action]]
+
+    def __init__(self, name: str, config: Mapping[str, Any], runtime: "Runtime"):
+        self.name = name
+        self.config = dict(config)
+        self.runtime = runtime
+
+    def deliver(self, items: list[Item]) -> list[Outcome]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Runtime:
+    """What a connector may use from the runner: settings, secrets, the store."""
+
+    project_dir: Any
+    settings: Mapping[str, Any]
+    secrets: Any = None          # runner.secrets.SecretResolver
+    store: Any = None            # runner.store.Store
+    connection_configs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def decimal_sum(values: list[Any]) -> Decimal:
+    total = Decimal(0)
+    for v in values:
+        total += v if isinstance(v, Decimal) else Decimal(str(v))
+    return total

@@ -1,0 +1,1 @@
+"""File targets: CSV (QuickBooks Online bank import layout and free layouts) and IIF."""

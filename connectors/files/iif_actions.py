@@ -1,0 +1,59 @@
+"""IIF (QuickBooks Desktop import) actions: a journal of balanced lines, or a transfer."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping
+
+from connectors.base import Action
+
+_TEXT = {"type": "string", "maxLength": 4095, "pattern": "^[^\\t\\r\\n]*$"}
+_MONEY = {"type": "number"}
+
+LINE = {
+    "type": "object", "additionalProperties": False, "required": ["account", "amount"],
+    "properties": {
+        "account": {"type": "string", "minLength": 1, "maxLength": 159, "pattern": "^[^\\t\\r\\n]*$"},
+        "amount": _MONEY,
+        "name": _TEXT, "class": _TEXT, "memo": _TEXT,
+    },
+}
+
+JOURNAL = {
+    "type": "object", "additionalProperties": False, "required": ["date", "lines"],
+    "properties": {
+        "date": {"type": "string", "format": "date"},
+        "docnum": {"type": "string", "maxLength": 11, "pattern": "^[^\\t\\r\\n]*$"},
+        "memo": _TEXT,
+        "lines": {"type": "array", "minItems": 2, "items": LINE,
+                  "description": "The first line is the TRNS line, the rest SPL lines; amounts sum to zero "
+                                 "(debits positive, credits negative)."},
+    },
+}
+
+TRANSFER = {
+    "type": "object", "additionalProperties": False,
+    "required": ["date", "from_account", "to_account", "amount"],
+    "properties": {
+        "date": {"type": "string", "format": "date"},
+        "from_account": LINE["properties"]["account"],
+        "to_account": LINE["properties"]["account"],
+        "amount": {"type": "number", "exclusiveMinimum": 0},
+        "docnum": JOURNAL["properties"]["docnum"],
+        "memo": _TEXT,
+    },
+}
+
+
+def _balanced(payload: Mapping[str, Any]) -> list[str]:
+    lines = payload.get("lines") or []
+    total = sum((Decimal(str(l.get("amount", 0))) for l in lines), Decimal(0))
+    if total != 0:
+        return [f"lines must sum to zero (debits positive, credits negative); they sum to {total}"]
+    return []
+
+
+ACTIONS = {
+    "journal": Action("journal", JOURNAL, "A GENERAL JOURNAL transaction of balanced lines.", _balanced),
+    "transfer": Action("transfer", TRANSFER, "A TRANSFER from one balance-sheet account to another."),
+}

@@ -1,0 +1,30 @@
+"""Connector types by name. Action declarations load without the I/O code,
+so ``ledgerflow validate`` stays fast and never imports HTTP clients."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+from .base import Action
+
+# type -> (module with ACTIONS, "module:Class" of the connector)
+TYPES: dict[str, tuple[str, str]] = {
+    "csv": ("connectors.files.csv_actions", "connectors.files.csv_file:CsvConnector"),
+    "iif": ("connectors.files.iif_actions", "connectors.files.iif:IifConnector"),
+}
+
+
+def known_types() -> list[str]:
+    return sorted(TYPES)
+
+
+def actions_for(type_name: str) -> Mapping[str, Action]:
+    module, _ = TYPES[type_name]
+    return importlib.import_module(module).ACTIONS
+
+
+def connector_class(type_name: str) -> Any:
+    _, target = TYPES[type_name]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,1 @@
+"""Sub-commands of the ledgerflow CLI, one module per area."""

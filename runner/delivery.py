@@ -1,0 +1,105 @@
+"""Delivering claimed operations: connector I/O, then state in the store.
+
+Per-operation state lives in the store, not in Prefect: this module is plain
+functions, and the Prefect flows in ``prefect_flows`` are thin wrappers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from connectors.base import ErrorKind, Item, Outcome, TargetError
+
+from .spec import RetryPolicy
+
+log = logging.getLogger("ledgerflow.delivery")
+
+THROTTLE_DEFAULT_WAIT = 60.0
+
+
+@dataclass
+class BatchReport:
+    sent: list[dict] = field(default_factory=list)
+    retried: list[dict] = field(default_factory=list)
+    dead: list[dict] = field(default_factory=list)
+
+    def merge(self, other: "BatchReport") -> None:
+        self.sent += other.sent
+        self.retried += other.retried
+        self.dead += other.dead
+
+    def counts(self) -> dict[tuple[str, str], Counter]:
+        out: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        for state, rows in (("delivered", self.sent), ("retried", self.retried), ("dead", self.dead)):
+            for r in rows:
+                out[(r["flow"], r["connection"])][state] += 1
+        return out
+
+
+def decide(row: dict, outcome: Outcome, now: float, rand: Callable[[], float] = random.random) -> dict:
+    """The next state of a delivery after one attempt (pure)."""
+    if outcome.ok:
+        return {"id": row["id"], "state": "sent", "target_ref": outcome.target_ref}
+    err = outcome.error or TargetError("unknown failure")
+    message = str(err)
+    if err.kind == ErrorKind.THROTTLED:
+        wait = err.retry_after if err.retry_after is not None else THROTTLE_DEFAULT_WAIT
+        return {"id": row["id"], "state": "retrying", "error": message, "kind": err.kind.value,
+                "next_attempt_at": now + wait, "counted": False, "target_ref": outcome.target_ref}
+    if err.kind in (ErrorKind.PERMANENT, ErrorKind.AUTH):
+        return {"id": row["id"], "state": "dead", "error": message, "kind": err.kind.value,
+                "target_ref": outcome.target_ref}
+    attempt = row["attempts"] + 1
+    if attempt >= row["max_attempts"]:
+        return {"id": row["id"], "state": "dead", "error": f"{message} (gave up after {attempt} attempts)",
+                "kind": err.kind.value, "target_ref": outcome.target_ref}
+    policy = RetryPolicy.from_json(row.get("retry_policy"))
+    delay = policy.delay(attempt, rand())
+    if err.retry_after is not None:
+        delay = max(delay, err.retry_after)
+    return {"id": row["id"], "state": "retrying", "error": message, "kind": err.kind.value,
+            "next_attempt_at": now + delay, "target_ref": outcome.target_ref}
+
+
+def deliver_rows(app, rows: list[dict], *, worker: str, flow_run_id: str | None = None) -> BatchReport:
+    """Deliver claimed rows, one connector call per connection, and record every outcome."""
+    by_conn: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_conn[r["connection"]].append(r)
+    report = BatchReport()
+    for connection, group in by_conn.items():
+        report.merge(deliver_group(app, connection, group, worker=worker, flow_run_id=flow_run_id))
+    return report
+
+
+def deliver_group(app, connection: str, group: list[dict], *, worker: str,
+                  flow_run_id: str | None = None) -> BatchReport:
+    items = [Item(r["id"], r["idempotency_key"], r["action"], r["payload"], r["attempts"], r.get("target_ref"))
+             for r in group]
+    try:
+        outcomes = app.connector(connection).deliver(items)
+    except TargetError as exc:
+        outcomes = [Outcome.failed(i, exc) for i in items]
+    except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the batch
+        log.exception("connector %s failed on a batch of %d", connection, len(items))
+        outcomes = [Outcome.failed(i, TargetError(f"{type(exc).__name__}: {exc}")) for i in items]
+    by_id = {o.delivery_id: o for o in outcomes}
+    now = time.time()
+    results = []
+    report = BatchReport()
+    for r in group:
+        o = by_id.get(r["id"]) or Outcome.failed(Item(r["id"], "", "", {}), TargetError("connector returned no outcome"))
+        res = decide(r, o, now)
+        results.append(res)
+        enriched = {**r, **res}
+        {"sent": report.sent, "retrying": report.retried, "dead": report.dead}[res["state"]].append(enriched)
+    app.store.finish(results, worker=worker, flow_run_id=flow_run_id)
+    for d in report.dead:
+        log.warning("dead-letter: delivery %s (%s/%s -> %s): %s", d["id"], d["flow"], d["route"],
+                    d["connection"], d.get("error"))
+    return report

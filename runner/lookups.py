@@ -1,0 +1,41 @@
+"""Resolve a flow's look-ups for one event (the I/O step before the pure plan)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Mapping
+
+from .errors import Problem, RenderError
+from .fx import FxError, provider
+from .planner import PlanContext, template_context
+from .spec import Flow
+from .templating import TemplateProblem
+
+
+def resolve_lookups(event: Mapping[str, Any], flow: Flow, ctx: PlanContext,
+                    pinned: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Results by look-up name. ``pinned`` results (from a flow test) win."""
+    pinned = dict(pinned or {})
+    values = template_context(event, flow, ctx)
+    results: dict[str, Any] = {}
+    for lk in flow.lookups:
+        if lk.name in pinned:
+            results[lk.name] = pinned[lk.name]
+            continue
+        params = {}
+        for k, compiled in lk.params.items():
+            try:
+                params[k] = compiled(values) if callable(compiled) else compiled
+            except TemplateProblem as exc:
+                line, col = flow.doc.where(("lookups", lk.name, lk.kind, k))
+                raise RenderError(str(exc), Problem(flow.file, line, col, f"lookups.{lk.name}.{k}: {exc}")) from None
+        if lk.kind == "fx":
+            on = date.fromisoformat(str(params.get("on"))[:10]) if params.get("on") else date.today()
+            name = lk.provider or ctx.settings.get("fx_provider", "ecb")
+            try:
+                results[lk.name] = provider(name, ctx.settings).rate(str(params["from"]), str(params["to"]), on)
+            except FxError as exc:
+                line, col = flow.doc.where(("lookups", lk.name))
+                raise RenderError(str(exc), Problem(flow.file, line, col, f"lookups.{lk.name}: {exc}")) from None
+        values[lk.name] = results[lk.name]
+    return results

@@ -1,0 +1,260 @@
+"""Mappings: the target document with Jinja templates at its string leaves.
+
+Forms:
+* ``Field: "{{ charge.id }}"``      a template (native type when it is one expression)
+* ``Field?: "{{ charge.description }}"``  left out when the value is empty
+  (None, "", [] or {})
+* a list item ``{$for: "item in invoice.lines.data", $each: {...}, $if: "{{ item.amount }}"}``
+  repeats ``$each`` once per element (``$if`` optional), so one line per
+  invoice item.
+
+Mappings compile once per flow; ``render`` runs per event and reports the
+mapping file, line, column and field of any failure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import Problem, RenderError, SpecError
+from .templating import Compiled, Environment, TemplateProblem, is_template
+from .yamlsrc import Document
+
+_EMPTY = (None, "", [], {})
+
+
+@lru_cache(maxsize=4)
+def _schema(name: str) -> dict:
+    return json.loads((Path(__file__).parent / "schema" / name).read_text())
+
+
+@dataclass
+class Leaf:
+    compiled: Compiled
+    file: str
+    pos: tuple[int, int]
+    path: tuple
+
+    def render(self, ctx: dict) -> Any:
+        try:
+            return self.compiled(ctx)
+        except TemplateProblem as exc:
+            raise RenderError(str(exc), Problem(self.file, self.pos[0], self.pos[1],
+                                                f"{field_name(self.path)}: {exc}")) from None
+
+
+@dataclass
+class Literal:
+    value: Any
+
+    def render(self, ctx: dict) -> Any:
+        return self.value
+
+
+@dataclass
+class Obj:
+    fields: list[tuple[str, bool, Any]]  # (key, omit_if_empty, node)
+
+    def render(self, ctx: dict) -> dict:
+        out = {}
+        for key, optional, node in self.fields:
+            value = node.render(ctx)
+            if optional and (value is None or value == "" or value == [] or value == {}):
+                continue
+            out[key] = value
+        return out
+
+
+@dataclass
+class Loop:
+    var: str
+    iterable: Leaf
+    condition: Leaf | None
+    each: Any
+
+    def expand(self, ctx: dict) -> list:
+        seq = self.iterable.render(ctx)
+        if seq is None:
+            return []
+        if isinstance(seq, (str, bytes, Mapping)) or not hasattr(seq, "__iter__"):
+            raise RenderError("", Problem(self.iterable.file, *self.iterable.pos,
+                                          f"{field_name(self.iterable.path)}: $for needs a list, "
+                                          f"got {type(seq).__name__}"))
+        out = []
+        for element in seq:
+            inner = dict(ctx)
+            inner[self.var] = element
+            if self.condition is not None and not self.condition.render(inner):
+                continue
+            out.append(self.each.render(inner))
+        return out
+
+
+@dataclass
+class Seq:
+    items: list[Any]
+
+    def render(self, ctx: dict) -> list:
+        out: list = []
+        for item in self.items:
+            if isinstance(item, Loop):
+                out.extend(item.expand(ctx))
+            else:
+                out.append(item.render(ctx))
+        return out
+
+
+def field_name(path: tuple) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p).rstrip("?")
+    return out or "(document)"
+
+
+class Mapping_:
+    """A compiled mapping: ``render(ctx) -> payload``."""
+
+    def __init__(self, doc: Document, root: Obj, names: set[str]):
+        self.file = doc.file
+        self.doc = doc
+        self.root = root
+        self.names = names   # top-level names the templates read
+
+    def render(self, ctx: dict) -> dict:
+        return self.root.render(ctx)
+
+
+def compile_mapping(doc: Document, env: Environment) -> Mapping_:
+    """Check a mapping document against the mapping schema and compile its templates."""
+    from jsonschema import Draft202012Validator
+
+    problems: list[Problem] = []
+    if not isinstance(doc.data, dict):
+        raise SpecError([doc.problem((), "a mapping must be a YAML mapping of target fields")])
+    validator = Draft202012Validator(_schema("mapping.schema.json"))
+    for err in validator.iter_errors(doc.data):
+        problems.append(doc.problem(tuple(err.absolute_path), _loop_hint(err)))
+    if problems:
+        raise SpecError(problems)
+
+    names: set[str] = set()
+    unsafe: list[Problem] = []
+
+    def compile_leaf(source: str, path: tuple, expression: bool = False) -> Leaf:
+        from .templating import referenced_names, unsafe_attributes
+        try:
+            compiled = Compiled(env, source, expression=expression)
+            for attr in unsafe_attributes(env, source, expression=expression):
+                unsafe.append(doc.problem(path, f"{field_name(path)}: attribute {attr!r} is not "
+                                                "allowed (templates run in a sandbox)"))
+            names.update(referenced_names(env, source, expression=expression))
+        except TemplateProblem as exc:
+            problems.append(doc.problem(path, f"{field_name(path)}: {exc}"))
+            compiled = None  # type: ignore[assignment]
+        return Leaf(compiled, doc.file, doc.where(path), path)
+
+    def build(value: Any, path: tuple) -> Any:
+        if isinstance(value, dict):
+            if "$for" in value:
+                var, _, expr = value["$for"].strip().partition(" in ")
+                it = compile_leaf(expr.strip(), path + ("$for",), expression=True)
+                cond = compile_leaf(value["$if"], path + ("$if",), expression=True) if "$if" in value else None
+                each = build(value["$each"], path + ("$each",))
+                return Loop(var.strip(), it, cond, each)
+            return Obj([(str(k).rstrip("?"), str(k).endswith("?"), build(v, path + (k,)))
+                        for k, v in value.items()])
+        if isinstance(value, list):
+            return Seq([build(v, path + (i,)) for i, v in enumerate(value)])
+        if isinstance(value, float):
+            problems.append(doc.problem(path, f"{field_name(path)}: write numbers as quoted strings "
+                                              f"(\"{value}\") so they stay exact Decimals"))
+            return Literal(None)
+        if is_template(value):
+            return compile_leaf(value, path)
+        return Literal(value)
+
+    root = build(doc.data, ())
+    problems.extend(unsafe)
+    if problems:
+        raise SpecError(problems)
+    return Mapping_(doc, root, names)
+
+
+def _loop_hint(err) -> str:
+    path = tuple(err.absolute_path)
+    where = field_name(path)
+    if err.validator in ("anyOf", "oneOf", "not") and isinstance(err.instance, dict) and (
+            "$for" in err.instance or "$each" in err.instance):
+        return f"{where}: a loop needs exactly $for: \"x in list\" and $each (optional $if)"
+    return f"{where}: {err.message}"
+
+
+# ---- static check of a mapping against an action's payload schema ------------
+
+def check_shape(mapping: Mapping_, schema: Mapping[str, Any], action: str) -> list[Problem]:
+    """Field names, required fields and literal types, without any event data."""
+    doc = mapping.doc
+    problems: list[Problem] = []
+
+    def resolve(s: Mapping[str, Any]) -> Mapping[str, Any]:
+        ref = s.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target: Any = schema
+            for part in ref[2:].split("/"):
+                target = target[part]
+            merged = dict(target)
+            merged.update({k: v for k, v in s.items() if k != "$ref"})
+            return resolve(merged)
+        return s
+
+    def walk(value: Any, s: Mapping[str, Any], path: tuple) -> None:
+        s = resolve(s)
+        if isinstance(value, dict) and "$for" in value:
+            walk(value["$each"], s, path + ("$each",))
+            return
+        if isinstance(value, dict):
+            if s.get("type") not in (None, "object") and "object" not in (s.get("type") or []):
+                problems.append(doc.problem(path, f"{field_name(path)}: {action} expects "
+                                                  f"{s.get('type')} here, the mapping has an object"))
+                return
+            props = s.get("properties", {})
+            keys = {str(k).rstrip("?") for k in value}
+            for key in s.get("required", []):
+                if key not in keys:
+                    problems.append(doc.problem(path, f"{field_name(path + (key,))}: required by "
+                                                      f"action {action} but not mapped"))
+            for k, v in value.items():
+                key = str(k).rstrip("?")
+                if key in props:
+                    walk(v, props[key], path + (k,))
+                elif s.get("additionalProperties", True) is False:
+                    expected = ", ".join(sorted(props)) or "none"
+                    problems.append(doc.problem(path + (k,), f"{field_name(path + (k,))}: action {action} "
+                                                             f"has no field {key!r} (expected one of: {expected})"))
+                elif isinstance(s.get("additionalProperties"), dict):
+                    walk(v, s["additionalProperties"], path + (k,))
+            return
+        if isinstance(value, list):
+            if s.get("type") not in (None, "array"):
+                problems.append(doc.problem(path, f"{field_name(path)}: {action} expects "
+                                                  f"{s.get('type')} here, the mapping has a list"))
+                return
+            for i, v in enumerate(value):
+                walk(v, s.get("items", {}), path + (i,))
+            return
+        if is_template(value) or value is None:
+            return
+        from jsonschema import Draft202012Validator
+        literal_schema = {k: v for k, v in s.items() if k not in ("properties", "items", "required")}
+        for err in Draft202012Validator(literal_schema).iter_errors(value):
+            problems.append(doc.problem(path, f"{field_name(path)}: {err.message}"))
+
+    walk(doc.data, schema, ())
+    return problems

@@ -1,0 +1,231 @@
+"""plan(event, flow, context) -> operations. Pure and deterministic.
+
+No network, no database: look-up results come in through the context. This
+is what ``preview`` prints, what ``run`` and the dispatcher deliver, and what
+``ledgerflow test`` compares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+
+from .errors import EventError, Problem, RenderError
+from .mapping import field_name
+from .spec import Flow, Route
+from .templating import TemplateProblem
+
+
+@dataclass
+class Operation:
+    flow: str
+    route: str
+    connection: str
+    connector_type: str
+    action: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    event_id: str | None = None
+    flow_file: str | None = None
+    max_attempts: int | None = None
+    retry_policy: str | None = None   # JSON of the flow's retry policy, kept with the delivery
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flow": self.flow, "route": self.route, "connection": self.connection,
+                "connector_type": self.connector_type, "action": self.action,
+                "idempotency_key": self.idempotency_key, "event_id": self.event_id,
+                "payload": self.payload}
+
+
+@dataclass
+class PlanContext:
+    """Everything plan needs besides the event and the flow."""
+
+    settings: Mapping[str, Any]
+    connection_types: Mapping[str, str]
+    lookups: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def object_name(event: Mapping[str, Any]) -> str | None:
+    obj = event.get("data", {}).get("object") if isinstance(event.get("data"), Mapping) else None
+    kind = obj.get("object") if isinstance(obj, Mapping) else None
+    return kind.replace(".", "_") if isinstance(kind, str) else None
+
+
+def check_event(event: Any, source: str) -> None:
+    """An event must be a Stripe-shaped object: id, type and data.object."""
+    if not isinstance(event, Mapping):
+        raise EventError(f"{source}: expected a JSON object (a Stripe event), got {type(event).__name__}")
+    for key in ("id", "type"):
+        if not isinstance(event.get(key), str) or not event.get(key):
+            raise EventError(f"{source}: the event has no {key!r} (expected a Stripe event with id, type "
+                             "and data.object)")
+    data = event.get("data")
+    if not isinstance(data, Mapping) or not isinstance(data.get("object"), Mapping):
+        raise EventError(f"{source}: the event has no data.object (expected a Stripe event)")
+
+
+def template_context(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> dict[str, Any]:
+    obj = event["data"]["object"]
+    values: dict[str, Any] = {
+        "event": event, "data": obj, "object": obj, "account": event.get("account"),
+        "settings": ctx.settings, "vars": flow.vars, "lookups": dict(ctx.lookups),
+        "flow": {"name": flow.name}, "params": dict(ctx.params),
+    }
+    name = object_name(event)
+    if name:
+        values[name] = obj
+    values.update(ctx.lookups)
+    return values
+
+
+def _eval(compiled, values: dict, flow: Flow, path: tuple, what: str) -> Any:
+    try:
+        return compiled(values)
+    except TemplateProblem as exc:
+        line, col = flow.doc.where(path)
+        raise RenderError(str(exc), Problem(flow.file, line, col, f"{what}: {exc}")) from None
+
+
+def routes_firing(event: Mapping[str, Any], flow: Flow, values: dict) -> list[tuple[int, Route]]:
+    fired = []
+    for i, route in enumerate(flow.routes):
+        if route.fallback:
+            continue
+        if route.when is None or _eval(route.when, values, flow, ("routes", i, "when"), f"routes[{i}].when"):
+            fired.append((i, route))
+    if not fired:
+        fired = [(i, r) for i, r in enumerate(flow.routes) if r.fallback]
+    return fired
+
+
+def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operation]:
+    """The operations this event produces through this flow (empty when filtered out)."""
+    values = template_context(event, flow, ctx)
+    if flow.filter is not None and not _eval(flow.filter, values, flow, ("filter",), "filter"):
+        return []
+    ops = []
+    for i, route in routes_firing(event, flow, values):
+        values["route"] = {"name": route.name}
+        payload = route.mapping.render(values)
+        if route.idempotency_key is not None:
+            key = str(_eval(route.idempotency_key, values, flow, ("routes", i, "idempotency_key"),
+                            f"routes[{i}].idempotency_key")).strip()
+            if not key:
+                line, col = flow.doc.where(("routes", i, "idempotency_key"))
+                raise RenderError("", Problem(flow.file, line, col, f"routes[{i}].idempotency_key rendered empty"))
+        else:
+            key = f"{flow.name}:{route.name}:{event['id']}"
+        ctype = ctx.connection_types[route.target]
+        payload = conform_payload(payload, ctype, route)
+        ops.append(Operation(flow=flow.name, route=route.name, connection=route.target, connector_type=ctype,
+                             action=route.action, idempotency_key=key, payload=payload,
+                             event_id=event.get("id"), flow_file=flow.file,
+                             max_attempts=flow.retry.attempts, retry_policy=flow.retry.as_json()))
+    return ops
+
+
+# ---- payload checks against the action's schema -----------------------------
+
+def conform_payload(payload: dict, connector_type: str, route: Route) -> dict:
+    """Coerce numeric strings where the schema wants numbers, then validate.
+
+    Errors point at the mapping line that produced the field.
+    """
+    from connectors import registry
+
+    action = registry.actions_for(connector_type)[route.action]
+    payload = _coerce(payload, action.schema, action.schema)
+    validator = _validator(connector_type, route.action, action.schema)
+    errors = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        err = errors[0]
+        path = tuple(err.absolute_path)
+        raise RenderError("", _mapping_problem(route, path, f"{field_name(path)}: {_describe(err)} "
+                                                            f"(action {connector_type}.{route.action})"))
+    if action.check:
+        issues = action.check(payload)
+        if issues:
+            raise RenderError("", _mapping_problem(route, (), f"{connector_type}.{route.action}: " + "; ".join(issues)))
+    return payload
+
+
+def _describe(err) -> str:
+    if err.validator == "type":
+        return f"expected {err.validator_value}, got {err.instance!r}"
+    if err.validator == "required":
+        return err.message + " (the mapping left it out or it rendered empty)"
+    return err.message
+
+
+_VALIDATORS: dict[tuple[str, str], Any] = {}
+
+
+def _validator(ctype: str, action: str, schema: Mapping[str, Any]):
+    key = (ctype, action)
+    if key not in _VALIDATORS:
+        from jsonschema import Draft202012Validator, FormatChecker
+        _VALIDATORS[key] = Draft202012Validator(schema, format_checker=FormatChecker())
+    return _VALIDATORS[key]
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return _resolve(target, root)
+    return schema
+
+
+def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    schema = _resolve(schema, root)
+    t = schema.get("type")
+    types = t if isinstance(t, list) else [t]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: _coerce(v, props.get(k, {}), root) for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [_coerce(v, items, root) for v in value]
+    if isinstance(value, str) and ("number" in types) and "string" not in types:
+        try:
+            d = Decimal(value.strip())
+            if d.is_finite():
+                return d
+        except InvalidOperation:
+            pass
+    if isinstance(value, float):
+        raise RenderError("", Problem("(payload)", 1, 1, f"a float ({value!r}) reached a payload; use the money "
+                                                         "or decimal filter so money stays exact"))
+    return value
+
+
+def _mapping_problem(route: Route, path: tuple, message: str) -> Problem:
+    doc = route.mapping.doc
+    mpath: tuple = ()
+    data: Any = doc.data
+    for part in path:
+        if isinstance(data, dict):
+            key = part if part in data else (f"{part}?" if f"{part}?" in data else None)
+            if key is None:
+                break
+            mpath += (key,)
+            data = data[key]
+        elif isinstance(data, list):
+            loops = [i for i, x in enumerate(data) if isinstance(x, dict) and "$for" in x]
+            if loops:
+                mpath += (loops[0], "$each")
+                data = data[loops[0]]["$each"]
+            elif isinstance(part, int) and part < len(data):
+                mpath += (part,)
+                data = data[part]
+            else:
+                break
+        else:
+            break
+    line, col = doc.where(mpath)
+    return Problem(doc.file, line, col, message)

@@ -1,0 +1,288 @@
+"""Store operations. Small, explicit, and the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import and_, create_engine, event, func, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from .. import jsonio
+from .tables import attempts, audit, deliveries, inbox, metadata
+
+TERMINAL = ("sent", "dead", "discarded")
+
+
+def _insert(engine: Engine, table):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivially exercised
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")     # a commit is on disk, even on power loss
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+            # let SQLAlchemy's BEGIN be a real BEGIN IMMEDIATE when we ask for one
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # pragma: no cover
+            conn.exec_driver_sql(conn.info.pop("begin_sql", "BEGIN"))
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def tx(self, *, immediate: bool = False) -> Iterator[Connection]:
+        """A transaction; on SQLite ``immediate`` takes the write lock up front."""
+        with self.engine.connect() as conn:
+            if immediate and self.dialect == "sqlite":
+                conn.info["begin_sql"] = "BEGIN IMMEDIATE"
+            with conn.begin():
+                yield conn
+
+    # ---- inbox -------------------------------------------------------------
+
+    def add_events(self, events: Iterable[tuple[dict, str, str]], conn: Connection | None = None) -> list[bool]:
+        """Insert (event, raw_json, source) rows; True where new, False for a duplicate id."""
+        now = time.time()
+        results = []
+        with (self._maybe(conn)) as c:
+            for ev, raw, source in events:
+                stmt = _insert(self.engine, inbox).values(
+                    event_id=ev["id"], type=ev.get("type", ""), account=ev.get("account"),
+                    created=ev.get("created") if isinstance(ev.get("created"), int) else None,
+                    payload=raw, source=source, received_at=now, status="pending", updated_at=now,
+                ).on_conflict_do_nothing(index_elements=["event_id"])
+                results.append(c.execute(stmt).rowcount == 1)
+        return results
+
+    def add_event(self, ev: dict, raw: str, source: str) -> bool:
+        return self.add_events([(ev, raw, source)])[0]
+
+    def get_event(self, event_id: str) -> dict | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(inbox).where(inbox.c.event_id == event_id)).mappings().first()
+        return dict(row) if row else None
+
+    def event_ids(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        found: set[str] = set()
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                found.update(r[0] for r in c.execute(select(inbox.c.event_id).where(inbox.c.event_id.in_(chunk))))
+        return found
+
+    def pending_events(self, limit: int = 500) -> list[dict]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(inbox).where(inbox.c.status == "pending")
+                             .order_by(inbox.c.received_at, inbox.c.event_id).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def mark_event(self, event_id: str, status: str, *, flows: str | None = None, error: str | None = None,
+                   conn: Connection | None = None) -> None:
+        with self._maybe(conn) as c:
+            c.execute(update(inbox).where(inbox.c.event_id == event_id)
+                      .values(status=status, flows=flows, error=error, updated_at=time.time()))
+
+    def count_events(self, status: str | None = None) -> int:
+        q = select(func.count()).select_from(inbox)
+        if status:
+            q = q.where(inbox.c.status == status)
+        with self.engine.connect() as c:
+            return c.execute(q).scalar_one()
+
+    # ---- deliveries ----------------------------------------------------------
+
+    def add_deliveries(self, ops: Iterable[Any], *, max_attempts: int = 6, flow_file: str | None = None,
+                       conn: Connection | None = None) -> list[tuple[int, bool]]:
+        """Write a pending row per operation before any side effect.
+
+        Returns (delivery id, created) per op; an op whose idempotency key is
+        already known keeps its existing row (and state): nothing is repeated.
+        """
+        now = time.time()
+        out = []
+        with self._maybe(conn) as c:
+            for op in ops:
+                stmt = _insert(self.engine, deliveries).values(
+                    idempotency_key=op.idempotency_key, event_id=op.event_id, flow=op.flow,
+                    flow_file=flow_file or getattr(op, "flow_file", None), route=op.route,
+                    connection=op.connection, connector_type=op.connector_type, action=op.action,
+                    payload=jsonio.dumps(op.payload), state="pending", attempts=0,
+                    max_attempts=getattr(op, "max_attempts", None) or max_attempts,
+                    retry_policy=getattr(op, "retry_policy", None),
+                    next_attempt_at=now, created_at=now, updated_at=now,
+                ).on_conflict_do_nothing(index_elements=["idempotency_key"])
+                created = c.execute(stmt).rowcount == 1
+                did = c.execute(select(deliveries.c.id).where(
+                    deliveries.c.idempotency_key == op.idempotency_key)).scalar_one()
+                out.append((did, created))
+        return out
+
+    def delivery(self, delivery_id: int) -> dict | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().first()
+        return self._row(row)
+
+    def delivery_by_key(self, key: str) -> dict | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(deliveries).where(deliveries.c.idempotency_key == key)).mappings().first()
+        return self._row(row)
+
+    def deliveries_where(self, *conds, limit: int | None = None, order=None) -> list[dict]:
+        q = select(deliveries).where(and_(*conds)) if conds else select(deliveries)
+        q = q.order_by(order if order is not None else deliveries.c.id)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as c:
+            return [self._row(r) for r in c.execute(q).mappings().all()]
+
+    def claim(self, worker: str, *, limit: int = 100, lease: float = 300.0, connections: list[str] | None = None,
+              connector_types: list[str] | None = None, ids: list[int] | None = None,
+              now: float | None = None) -> list[dict]:
+        """Take up to ``limit`` due deliveries for this worker, under a lease.
+
+        Due means pending/retrying with next_attempt_at <= now, or claimed by a
+        worker whose lease has expired (it died mid-batch). PostgreSQL uses
+        ``FOR UPDATE SKIP LOCKED``; SQLite takes the database write lock.
+        """
+        now = time.time() if now is None else now
+        due = or_(
+            and_(deliveries.c.state.in_(("pending", "retrying")), deliveries.c.next_attempt_at <= now),
+            and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
+        )
+        conds = [due]
+        if connections:
+            conds.append(deliveries.c.connection.in_(connections))
+        if connector_types:
+            conds.append(deliveries.c.connector_type.in_(connector_types))
+        if ids is not None:
+            conds.append(deliveries.c.id.in_(ids))
+        q = select(deliveries.c.id).where(and_(*conds)).order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)
+        if self.dialect == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        with self.tx(immediate=True) as c:
+            claimed = [r[0] for r in c.execute(q)]
+            if not claimed:
+                return []
+            c.execute(update(deliveries).where(deliveries.c.id.in_(claimed))
+                      .values(state="sending", claimed_by=worker, lease_until=now + lease, updated_at=now))
+            rows = c.execute(select(deliveries).where(deliveries.c.id.in_(claimed))
+                             .order_by(deliveries.c.id)).mappings().all()
+        return [self._row(r) for r in rows]
+
+    def finish(self, results: list[dict], *, worker: str | None = None, flow_run_id: str | None = None) -> None:
+        """Record outcomes. Each result: id, state (sent|retrying|dead), error, kind,
+        target_ref, next_attempt_at, counted (False for throttling)."""
+        now = time.time()
+        with self.tx(immediate=True) as c:
+            for r in results:
+                values: dict[str, Any] = {"state": r["state"], "updated_at": now, "claimed_by": None,
+                                          "lease_until": None}
+                if r.get("counted", True):
+                    values["attempts"] = deliveries.c.attempts + 1
+                if r["state"] == "sent":
+                    values.update(sent_at=now, last_error=None, error_kind=None)
+                if r.get("target_ref") is not None:
+                    values["target_ref"] = r["target_ref"]
+                if r.get("error") is not None:
+                    values.update(last_error=r["error"], error_kind=r.get("kind"))
+                if r.get("next_attempt_at") is not None:
+                    values["next_attempt_at"] = r["next_attempt_at"]
+                cond = deliveries.c.id == r["id"]
+                if worker is not None:   # a worker whose lease was taken over must not overwrite
+                    cond = and_(cond, or_(deliveries.c.claimed_by == worker, deliveries.c.claimed_by.is_(None)))
+                res = c.execute(update(deliveries).where(cond).values(**values))
+                if res.rowcount:
+                    n = c.execute(select(deliveries.c.attempts).where(deliveries.c.id == r["id"])).scalar_one()
+                    c.execute(attempts.insert().values(
+                        delivery_id=r["id"], attempt=n, at=now,
+                        outcome={"sent": "sent", "dead": "dead"}.get(r["state"], "throttled" if not r.get("counted", True) else "retry"),
+                        error=r.get("error"), worker=worker, flow_run_id=flow_run_id))
+
+    def set_delivery(self, delivery_id: int, **values: Any) -> None:
+        values.setdefault("updated_at", time.time())
+        if "payload" in values and not isinstance(values["payload"], str):
+            values["payload"] = jsonio.dumps(values["payload"])
+        with self.tx() as c:
+            c.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+    def attempts_of(self, delivery_id: int) -> list[dict]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(attempts).where(attempts.c.delivery_id == delivery_id)
+                             .order_by(attempts.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def count_deliveries(self, state: str | None = None) -> int:
+        q = select(func.count()).select_from(deliveries)
+        if state:
+            q = q.where(deliveries.c.state == state)
+        with self.engine.connect() as c:
+            return c.execute(q).scalar_one()
+
+    def audit(self, action: str, subject: str, detail: str = "", actor: str | None = None) -> None:
+        import getpass
+        with self.tx() as c:
+            c.execute(audit.insert().values(at=time.time(), actor=actor or getpass.getuser(), action=action,
+                                            subject=subject, detail=detail))
+
+    # ---- helpers -------------------------------------------------------------
+
+    @contextmanager
+    def _maybe(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.tx(immediate=True) as c:
+                yield c
+
+    @staticmethod
+    def _row(row) -> dict | None:
+        if row is None:
+            return None
+        d = dict(row)
+        if isinstance(d.get("payload"), str):
+            d["payload"] = jsonio.loads(d["payload"])
+        return d
+
+
+_STORES: dict[str, Store] = {}
+
+
+def open_store(url: str) -> Store:
+    """One Store (engine and pool) per URL per process."""
+    if url not in _STORES:
+        _STORES[url] = Store(url)
+    return _STORES[url]

@@ -1,0 +1,109 @@
+"""Table definitions. Feature modules add their tables to ``metadata`` here."""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        MetaData, String, Table, Text, UniqueConstraint)
+
+metadata = MetaData()
+
+# Every event that got in, once (primary key = Stripe event id).
+inbox = Table(
+    "inbox", metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("type", String(255), nullable=False),
+    Column("account", String(255)),                    # Connect account, when any
+    Column("created", BigInteger),                     # Stripe's created (unix)
+    Column("payload", Text, nullable=False),           # the event JSON, as received
+    Column("source", String(32), nullable=False),      # webhook:<endpoint>, catch-up, cli
+    Column("received_at", Float, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending|dispatched|ignored|failed
+    Column("flows", Text),                             # flows that planned it
+    Column("error", Text),
+    Column("updated_at", Float),
+)
+Index("ix_inbox_status", inbox.c.status, inbox.c.received_at)
+
+# One row per operation. States: pending -> sending -> sent | retrying -> ... | dead | discarded
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("event_id", String(255)),
+    Column("flow", String(255), nullable=False),
+    Column("flow_file", Text),
+    Column("route", String(255), nullable=False),
+    Column("connection", String(255), nullable=False),
+    Column("connector_type", String(64), nullable=False),
+    Column("action", String(255), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=6),
+    Column("retry_policy", Text),                      # JSON: first_delay, max_delay, backoff, jitter
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("error_kind", String(16)),
+    Column("target_ref", String(255)),
+    Column("claimed_by", String(255)),
+    Column("lease_until", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("sent_at", Float),
+)
+Index("ix_deliveries_due", deliveries.c.state, deliveries.c.next_attempt_at)
+Index("ix_deliveries_event", deliveries.c.event_id)
+
+attempts = Table(
+    "delivery_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),      # sent|retry|dead|throttled
+    Column("error", Text),
+    Column("worker", String(255)),
+    Column("flow_run_id", String(64)),
+)
+Index("ix_attempts_delivery", attempts.c.delivery_id)
+
+# Audit trail for human actions (dead-letter discards and replays, reconnects).
+audit = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(255)),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(255)),
+    Column("detail", Text),
+)
+
+# OAuth tokens, encrypted; version increments on every rotation (optimistic lock).
+tokens = Table(
+    "oauth_tokens", metadata,
+    Column("connection", String(255), primary_key=True),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# FX rates cache: one row per (source, base, quote, date).
+fx_rates = Table(
+    "fx_rates", metadata,
+    Column("source", String(32), nullable=False),
+    Column("base", String(3), nullable=False),
+    Column("quote", String(3), nullable=False),
+    Column("rate_date", String(10), nullable=False),
+    Column("rate", String(64), nullable=False),
+    Column("fetched_at", Float, nullable=False),
+    UniqueConstraint("source", "base", "quote", "rate_date", name="uq_fx_rate"),
+)
+
+# Small key/value cache for connectors (name look-ups, ids).
+kv = Table(
+    "kv_cache", metadata,
+    Column("namespace", String(128), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

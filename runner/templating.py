@@ -1,0 +1,198 @@
+"""Jinja in a sandbox: strict about undefined names, explicit about money.
+
+Templates are code people edit, so:
+* ``ImmutableSandboxedEnvironment``: no attribute starting with ``_``, no
+  mutation of the event, nothing outside the values we hand in;
+* ``StrictUndefined``: a typo fails loudly instead of posting ``""``;
+* a template that is a single ``{{ expression }}`` keeps its native type
+  (a ``Decimal`` stays a ``Decimal``); anything else renders to a string.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.runtime import Undefined
+
+from . import money
+
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
+
+
+class TemplateProblem(Exception):
+    """A template that does not compile or fails to evaluate; message is user-facing."""
+
+
+def _to_datetime(value: Any, tz: ZoneInfo) -> datetime:
+    if isinstance(value, bool):
+        raise TemplateProblem(f"expected a Unix timestamp or ISO date, got {value!r}")
+    if isinstance(value, (int, Decimal)):
+        return datetime.fromtimestamp(int(value), tz=timezone.utc).astimezone(tz)
+    if isinstance(value, datetime):
+        return value.astimezone(tz) if value.tzinfo else value.replace(tzinfo=tz)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=tz)
+    if isinstance(value, str):
+        s = value.strip()
+        if s.isdigit():
+            return _to_datetime(int(s), tz)
+        try:
+            return _to_datetime(datetime.fromisoformat(s.replace("Z", "+00:00")), tz)
+        except ValueError:
+            pass
+    raise TemplateProblem(f"expected a Unix timestamp or ISO date, got {value!r}")
+
+
+def make_filters(tz_name: str) -> dict[str, Callable[..., Any]]:
+    tz = ZoneInfo(tz_name)
+
+    def money_filter(amount: Any, currency: Any) -> Decimal:
+        """Stripe minor units -> Decimal major units (per-currency exponent)."""
+        try:
+            return money.from_minor(amount, currency)
+        except money.MoneyError as exc:
+            raise TemplateProblem(f"money: {exc}") from None
+
+    def decimal_filter(value: Any) -> Decimal:
+        try:
+            return money.to_decimal(value, "decimal")
+        except money.MoneyError as exc:
+            raise TemplateProblem(str(exc)) from None
+
+    def round_filter(value: Any, currency: Any) -> Decimal:
+        try:
+            return money.round_money(value, currency)
+        except money.MoneyError as exc:
+            raise TemplateProblem(f"round_money: {exc}") from None
+
+    def minor_filter(value: Any, currency: Any) -> int:
+        try:
+            return money.to_minor(value, currency)
+        except money.MoneyError as exc:
+            raise TemplateProblem(f"minor: {exc}") from None
+
+    def date_filter(value: Any, fmt: str | None = None) -> str:
+        dt = _to_datetime(value, tz)
+        return dt.strftime(fmt) if fmt else dt.date().isoformat()
+
+    def datetime_filter(value: Any) -> str:
+        return _to_datetime(value, tz).isoformat()
+
+    def clip(value: Any, length: int, end: str = "") -> str:
+        """Truncate to at most ``length`` characters (``end`` included), never fails on None."""
+        s = "" if value is None else str(value)
+        if len(s) <= length:
+            return s
+        return s[: max(0, length - len(end))] + end
+
+    def negate(value: Any) -> Decimal:
+        return -money.to_decimal(value)
+
+    return {
+        "money": money_filter,
+        "decimal": decimal_filter,
+        "round_money": round_filter,
+        "minor": minor_filter,
+        "date": date_filter,
+        "datetime": datetime_filter,
+        "clip": clip,
+        "negate": negate,
+    }
+
+
+class Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with our filters; one per (timezone)."""
+
+    def __init__(self, tz_name: str = "UTC"):
+        super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+        self.filters.update(make_filters(tz_name))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Stripe objects are dicts: `subscription.items` means the field, not dict.items
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+        self.globals.clear()  # no lipsum(), cycler() ...: only the values we hand in
+
+
+@lru_cache(maxsize=8)
+def environment(tz_name: str = "UTC") -> Environment:
+    return Environment(tz_name)
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+class Compiled:
+    """A compiled string leaf: either a native expression or a text template."""
+
+    __slots__ = ("source", "_fn", "native")
+
+    def __init__(self, env: Environment, source: str, *, expression: bool = False):
+        self.source = source
+        m = _SINGLE_EXPR.match(source)
+        try:
+            if expression and not m:
+                if "{{" in source or "{%" in source:
+                    raise TemplateProblem("a condition must be one expression, like \"{{ charge.paid }}\"")
+                self._fn = env.compile_expression(source, undefined_to_none=False)
+                self.native = True
+            elif m:
+                self._fn = env.compile_expression(m.group("expr").strip(), undefined_to_none=False)
+                self.native = True
+            else:
+                self._fn = env.from_string(source).render
+                self.native = False
+        except TemplateSyntaxError as exc:
+            raise TemplateProblem(f"template syntax error: {exc.message}") from None
+
+    def __call__(self, ctx: dict[str, Any]) -> Any:
+        try:
+            if self.native:
+                value = self._fn(**ctx)
+                if isinstance(value, Undefined):
+                    value._fail_with_undefined_error()
+                return value
+            return self._fn(ctx)
+        except SecurityError as exc:
+            raise TemplateProblem(f"blocked by the sandbox: {exc}") from None
+        except UndefinedError as exc:
+            raise TemplateProblem(f"undefined: {exc.message}") from None
+        except TemplateProblem:
+            raise
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise TemplateProblem(f"{type(exc).__name__}: {exc}") from None
+
+
+# ---- static checks used by `validate` (no data needed) ----------------------
+
+def referenced_names(env: Environment, source: str, *, expression: bool = False) -> set[str]:
+    """Top-level names a template reads, for the undefined-name check at validate time."""
+    from jinja2 import meta
+
+    m = _SINGLE_EXPR.match(source)
+    text = source if not expression or m else "{{ " + source + " }}"
+    return set(meta.find_undeclared_variables(env.parse(text)))
+
+
+def unsafe_attributes(env: Environment, source: str, *, expression: bool = False) -> list[str]:
+    """Attribute names the sandbox would refuse (``__class__`` and friends)."""
+    m = _SINGLE_EXPR.match(source)
+    text = source if not expression or m else "{{ " + source + " }}"
+    ast = env.parse(text)
+    bad = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else (
+            node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
+        if name and name.startswith("_"):
+            bad.append(name)
+    return bad

@@ -1,0 +1,105 @@
+"""YAML loading that remembers where every value came from.
+
+PyYAML's composer gives node marks; we build plain Python values and a
+``positions`` map from a path (tuple of keys/indexes) to (line, col), both
+1-based, so every later error can point at the file, line and column.
+Duplicate keys are errors rather than silent overwrites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem, SpecError
+
+try:  # libyaml is much faster; fall back to the pure-Python loader
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+Path_ = tuple  # a path into a document: ("routes", 0, "mapping")
+
+
+@dataclass
+class Document:
+    file: str
+    data: Any
+    positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: tuple | list) -> tuple[int, int]:
+        """Position of ``path``, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            path = path[:-1]
+        return self.positions.get((), (1, 1))
+
+    def problem(self, path: tuple | list, message: str) -> Problem:
+        line, col = self.where(path)
+        return Problem(self.file, line, col, message)
+
+
+def _construct(node: yaml.Node, path: tuple, doc: Document, loader: yaml.Loader,
+               problems: list[Problem]) -> Any:
+    doc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                problems.append(Problem(doc.file, key_node.start_mark.line + 1,
+                                        key_node.start_mark.column + 1,
+                                        "mapping keys must be plain scalars"))
+                continue
+            if key in out:
+                problems.append(Problem(doc.file, key_node.start_mark.line + 1,
+                                        key_node.start_mark.column + 1,
+                                        f"duplicate key {key!r}"))
+                continue
+            out[key] = _construct(value_node, path + (key,), doc, loader, problems)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), doc, loader, problems) for i, v in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def load_text(text: str, file: str) -> Document:
+    """Parse one YAML document; raise SpecError naming file:line:col on failure."""
+    doc = Document(file=file, data=None)
+    problems: list[Problem] = []
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                doc.data = _construct(node, (), doc, loader, problems)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise SpecError([Problem(file, line, col, f"malformed YAML: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem(file, 1, 1, f"malformed YAML: {exc}")]) from None
+    if problems:
+        raise SpecError(problems)
+    return doc
+
+
+def load_file(path: str | Path, display: str | None = None) -> Document:
+    p = Path(path)
+    name = display or str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Problem(name, 1, 1, "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([Problem(name, 1, 1, f"not UTF-8 text: {exc.reason}")]) from None
+    return load_text(text, name)

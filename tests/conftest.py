@@ -1,0 +1,107 @@
+"""Shared fixtures.
+
+* ``store_url``: parametrised over SQLite (a temp file) and PostgreSQL (a fresh
+  database per test session on 127.0.0.1:5432, dropped at the end).
+* ``prefect_api``: one ``prefect_test_harness`` per session (it costs ~12 s).
+* ``project``: a temporary project folder with the shipped flows and mappings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = (ROOT.parent / "shared" / "reference" / "stripe" / "fixtures3.json")
+PG_ADMIN = os.environ.get("LEDGERFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_configure(config):
+    if FIXTURES.exists():
+        os.environ.setdefault("LEDGERFLOW_STRIPE_FIXTURES", str(FIXTURES))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.pop("LEDGERFLOW_STORE_URL", None)
+    os.environ.pop("LEDGERFLOW_PROJECT", None)
+
+
+@pytest.fixture(scope="session")
+def stripe_fixtures() -> Path:
+    if not FIXTURES.exists():
+        pytest.skip(f"Stripe fixtures not found at {FIXTURES} (shared/reference is beside the checkout in CI)")
+    return FIXTURES
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh PostgreSQL database for this test session (worker), dropped afterwards."""
+    if not _pg_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN}")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN}")
+    import psycopg
+    name = f"ledgerflow_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    yield url
+    from runner.store.db import _STORES
+    for key in [k for k in _STORES if name in k]:
+        _STORES.pop(key).close()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A store URL on each backend; PostgreSQL tables are emptied between tests."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = request.getfixturevalue("pg_url")
+    from runner.store import open_store
+    from runner.store.tables import metadata
+    store = open_store(url)
+    with store.engine.begin() as c:
+        for t in reversed(metadata.sorted_tables):
+            c.execute(t.delete())
+    yield url
+
+
+@pytest.fixture
+def store(store_url):
+    from runner.store import open_store
+    return open_store(store_url)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def project_dir(tmp_path, monkeypatch) -> Path:
+    """A copy of the shipped project (flows, mappings, ledgerflow.yaml) in a temp folder."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    shutil.copy(ROOT / "ledgerflow.yaml", dest / "ledgerflow.yaml")
+    shutil.copytree(ROOT / "flows", dest / "flows")
+    shutil.copytree(ROOT / "mappings", dest / "mappings")
+    monkeypatch.chdir(dest)
+    monkeypatch.setenv("LEDGERFLOW_PROJECT", str(dest / "ledgerflow.yaml"))
+    return dest
