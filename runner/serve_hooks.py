@@ -1,0 +1,23 @@
+"""Extension points for ``ledgerflow serve``, so features plug in without
+editing each other's modules.
+
+* ``ASGI_MOUNTS``: ``"module:function"`` strings; each function takes the
+  ``App`` and returns ``(path_prefix, asgi_app)`` to mount (the Web Connector
+  SOAP service, say).
+* ``BACKGROUND``: ``"module:function"`` strings; each function takes the
+  ``App`` and returns an object with ``start()`` and ``stop()`` (the delivery
+  loop, the catch-up schedule, ...), started after the HTTP server is up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+ASGI_MOUNTS: list[str] = []
+BACKGROUND: list[str] = []
+
+
+def load(ref: str) -> Callable[..., Any]:
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
