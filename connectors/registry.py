@@ -15,6 +15,15 @@ TYPES: dict[str, tuple[str, str]] = {
 }
 
 
+# Connector types the target pulls from (the QuickBooks Web Connector polls us):
+# the delivery loop never pushes these; their own service claims and finishes them.
+PULL_TYPES: set[str] = set()
+
+
+def is_pull(type_name: str) -> bool:
+    return type_name in PULL_TYPES
+
+
 def known_types() -> list[str]:
     return sorted(TYPES)
 
