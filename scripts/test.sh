@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: the pytest suite (SQLite and PostgreSQL, a real Prefect API),
+# then the shipped flows' own test cases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${VENV:-.venv}/bin
+"$BIN/ledgerflow" validate
+"$BIN/python" -m pytest -q -n 2 -p no:cacheprovider "$@"
