@@ -205,6 +205,13 @@ def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> A
 
 
 def _mapping_problem(route: Route, path: tuple, message: str) -> Problem:
+    file, line, col = mapping_location(route, path)
+    return Problem(file, line, col, message)
+
+
+def mapping_location(route: Route, path: tuple) -> tuple[str, int, int]:
+    """The mapping file, line and column that produce ``path`` of the route's payload
+    (the nearest mapped ancestor when the field itself is not mapped)."""
     doc = route.mapping.doc
     mpath: tuple = ()
     data: Any = doc.data
@@ -228,4 +235,4 @@ def _mapping_problem(route: Route, path: tuple, message: str) -> Problem:
         else:
             break
     line, col = doc.where(mpath)
-    return Problem(doc.file, line, col, message)
+    return doc.file, line, col
