@@ -138,6 +138,9 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
     problems: list[Problem] = []
     if not isinstance(doc.data, dict):
         raise SpecError([doc.problem((), "a mapping must be a YAML mapping of target fields")])
+    problems.extend(_loop_problems(doc, doc.data, ()))
+    if problems:
+        raise SpecError(problems)
     validator = Draft202012Validator(_schema("mapping.schema.json"))
     for err in validator.iter_errors(doc.data):
         problems.append(doc.problem(tuple(err.absolute_path), _loop_hint(err)))
@@ -185,6 +188,32 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
     if problems:
         raise SpecError(problems)
     return Mapping_(doc, root, names)
+
+
+_LOOP_KEYS = {"$for", "$each", "$if"}
+
+
+def _loop_problems(doc: Document, value: Any, path: tuple) -> list[Problem]:
+    """Loop items checked first, so their errors say what a loop needs."""
+    out: list[Problem] = []
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys & _LOOP_KEYS:
+            where = field_name(path)
+            if "$for" not in keys or "$each" not in keys or keys - _LOOP_KEYS:
+                extra = sorted(keys - _LOOP_KEYS)
+                out.append(doc.problem(path, f"{where}: a loop needs $for: \"x in list\" and $each (optional $if)"
+                                             + (f"; unexpected {', '.join(map(repr, extra))}" if extra else "")))
+            elif not isinstance(value["$for"], str) or " in " not in value["$for"] or \
+                    not value["$for"].split(" in ")[0].strip().isidentifier():
+                out.append(doc.problem(path + ("$for",), f"{where}.$for: expected \"NAME in EXPRESSION\", "
+                                                         f"got {value['$for']!r}"))
+        for k, v in value.items():
+            out.extend(_loop_problems(doc, v, path + (k,)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out.extend(_loop_problems(doc, v, path + (i,)))
+    return out
 
 
 def _loop_hint(err) -> str:
@@ -236,7 +265,7 @@ def check_shape(mapping: Mapping_, schema: Mapping[str, Any], action: str) -> li
                     walk(v, props[key], path + (k,))
                 elif s.get("additionalProperties", True) is False:
                     expected = ", ".join(sorted(props)) or "none"
-                    problems.append(doc.problem(path + (k,), f"{field_name(path + (k,))}: action {action} "
+                    problems.append(doc.key_problem(path + (k,), f"{field_name(path + (k,))}: action {action} "
                                                              f"has no field {key!r} (expected one of: {expected})"))
                 elif isinstance(s.get("additionalProperties"), dict):
                     walk(v, s["additionalProperties"], path + (k,))

@@ -58,7 +58,7 @@ def _schema_problems(doc: Document, schema_name: str) -> list[Problem]:
             extra = [k for k in (err.instance or {}) if k not in err.schema.get("properties", {})]
             for k in extra:
                 allowed = ", ".join(sorted(err.schema.get("properties", {})))
-                problems.append(doc.problem(path + (k,), f"unknown key {k!r} in {field_name(path) if path else 'the document'}"
+                problems.append(doc.key_problem(path + (k,), f"unknown key {k!r} in {field_name(path) if path else 'the document'}"
                                                          f" (expected one of: {allowed})"))
             continue
         where = field_name(path) if path else "the document"
@@ -422,8 +422,10 @@ def _pinpoint(problems: list[Problem], mapping: Mapping_, name: str) -> None:
 
 def _load_route_mapping(value: Any, doc: Document, rp: tuple, project: Project, env: Environment) -> Mapping_:
     if isinstance(value, dict):
-        sub = Document(doc.file, value, {k[len(rp) + 1:]: v for k, v in doc.positions.items()
-                                         if k[:len(rp) + 1] == rp + ("mapping",)})
+        prefix = rp + ("mapping",)
+        sub = Document(doc.file, value,
+                       {k[len(prefix):]: v for k, v in doc.positions.items() if k[:len(prefix)] == prefix},
+                       {k[len(prefix):]: v for k, v in doc.key_positions.items() if k[:len(prefix)] == prefix})
         return compile_mapping(sub, env)
     path = (project.dir / value)
     if not path.is_file():

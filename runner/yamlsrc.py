@@ -29,6 +29,7 @@ class Document:
     file: str
     data: Any
     positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
 
     def where(self, path: tuple | list) -> tuple[int, int]:
         """Position of ``path``, or of its nearest ancestor that has one."""
@@ -41,6 +42,11 @@ class Document:
 
     def problem(self, path: tuple | list, message: str) -> Problem:
         line, col = self.where(path)
+        return Problem(self.file, line, col, message)
+
+    def key_problem(self, path: tuple | list, message: str) -> Problem:
+        """A problem about a mapping key itself (unknown key): points at the key."""
+        line, col = self.key_positions.get(tuple(path)) or self.where(path)
         return Problem(self.file, line, col, message)
 
 
@@ -62,6 +68,7 @@ def _construct(node: yaml.Node, path: tuple, doc: Document, loader: yaml.Loader,
                                         key_node.start_mark.column + 1,
                                         f"duplicate key {key!r}"))
                 continue
+            doc.key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = _construct(value_node, path + (key,), doc, loader, problems)
         return out
     if isinstance(node, yaml.SequenceNode):

@@ -1,0 +1,32 @@
+"""Scrub personal data (emails, card numbers, phone numbers, names in JSON) from error texts.
+
+Error messages come back from targets and may echo what we sent. They are
+stored, logged and sent to Slack only after ``scrub``.
+"""
+
+from __future__ import annotations
+
+import re
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# 13-19 digits, optionally split by spaces or dashes (card numbers, PANs)
+CARD = re.compile(r"(?<![\w.])(?:\d[ -]?){12,18}\d(?![\w.])")
+PHONE = re.compile(r"(?<![\w.])\+\d[\d ()-]{7,}\d(?![\w.])")
+# "name": "Jane Doe", 'email': '...', name=Jane Doe  (JSON or form-like key/value)
+PERSONAL_KEYS = (r"(?:[a-z_]*name|email|e-mail|phone|address(?:_line\d)?|line1|line2|postal_code|"
+                 r"card(?:_?number)?|cardholder|cvc|cvv|exp_month|exp_year|iban|account_number|tax_id)")
+KEY_VALUE = re.compile(r"""(?P<key>["']?\b""" + PERSONAL_KEYS + r"""["']?\s*[:=]\s*)(?P<q>["'])(?P<v>(?:\\.|(?!(?P=q)).)*)(?P=q)""",
+                       re.IGNORECASE)
+CARD_LAST4 = re.compile(r"(?P<key>[\"']?last4[\"']?\s*[:=]\s*)[\"']?\d{4}[\"']?", re.IGNORECASE)
+
+
+def scrub(text: str | None) -> str | None:
+    """The text with personal data replaced by ``[redacted ...]`` markers."""
+    if not text:
+        return text
+    out = KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('q')}[redacted]{m.group('q')}", text)
+    out = EMAIL.sub("[redacted email]", out)
+    out = CARD.sub("[redacted number]", out)
+    out = PHONE.sub("[redacted phone]", out)
+    out = CARD_LAST4.sub(lambda m: f"{m.group('key')}\"[redacted]\"", out)
+    return out
