@@ -12,6 +12,7 @@ from .base import Action
 TYPES: dict[str, tuple[str, str]] = {
     "csv": ("connectors.files.csv_actions", "connectors.files.csv_file:CsvConnector"),
     "iif": ("connectors.files.iif_actions", "connectors.files.iif:IifConnector"),
+    "http": ("connectors.http_post.actions", "connectors.http_post.connector:HttpPostConnector"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Generic HTTP target: POST each operation's payload as JSON to a URL."""

@@ -1,0 +1,127 @@
+"""``http`` connector: POST JSON to a URL and classify the answer.
+
+Config (ledgerflow.yaml ``connections.NAME``)::
+
+    type: http
+    url: https://example.com/hooks/ledger     # required
+    timeout: 10                               # seconds, default 10
+    headers: {X-Source: ledgerflow}           # plain headers (no secrets)
+    bearer_token: {env: TARGET_TOKEN}         # optional secret reference
+    idempotency_header: Idempotency-Key       # default
+    concurrency: 4                            # parallel requests within a batch
+
+Classification: timeout, connection error, 408 and 5xx -> RETRYABLE; 429 ->
+THROTTLED with Retry-After (seconds or an HTTP date) honoured; 401 -> AUTH;
+409 (a request with the same key is in flight) -> RETRYABLE; other 4xx ->
+PERMANENT. The target de-duplicates by the idempotency header, so a repeat
+after a lost response creates nothing new.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
+
+from .actions import ACTIONS
+
+BODY_EXCERPT = 300
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def classify(response: httpx.Response) -> TargetError | None:
+    """None for a 2xx answer; otherwise the TargetError the runner acts on."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    where = f"{response.request.method} {response.request.url.host}{response.request.url.path}"
+    excerpt = response.text[:BODY_EXCERPT].strip() if response.content else ""
+    message = f"HTTP {status} from {where}" + (f": {excerpt}" if excerpt else "")
+    if status == 429:
+        return TargetError(message, ErrorKind.THROTTLED,
+                           retry_after=retry_after_seconds(response.headers.get("retry-after")))
+    if status == 401:
+        return TargetError(message, ErrorKind.AUTH)
+    if status in (408, 409) or status >= 500:
+        return TargetError(message, ErrorKind.RETRYABLE,
+                           retry_after=retry_after_seconds(response.headers.get("retry-after")))
+    return TargetError(message, ErrorKind.PERMANENT)
+
+
+def _target_ref(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("id") is not None:
+        return str(body["id"])
+    return response.headers.get("location")
+
+
+class HttpPostConnector(Connector):
+    type = "http"
+    actions = ACTIONS
+
+    def __init__(self, name: str, config: Any, runtime: Any):
+        super().__init__(name, config, runtime)
+        if not self.config.get("url"):
+            raise TargetError(f"connections.{name}.url: expected the URL to POST to", ErrorKind.PERMANENT)
+        headers = {str(k): str(v) for k, v in (self.config.get("headers") or {}).items()}
+        token_ref = self.config.get("bearer_token")
+        if token_ref is not None:
+            token = runtime.secrets.resolve(token_ref, f"connections.{name}.bearer_token")
+            headers["Authorization"] = f"Bearer {token}"
+        self._header = str(self.config.get("idempotency_header", "Idempotency-Key"))
+        self._workers = max(1, int(self.config.get("concurrency", 4)))
+        timeout = float(self.config.get("timeout", 10))
+        self._client = httpx.Client(headers=headers, timeout=timeout,
+                                    limits=httpx.Limits(max_connections=self._workers * 2))
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix=f"http-{name}")
+
+    def _post(self, item: Item) -> Outcome:
+        if item.action not in ACTIONS:
+            return Outcome.failed(item, TargetError(f"http has no action {item.action!r}", ErrorKind.PERMANENT))
+        from runner import jsonio  # exact decimals on the wire
+        body = jsonio.dumps(item.payload).encode("utf-8")
+        try:
+            response = self._client.post(self.config["url"], content=body,
+                                         headers={"Content-Type": "application/json",
+                                                  self._header: item.idempotency_key})
+        except httpx.TimeoutException as exc:
+            return Outcome.failed(item, TargetError(f"timeout posting to {self.name}: {type(exc).__name__}"))
+        except httpx.TransportError as exc:
+            return Outcome.failed(item, TargetError(f"connection error posting to {self.name}: "
+                                                    f"{type(exc).__name__}"))
+        error = classify(response)
+        if error is not None:
+            return Outcome.failed(item, error)
+        return Outcome.sent(item, _target_ref(response))
+
+    def deliver(self, items: list[Item]) -> list[Outcome]:
+        if len(items) == 1 or self._workers == 1:
+            return [self._post(i) for i in items]
+        return list(self._pool.map(self._post, items))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._client.close()
