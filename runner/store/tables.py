@@ -107,3 +107,20 @@ kv = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Cross-worker rate limits (runner/ratelimit.py): one row per limited key (locked while
+# deciding; blocked_until after a 429), and one row per request started under that key.
+rate_keys = Table(
+    "rate_limit_keys", metadata,
+    Column("key", String(255), primary_key=True),
+    Column("blocked_until", Float, nullable=False, default=0.0),
+)
+
+rate_slots = Table(
+    "rate_limit_slots", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(255), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("lease_until", Float),                      # set while in flight; NULL once released
+)
+Index("ix_rate_slots_key", rate_slots.c.key, rate_slots.c.started_at)
