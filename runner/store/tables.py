@@ -124,3 +124,22 @@ rate_slots = Table(
     Column("lease_until", Float),                      # set while in flight; NULL once released
 )
 Index("ix_rate_slots_key", rate_slots.c.key, rate_slots.c.started_at)
+
+# Slack alert grouping (runner/alerts.py): one row per flow + target + error signature;
+# identical failures within a window are counted, not sent again.
+alert_groups = Table(
+    "alert_groups", metadata,
+    Column("group_key", String(64), primary_key=True),   # sha1 of kind, flow, target, error signature
+    Column("kind", String(16), nullable=False),          # dead | run-failed
+    Column("flow", String(255), nullable=False),
+    Column("target", String(255)),
+    Column("error", Text),                               # the first error of the window (scrubbed)
+    Column("window_start", Float, nullable=False),
+    Column("window_seconds", Float, nullable=False),
+    Column("count", Integer, nullable=False),            # occurrences in this window
+    Column("reported", Integer, nullable=False),         # occurrences already in a sent message
+    Column("last_event_id", String(255)),
+    Column("last_delivery_id", Integer),
+    Column("last_run_id", String(64)),
+    Column("updated_at", Float, nullable=False),
+)
