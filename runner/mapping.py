@@ -94,17 +94,31 @@ class Loop:
         return out
 
 
+class Rendered(list):
+    """A rendered list that remembers which mapping item produced each element,
+    so an error in element 3 can point at the loop (or literal item) behind it."""
+
+    __slots__ = ("origins",)
+
+    def __init__(self, values=(), origins=()):
+        super().__init__(values)
+        self.origins = list(origins)
+
+
 @dataclass
 class Seq:
     items: list[Any]
 
     def render(self, ctx: dict) -> list:
-        out: list = []
-        for item in self.items:
+        out = Rendered()
+        for i, item in enumerate(self.items):
             if isinstance(item, Loop):
-                out.extend(item.expand(ctx))
+                produced = item.expand(ctx)
+                out.extend(produced)
+                out.origins.extend([i] * len(produced))
             else:
                 out.append(item.render(ctx))
+                out.origins.append(i)
         return out
 
 
@@ -150,37 +164,39 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
     names: set[str] = set()
     unsafe: list[Problem] = []
 
-    def compile_leaf(source: str, path: tuple, expression: bool = False) -> Leaf:
+    def compile_leaf(source: str, path: tuple, expression: bool = False, scope: frozenset = frozenset()) -> Leaf:
         from .templating import referenced_names, unsafe_attributes
         try:
             compiled = Compiled(env, source, expression=expression)
             for attr in unsafe_attributes(env, source, expression=expression):
                 unsafe.append(doc.problem(path, f"{field_name(path)}: attribute {attr!r} is not "
                                                 "allowed (templates run in a sandbox)"))
-            names.update(referenced_names(env, source, expression=expression))
+            names.update(referenced_names(env, source, expression=expression) - scope)
         except TemplateProblem as exc:
             problems.append(doc.problem(path, f"{field_name(path)}: {exc}"))
             compiled = None  # type: ignore[assignment]
         return Leaf(compiled, doc.file, doc.where(path), path)
 
-    def build(value: Any, path: tuple) -> Any:
+    def build(value: Any, path: tuple, scope: frozenset = frozenset()) -> Any:
         if isinstance(value, dict):
             if "$for" in value:
                 var, _, expr = value["$for"].strip().partition(" in ")
-                it = compile_leaf(expr.strip(), path + ("$for",), expression=True)
-                cond = compile_leaf(value["$if"], path + ("$if",), expression=True) if "$if" in value else None
-                each = build(value["$each"], path + ("$each",))
+                it = compile_leaf(expr.strip(), path + ("$for",), expression=True, scope=scope)
+                inner = scope | {var.strip()}
+                cond = (compile_leaf(value["$if"], path + ("$if",), expression=True, scope=inner)
+                        if "$if" in value else None)
+                each = build(value["$each"], path + ("$each",), inner)
                 return Loop(var.strip(), it, cond, each)
-            return Obj([(str(k).rstrip("?"), str(k).endswith("?"), build(v, path + (k,)))
+            return Obj([(str(k).rstrip("?"), str(k).endswith("?"), build(v, path + (k,), scope))
                         for k, v in value.items()])
         if isinstance(value, list):
-            return Seq([build(v, path + (i,)) for i, v in enumerate(value)])
+            return Seq([build(v, path + (i,), scope) for i, v in enumerate(value)])
         if isinstance(value, float):
             problems.append(doc.problem(path, f"{field_name(path)}: write numbers as quoted strings "
                                               f"(\"{value}\") so they stay exact Decimals"))
             return Literal(None)
         if is_template(value):
-            return compile_leaf(value, path)
+            return compile_leaf(value, path, scope=scope)
         return Literal(value)
 
     root = build(doc.data, ())

@@ -137,6 +137,7 @@ def conform_payload(payload: dict, connector_type: str, route: Route) -> dict:
     from connectors import registry
 
     action = registry.actions_for(connector_type)[route.action]
+    rendered = payload
     payload = _coerce(payload, action.schema, action.schema)
     validator = _validator(connector_type, route.action, action.schema)
     errors = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
@@ -144,7 +145,7 @@ def conform_payload(payload: dict, connector_type: str, route: Route) -> dict:
         err = errors[0]
         path = tuple(err.absolute_path)
         raise RenderError("", _mapping_problem(route, path, f"{field_name(path)}: {_describe(err)} "
-                                                            f"(action {connector_type}.{route.action})"))
+                                                            f"(action {connector_type}.{route.action})", rendered))
     if action.check:
         issues = action.check(payload)
         if issues:
@@ -190,7 +191,7 @@ def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> A
         return {k: _coerce(v, props.get(k, {}), root) for k, v in value.items()}
     if isinstance(value, list):
         items = schema.get("items", {})
-        return [_coerce(v, items, root) for v in value]
+        return [_coerce(v, items, root) for v in value]  # origins stay on the rendered payload
     if isinstance(value, str) and ("number" in types) and "string" not in types:
         try:
             d = Decimal(value.strip())
@@ -204,18 +205,37 @@ def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> A
     return value
 
 
-def _mapping_problem(route: Route, path: tuple, message: str) -> Problem:
-    file, line, col = mapping_location(route, path)
+def _mapping_problem(route: Route, path: tuple, message: str, payload: Any = None) -> Problem:
+    file, line, col = mapping_location(route, path, payload)
     return Problem(file, line, col, message)
 
 
-def mapping_location(route: Route, path: tuple) -> tuple[str, int, int]:
+def mapping_location(route: Route, path: tuple, payload: Any = None) -> tuple[str, int, int]:
     """The mapping file, line and column that produce ``path`` of the route's payload
-    (the nearest mapped ancestor when the field itself is not mapped)."""
+    (the nearest mapped ancestor when the field itself is not mapped). With the
+    rendered ``payload``, list elements are traced to the loop or item behind them."""
     doc = route.mapping.doc
     mpath: tuple = ()
     data: Any = doc.data
     for part in path:
+        origins = getattr(payload, "origins", None)
+        if isinstance(data, list) and origins is not None and isinstance(part, int) and part < len(origins):
+            idx = origins[part]
+            item = data[idx]
+            if isinstance(item, dict) and "$for" in item:
+                mpath += (idx, "$each")
+                data = item["$each"]
+            else:
+                mpath += (idx,)
+                data = item
+            payload = payload[part]
+            continue
+        if isinstance(payload, dict):
+            payload = payload.get(part)
+        elif isinstance(payload, list) and isinstance(part, int) and part < len(payload):
+            payload = payload[part]
+        else:
+            payload = None
         if isinstance(data, dict):
             key = part if part in data else (f"{part}?" if f"{part}?" in data else None)
             if key is None:

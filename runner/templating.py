@@ -96,7 +96,18 @@ def make_filters(tz_name: str) -> dict[str, Callable[..., Any]]:
     def negate(value: Any) -> Decimal:
         return -money.to_decimal(value)
 
-    return {
+    def strict(fn: Callable[..., Any]) -> Callable[..., Any]:
+        """An undefined value passed to a filter fails as undefined, not as a type error."""
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for a in (*args, *kwargs.values()):
+                if isinstance(a, Undefined):
+                    a._fail_with_undefined_error()
+            return fn(*args, **kwargs)
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+    return {name: strict(fn) for name, fn in {
         "money": money_filter,
         "decimal": decimal_filter,
         "round_money": round_filter,
@@ -105,7 +116,7 @@ def make_filters(tz_name: str) -> dict[str, Callable[..., Any]]:
         "datetime": datetime_filter,
         "clip": clip,
         "negate": negate,
-    }
+    }.items()}
 
 
 class Environment(ImmutableSandboxedEnvironment):

@@ -10,7 +10,7 @@ settings:
   home_currency: USD
   timezone: UTC
   fx_provider: fixed
-  fx_rates: {"EUR/USD": "1.10", "JPY/USD": "0.0067"}
+  fx_rates: {"EUR/USD": "1.10", "JPY/USD": "0.0067", "BHD/USD": "2.6596"}
 vars:
   clearing_account: Stripe Clearing
 connections:
