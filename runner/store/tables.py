@@ -143,3 +143,35 @@ alert_groups = Table(
     Column("last_run_id", String(64)),
     Column("updated_at", Float, nullable=False),
 )
+
+# QuickBooks Web Connector sessions (one per authenticate) and the qbXML requests each carried:
+# requestID -> delivery, so a restart or a broken-off session loses nothing.
+qbwc_sessions = Table(
+    "qbwc_sessions", metadata,
+    Column("ticket", String(64), primary_key=True),
+    Column("connection", String(255), nullable=False),
+    Column("state", String(16), nullable=False),        # open|closed|abandoned
+    Column("qbxml_version", String(8)),
+    Column("company_file", Text),
+    Column("last_error", Text),
+    Column("round_trips", Integer, nullable=False, default=0),
+    Column("done", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_qbwc_sessions_conn", qbwc_sessions.c.connection, qbwc_sessions.c.state)
+
+qbwc_requests = Table(
+    "qbwc_requests", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticket", String(64), nullable=False),
+    Column("delivery_id", Integer, nullable=False),
+    Column("phase", String(8), nullable=False),          # add|query|lookup
+    Column("state", String(10), nullable=False),         # queued|sent|answered|released
+    Column("request_id", String(50)),
+    Column("status_code", Integer),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_qbwc_requests_ticket", qbwc_requests.c.ticket, qbwc_requests.c.state)
+Index("ix_qbwc_requests_delivery", qbwc_requests.c.delivery_id)
