@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = [
     "runner.commands.core",       # validate, preview, run, inbox
     "runner.commands.events",     # events from-fixture
+    "runner.commands.flowtest",   # test (flow test cases)
 ]
 
 
