@@ -175,3 +175,32 @@ qbwc_requests = Table(
 )
 Index("ix_qbwc_requests_ticket", qbwc_requests.c.ticket, qbwc_requests.c.state)
 Index("ix_qbwc_requests_delivery", qbwc_requests.c.delivery_id)
+
+# Payout reconciliation: which Stripe object each inbox event carries (filled
+# incrementally from the inbox), so a balance transaction's source finds its
+# bookings by an index instead of a scan of event payloads.
+recon_event_objects = Table(
+    "recon_event_objects", metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("object_id", String(255), nullable=False),
+    Column("event_type", String(255), nullable=False),
+    Column("account", String(255)),
+)
+Index("ix_recon_event_objects_object", recon_event_objects.c.object_id)
+
+# One row per reconciled payout per run: status, totals and exceptions (JSON).
+recon_results = Table(
+    "recon_results", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("payout_id", String(255), nullable=False),
+    Column("account", String(255)),
+    Column("status", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", String(40), nullable=False),
+    Column("home_amount", String(40)),
+    Column("transactions", Integer, nullable=False),
+    Column("exceptions", Text, nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_recon_results_payout", recon_results.c.payout_id, recon_results.c.at)
