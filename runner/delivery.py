@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from connectors.base import ErrorKind, Item, Outcome, TargetError
 
+from .redact import scrub
+from .secrets import SecretError
 from .spec import RetryPolicy
 
 log = logging.getLogger("ledgerflow.delivery")
@@ -46,7 +48,7 @@ def decide(row: dict, outcome: Outcome, now: float, rand: Callable[[], float] = 
     if outcome.ok:
         return {"id": row["id"], "state": "sent", "target_ref": outcome.target_ref}
     err = outcome.error or TargetError("unknown failure")
-    message = str(err)
+    message = scrub(str(err)) or err.kind.value
     if err.kind == ErrorKind.THROTTLED:
         wait = err.retry_after if err.retry_after is not None else THROTTLE_DEFAULT_WAIT
         return {"id": row["id"], "state": "retrying", "error": message, "kind": err.kind.value,
@@ -64,6 +66,14 @@ def decide(row: dict, outcome: Outcome, now: float, rand: Callable[[], float] = 
         delay = max(delay, err.retry_after)
     return {"id": row["id"], "state": "retrying", "error": message, "kind": err.kind.value,
             "next_attempt_at": now + delay, "target_ref": outcome.target_ref}
+
+
+def claimed_rows(store, worker: str, ids: list[int]) -> list[dict]:
+    """The rows among ``ids`` that ``worker`` holds a live claim on."""
+    from .store.tables import deliveries as d
+    if not ids:
+        return []
+    return store.deliveries_where(d.c.id.in_(ids), d.c.claimed_by == worker, d.c.state == "sending")
 
 
 def deliver_rows(app, rows: list[dict], *, worker: str, flow_run_id: str | None = None) -> BatchReport:
@@ -85,6 +95,8 @@ def deliver_group(app, connection: str, group: list[dict], *, worker: str,
         outcomes = app.connector(connection).deliver(items)
     except TargetError as exc:
         outcomes = [Outcome.failed(i, exc) for i in items]
+    except SecretError as exc:   # a missing credential: nothing to retry until someone fixes it
+        outcomes = [Outcome.failed(i, TargetError(str(exc), ErrorKind.AUTH)) for i in items]
     except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the batch
         log.exception("connector %s failed on a batch of %d", connection, len(items))
         outcomes = [Outcome.failed(i, TargetError(f"{type(exc).__name__}: {exc}")) for i in items]

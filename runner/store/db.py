@@ -74,17 +74,27 @@ class Store:
     # ---- inbox -------------------------------------------------------------
 
     def add_events(self, events: Iterable[tuple[dict, str, str]], conn: Connection | None = None) -> list[bool]:
-        """Insert (event, raw_json, source) rows; True where new, False for a duplicate id."""
+        """Insert (event, raw_json, source) rows; True where new, False for a duplicate id.
+
+        One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per 1,000
+        events (rowcount is not reliable for this on psycopg, RETURNING is).
+        """
         now = time.time()
+        rows = [dict(event_id=ev["id"], type=ev.get("type", ""), account=ev.get("account"),
+                     created=ev.get("created") if isinstance(ev.get("created"), int) else None,
+                     payload=raw, source=source, received_at=now, status="pending", updated_at=now)
+                for ev, raw, source in events]
+        new: set[str] = set()
+        if rows:
+            with (self._maybe(conn)) as c:
+                for i in range(0, len(rows), 1000):
+                    stmt = (_insert(self.engine, inbox).values(rows[i:i + 1000])
+                            .on_conflict_do_nothing(index_elements=["event_id"]).returning(inbox.c.event_id))
+                    new.update(r[0] for r in c.execute(stmt))
         results = []
-        with (self._maybe(conn)) as c:
-            for ev, raw, source in events:
-                stmt = _insert(self.engine, inbox).values(
-                    event_id=ev["id"], type=ev.get("type", ""), account=ev.get("account"),
-                    created=ev.get("created") if isinstance(ev.get("created"), int) else None,
-                    payload=raw, source=source, received_at=now, status="pending", updated_at=now,
-                ).on_conflict_do_nothing(index_elements=["event_id"])
-                results.append(c.execute(stmt).rowcount == 1)
+        for r in rows:              # a repeated id within the batch: only its first row is new
+            results.append(r["event_id"] in new)
+            new.discard(r["event_id"])
         return results
 
     def add_event(self, ev: dict, raw: str, source: str) -> bool:
@@ -145,7 +155,7 @@ class Store:
                     retry_policy=getattr(op, "retry_policy", None),
                     next_attempt_at=now, created_at=now, updated_at=now,
                 ).on_conflict_do_nothing(index_elements=["idempotency_key"])
-                created = c.execute(stmt).rowcount == 1
+                created = c.execute(stmt.returning(deliveries.c.id)).first() is not None
                 did = c.execute(select(deliveries.c.id).where(
                     deliveries.c.idempotency_key == op.idempotency_key)).scalar_one()
                 out.append((did, created))
@@ -223,7 +233,8 @@ class Store:
                     values["next_attempt_at"] = r["next_attempt_at"]
                 cond = deliveries.c.id == r["id"]
                 if worker is not None:   # a worker whose lease was taken over must not overwrite
-                    cond = and_(cond, or_(deliveries.c.claimed_by == worker, deliveries.c.claimed_by.is_(None)))
+                    # (nor after the taker finished: claimed_by is then None and the state terminal)
+                    cond = and_(cond, deliveries.c.claimed_by == worker, deliveries.c.state == "sending")
                 res = c.execute(update(deliveries).where(cond).values(**values))
                 if res.rowcount:
                     n = c.execute(select(deliveries.c.attempts).where(deliveries.c.id == r["id"])).scalar_one()

@@ -9,6 +9,8 @@ the JSON body unless a failure is scripted for it:
   in seconds), ``"429-date:SECONDS"`` (Retry-After as an HTTP date),
   ``"timeout"`` (hangs before doing anything), ``"timeout-after-create"``
   (creates the document, then hangs: the client never hears back).
+* ``"422-pii"`` answers a validation fault that echoes an email, a name and a
+  card number (as some targets do), to prove they never reach logs or Slack.
 * ``require`` lists body fields that must be present, else 400 with a
   validation fault naming the field (the data was wrong: permanent).
 
@@ -92,6 +94,10 @@ class FlakyTarget:
                                 status_code=429, headers={"Retry-After": header})
         if mode == "401":
             return JSONResponse({"error": {"type": "unauthorized", "message": "Token expired"}}, status_code=401)
+        if mode == "422-pii":       # a target that echoes customer data in its fault text
+            return JSONResponse({"error": {"type": "validation", "message": "customer jane.doe@example.com "
+                                           "(Jane Doe) card 4242 4242 4242 4242 rejected", "name": "Jane Doe"}},
+                                status_code=422)
         if mode == "400":
             return JSONResponse({"error": {"type": "invalid_request", "message": "Rejected by the target"}},
                                 status_code=400)

@@ -1,0 +1,288 @@
+"""Slack alerts: dead letters and failed flow runs, grouped, without personal data.
+
+Configuration (ledgerflow.yaml)::
+
+    slack:
+      webhook_url: {env: SLACK_WEBHOOK_URL}     # an incoming webhook, or
+      bot_token: {prefect_secret: slack-bot}    # a bot token and a channel
+      channel: "#finance-ops"                   # default channel (a flow's alert.slack wins)
+      window: 15m                               # group identical failures this long
+      api_url: https://slack.com/api/           # only to point at another Slack API
+
+Identical failures (same kind, flow, target and error, once numbers and ids
+are masked) within a window send one message; later ones are counted, and
+the count goes out when the window closes (``flush_grouped``, called by the
+delivery loop) or with the next message. Error texts are scrubbed of emails,
+card numbers, phone numbers and personal fields before they leave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import and_, select, update
+
+from .redact import scrub
+from .spec import parse_duration
+from .store.tables import alert_groups
+
+log = logging.getLogger("ledgerflow.alerts")
+
+DEFAULT_WINDOW = 900.0
+ERROR_LIMIT = 600
+# Stripe/QuickBooks-style ids and numbers vary between otherwise identical failures
+_VOLATILE = re.compile(r"\b[a-z]{2,5}_[A-Za-z0-9]{6,}\b|\d+(\.\d+)?")
+
+
+def signature(error: str | None) -> str:
+    return _VOLATILE.sub("#", error or "")[:300]
+
+
+@dataclass
+class Alert:
+    kind: str                 # dead | run-failed
+    flow: str
+    target: str | None
+    error: str
+    event_id: str | None = None
+    delivery_id: int | None = None
+    run_id: str | None = None
+    run_name: str | None = None
+    channel: str | None = None
+    window: float = DEFAULT_WINDOW
+
+    @property
+    def group_key(self) -> str:
+        raw = "\x1f".join([self.kind, self.flow, self.target or "", signature(self.error)])
+        return hashlib.sha1(raw.encode("utf-8")).hexdigest()
+
+
+# ---- configuration and sending ------------------------------------------------------
+
+def slack_config(app) -> dict[str, Any] | None:
+    cfg = app.project.raw.get("slack")
+    if not cfg or not (cfg.get("webhook_url") or cfg.get("bot_token")):
+        return None
+    return cfg
+
+
+def prefect_run_url(run_id: str | None) -> str | None:
+    if not run_id:
+        return None
+    try:
+        from prefect.settings import get_current_settings
+        ui = get_current_settings().ui_url
+    except Exception:  # noqa: BLE001
+        ui = None
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{run_id}" if ui else None
+
+
+def post_message(app, text: str, blocks: list[dict] | None = None, channel: str | None = None) -> bool:
+    """Send one message with the project's Slack settings; False (logged) when it could not go."""
+    cfg = slack_config(app)
+    if cfg is None:
+        return False
+    from slack_sdk.errors import SlackApiError, SlackClientError
+    from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+    retry = [RateLimitErrorRetryHandler(max_retry_count=2)]
+    try:
+        if cfg.get("webhook_url"):
+            from slack_sdk.webhook import WebhookClient
+            url = app.secrets.resolve(cfg["webhook_url"], "slack.webhook_url")
+            resp = WebhookClient(url, timeout=10, retry_handlers=retry).send(text=text, blocks=blocks)
+            if resp.status_code != 200:
+                log.error("Slack webhook answered %s: %s", resp.status_code, scrub(resp.body)[:200])
+                return False
+            return True
+        from slack_sdk import WebClient
+        token = app.secrets.resolve(cfg["bot_token"], "slack.bot_token")
+        target = channel or cfg.get("channel")
+        if not target:
+            log.error("slack.channel: a bot token needs a channel (in ledgerflow.yaml or the flow's alert.slack)")
+            return False
+        client = WebClient(token=token, base_url=cfg.get("api_url", WebClient.BASE_URL), timeout=10,
+                           retry_handlers=retry)
+        client.chat_postMessage(channel=target, text=text, blocks=blocks)
+        return True
+    except SlackApiError as exc:
+        log.error("Slack refused the alert: %s", exc.response.get("error") if exc.response else "error")
+    except (SlackClientError, OSError) as exc:
+        log.error("Slack alert not sent: %s", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - a missing secret, say: alerts must never stop delivery
+        log.error("Slack alert not sent: %s", scrub(str(exc)))
+    return False
+
+
+# ---- messages -------------------------------------------------------------------------
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "'") + "`"
+
+
+def build_message(alert: Alert, count: int, *, earlier: int = 0) -> tuple[str, list[dict]]:
+    """(fallback text, Block Kit blocks) for one alert that stands for ``count`` occurrences."""
+    error = (scrub(alert.error) or "")[:ERROR_LIMIT]
+    if alert.kind == "dead":
+        title = f"Dead-lettered: {alert.flow}"
+        replay = (f"ledgerflow dlq replay {alert.delivery_id}" if count == 1 and alert.delivery_id
+                  else f"ledgerflow dlq replay --all --flow {alert.flow}")
+    else:
+        title = f"Flow run failed: {alert.flow}"
+        replay = "ledgerflow dlq list" + (f" --flow {alert.flow}" if alert.flow else "")
+    if count > 1:
+        title += f" ({count}x)"
+    fields = [f"*Flow*\n{alert.flow}", f"*Target*\n{alert.target or '-'}",
+              f"*Event*\n{alert.event_id or '-'}",
+              f"*Occurrences*\n{count} in {int(alert.window // 60) or 1} min" if count > 1 else
+              f"*Delivery*\n{alert.delivery_id if alert.delivery_id is not None else '-'}"]
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Error*\n```{error or 'unknown'}```"}},
+    ]
+    fix = ("Fix the mapping or the target, then replay: " if alert.kind == "dead"
+           else "See the run's logs, then look at the dead-letter queue: ")
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": fix + _code(replay)}})
+    context = []
+    url = prefect_run_url(alert.run_id)
+    if url:
+        context.append(f"<{url}|Prefect run {alert.run_name or alert.run_id}>")
+    if earlier:
+        context.append(f"{earlier} more of the same in the previous window")
+    if context:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": c} for c in context]})
+    text = f"{title}: {alert.target or ''} {error[:200]} (replay: {replay})"
+    return text, blocks
+
+
+def build_repeat_message(row: dict, extra: int) -> tuple[str, list[dict]]:
+    """The count of identical failures that came after the window's first message."""
+    what = "dead-lettered" if row["kind"] == "dead" else "failed runs"
+    replay = f"ledgerflow dlq replay --all --flow {row['flow']}"
+    text = f"{extra} more {what} for {row['flow']} -> {row['target'] or '-'} with the same error"
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n```{(row['error'] or '')[:ERROR_LIMIT]}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "After the fix: " + _code(replay)}},
+    ]
+    url = prefect_run_url(row.get("last_run_id"))
+    if url:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|latest Prefect run>"}]})
+    return text, blocks
+
+
+# ---- grouping (state in the store) ------------------------------------------------------
+
+def record(store, alert: Alert, now: float | None = None) -> tuple[int, int] | None:
+    """Count one occurrence. Returns (count, earlier-unreported) when a message should go now, else None."""
+    now = time.time() if now is None else now
+    key = alert.group_key
+    with store.tx(immediate=True) as c:
+        q = select(alert_groups).where(alert_groups.c.group_key == key)
+        if store.dialect == "postgresql":
+            q = q.with_for_update()
+        row = c.execute(q).mappings().first()
+        if row is None:
+            from .store.db import _insert
+            c.execute(_insert(store.engine, alert_groups).values(
+                group_key=key, kind=alert.kind, flow=alert.flow, target=alert.target, error=scrub(alert.error),
+                window_start=now, window_seconds=alert.window, count=1, reported=1,
+                last_event_id=alert.event_id, last_delivery_id=alert.delivery_id, last_run_id=alert.run_id,
+                updated_at=now).on_conflict_do_nothing(index_elements=["group_key"]))
+            row = c.execute(q).mappings().first()
+            if row["count"] == 1 and row["window_start"] == now:
+                return 1, 0
+        last = {"last_event_id": alert.event_id, "last_delivery_id": alert.delivery_id,
+                "last_run_id": alert.run_id, "updated_at": now}
+        if now >= row["window_start"] + row["window_seconds"]:
+            earlier = row["count"] - row["reported"]
+            c.execute(update(alert_groups).where(alert_groups.c.group_key == key).values(
+                window_start=now, window_seconds=alert.window, count=1, reported=1, error=scrub(alert.error),
+                **last))
+            return 1, earlier
+        c.execute(update(alert_groups).where(alert_groups.c.group_key == key).values(
+            count=alert_groups.c.count + 1, **last))
+        return None
+
+
+def flush_grouped(app, now: float | None = None) -> int:
+    """Send the counts of windows that closed with unreported failures; the number of messages sent."""
+    if slack_config(app) is None:
+        return 0
+    now = time.time() if now is None else now
+    store = app.store
+    sent = 0
+    with store.engine.connect() as c:
+        rows = [dict(r) for r in c.execute(select(alert_groups).where(and_(
+            alert_groups.c.count > alert_groups.c.reported,
+            alert_groups.c.window_start + alert_groups.c.window_seconds <= now))).mappings()]
+    for row in rows:
+        with store.tx(immediate=True) as c:
+            res = c.execute(update(alert_groups).where(and_(
+                alert_groups.c.group_key == row["group_key"], alert_groups.c.count == row["count"],
+                alert_groups.c.reported == row["reported"])).values(reported=row["count"], updated_at=now))
+        if res.rowcount != 1:      # another worker got it first, or a new failure arrived
+            continue
+        text, blocks = build_repeat_message(row, row["count"] - row["reported"])
+        if post_message(app, text, blocks, channel=_channel_for(app, row["flow"])):
+            sent += 1
+    return sent
+
+
+def _flow_alert_settings(app, flow_name: str) -> dict[str, Any]:
+    try:
+        flow = app.flows().get(flow_name)
+    except Exception:  # noqa: BLE001 - a broken flow file must not stop its own alert
+        flow = None
+    return dict(flow.alert) if flow is not None else {}
+
+
+def _channel_for(app, flow_name: str) -> str | None:
+    return _flow_alert_settings(app, flow_name).get("slack")
+
+
+def _window_for(app, flow_name: str) -> float:
+    text = _flow_alert_settings(app, flow_name).get("window") or (app.project.raw.get("slack") or {}).get("window")
+    try:
+        return parse_duration(text) if text else DEFAULT_WINDOW
+    except ValueError:
+        return DEFAULT_WINDOW
+
+
+def send_alert(app, alert: Alert, now: float | None = None) -> bool:
+    """Group, then send when this occurrence opens a window. True when a message went out."""
+    if slack_config(app) is None:
+        return False
+    alert.channel = alert.channel or _channel_for(app, alert.flow)
+    alert.window = _window_for(app, alert.flow)
+    decision = record(app.store, alert, now)
+    if decision is None:
+        return False
+    count, earlier = decision
+    text, blocks = build_message(alert, count, earlier=earlier)
+    return post_message(app, text, blocks, channel=alert.channel)
+
+
+def alert_dead_letters(app, rows: Iterable[dict], run_id: str | None = None) -> int:
+    """One alert per dead-lettered delivery row (grouped); the number of messages sent."""
+    sent = 0
+    for r in rows:
+        target = f"{r['connection']} ({r['action']})"
+        sent += send_alert(app, Alert("dead", r["flow"], target, r.get("error") or r.get("last_error") or "",
+                                      event_id=r.get("event_id"), delivery_id=r.get("id"), run_id=run_id))
+    return sent
+
+
+def alert_flow_run_failed(app, *, flow_name: str, run_id: str | None, run_name: str | None, message: str,
+                          flow_file: str | None = None) -> bool:
+    name = flow_name
+    if flow_file:
+        try:
+            name = app.flow(flow_file).name
+        except Exception:  # noqa: BLE001
+            name = f"{flow_name} ({flow_file})"
+    return send_alert(app, Alert("run-failed", name, None, message, run_id=run_id, run_name=run_name))

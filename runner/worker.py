@@ -1,0 +1,127 @@
+"""The continuous delivery loop: dispatch pending events, claim due deliveries
+in batches, and deliver each batch in its own Prefect flow run.
+
+Claims are leases in the store (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
+any number of loops, in ``ledgerflow serve`` or ``ledgerflow worker``
+processes, share the work without sending anything twice; a loop that dies
+mid-batch has its claims taken over when the lease runs out. Pull-based
+connector types (the QuickBooks Web Connector) are never claimed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from .app import App
+
+log = logging.getLogger("ledgerflow.worker")
+
+
+@dataclass
+class LoopSettings:
+    batch_size: int = 100
+    poll_interval: float = 0.5     # seconds to sleep when nothing is due
+    lease: float = 300.0           # seconds a claim holds before another worker may take it
+    alert_flush_every: float = 10.0
+
+
+def push_types() -> list[str]:
+    from connectors import registry
+    return [t for t in registry.known_types() if not registry.is_pull(t)]
+
+
+def dispatch_pending(app: App, limit: int) -> int:
+    """Turn pending inbox events into deliveries, when the dispatcher is installed."""
+    try:
+        from . import dispatch
+    except ImportError:
+        return 0
+    result = dispatch.dispatch_pending(app, limit)
+    return result if isinstance(result, int) else 0
+
+
+class DeliveryLoop:
+    """start()/stop() service for ``ledgerflow serve``; ``run()`` for ``ledgerflow worker``."""
+
+    def __init__(self, app: App, settings: LoopSettings | None = None, worker: str | None = None):
+        from .prefect_flows import register_app, worker_id
+        self.app = app
+        self.settings = settings or LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100)))
+        self.worker = worker or worker_id()
+        self.project_file = register_app(app)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_flush = 0.0
+        self.batches = 0
+        self.delivered = 0
+
+    # ---- one step ------------------------------------------------------------
+
+    def claim(self) -> list[int]:
+        rows = self.app.store.claim(self.worker, limit=self.settings.batch_size, lease=self.settings.lease,
+                                    connector_types=push_types())
+        return [r["id"] for r in rows]
+
+    def deliver(self, ids: list[int]) -> dict:
+        from .prefect_flows import deliver_batch
+        result = deliver_batch(project_file=self.project_file, delivery_ids=ids, limit=len(ids),
+                               lease_seconds=self.settings.lease, claimed_by=self.worker)
+        self.batches += 1
+        self.delivered += len(result["sent"])
+        return result
+
+    def tick(self) -> int:
+        """Dispatch, claim one batch and deliver it; the number of deliveries claimed."""
+        try:
+            dispatch_pending(self.app, self.settings.batch_size)
+        except Exception:  # noqa: BLE001 - keep delivering what is already planned
+            log.exception("dispatching pending events failed")
+        now = time.time()
+        if now - self._last_flush >= self.settings.alert_flush_every:
+            self._last_flush = now
+            try:
+                from .alerts import flush_grouped
+                flush_grouped(self.app)
+            except Exception:  # noqa: BLE001
+                log.exception("flushing grouped alerts failed")
+        ids = self.claim()
+        if ids:
+            self.deliver(ids)
+        return len(ids)
+
+    # ---- loops -----------------------------------------------------------------
+
+    def run(self, *, until_idle: bool = False, max_batches: int | None = None) -> None:
+        """Loop until stopped (or, with ``until_idle``, until nothing is due)."""
+        while not self._stop.is_set():
+            try:
+                claimed = self.tick()
+            except Exception:  # noqa: BLE001 - a failed batch is retried after its lease
+                log.exception("delivery batch failed; its claims are released when the lease ends")
+                claimed = 0
+                self._stop.wait(self.settings.poll_interval)
+            if max_batches is not None and self.batches >= max_batches:
+                return
+            if not claimed:
+                if until_idle:
+                    return
+                self._stop.wait(self.settings.poll_interval)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="ledgerflow-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def service(app: App) -> DeliveryLoop:
+    """serve_hooks.BACKGROUND entry: the delivery loop inside ``ledgerflow serve``."""
+    return DeliveryLoop(app)
