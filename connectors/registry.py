@@ -13,6 +13,8 @@ TYPES: dict[str, tuple[str, str]] = {
     "csv": ("connectors.files.csv_actions", "connectors.files.csv_file:CsvConnector"),
     "iif": ("connectors.files.iif_actions", "connectors.files.iif:IifConnector"),
     "http": ("connectors.http_post.actions", "connectors.http_post.connector:HttpPostConnector"),
+    "quickbooks_online": ("connectors.quickbooks_online.actions",
+                          "connectors.quickbooks_online.connector:QuickBooksOnlineConnector"),
 }
 
 
@@ -32,6 +34,12 @@ def known_types() -> list[str]:
 def actions_for(type_name: str) -> Mapping[str, Action]:
     module, _ = TYPES[type_name]
     return importlib.import_module(module).ACTIONS
+
+
+def payload_check(type_name: str) -> Any:
+    """The actions module's optional ``check_payload(action, payload, connection, settings) -> problems``."""
+    module, _ = TYPES[type_name]
+    return getattr(importlib.import_module(module), "check_payload", None)
 
 
 def connector_class(type_name: str) -> Any:

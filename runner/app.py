@@ -32,7 +32,7 @@ class App:
     def context(self, lookups: dict | None = None, params: dict | None = None) -> PlanContext:
         return PlanContext(settings=self.project.settings,
                            connection_types={k: v.get("type") for k, v in self.project.connections.items()},
-                           lookups=lookups or {}, params=params or {})
+                           lookups=lookups or {}, params=params or {}, connections=self.project.connections)
 
     def flow_dir(self) -> Path:
         return self.project.dir / "flows"

@@ -46,6 +46,7 @@ class PlanContext:
     connection_types: Mapping[str, str]
     lookups: Mapping[str, Any] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    connections: Mapping[str, Any] = field(default_factory=dict)   # connection configs, for payload_check hooks
 
 
 def object_name(event: Mapping[str, Any]) -> str | None:
@@ -120,6 +121,7 @@ def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operati
             key = f"{flow.name}:{route.name}:{event['id']}"
         ctype = ctx.connection_types[route.target]
         payload = conform_payload(payload, ctype, route)
+        check_for_connection(payload, ctype, route, ctx)
         ops.append(Operation(flow=flow.name, route=route.name, connection=route.target, connector_type=ctype,
                              action=route.action, idempotency_key=key, payload=payload,
                              event_id=event.get("id"), flow_file=flow.file,
@@ -151,6 +153,19 @@ def conform_payload(payload: dict, connector_type: str, route: Route) -> dict:
         if issues:
             raise RenderError("", _mapping_problem(route, (), f"{connector_type}.{route.action}: " + "; ".join(issues)))
     return payload
+
+
+def check_for_connection(payload: dict, connector_type: str, route: Route, ctx: PlanContext) -> None:
+    """The connector type's ``check_payload`` hook, given the connection's settings (e.g. a QBO
+    company without multicurrency refuses a foreign CurrencyRef)."""
+    from connectors import registry
+
+    hook = registry.payload_check(connector_type)
+    if hook and route.target in ctx.connections:
+        issues = hook(route.action, payload, ctx.connections[route.target], ctx.settings)
+        if issues:
+            raise RenderError("", _mapping_problem(route, (), f"{route.target} ({connector_type}.{route.action}): "
+                                                              + "; ".join(issues)))
 
 
 def _describe(err) -> str:
