@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "runner.commands.core",       # validate, preview, run, inbox
     "runner.commands.events",     # events from-fixture
     "runner.commands.flowtest",   # test (flow test cases)
+    "runner.commands.serve",      # serve (webhooks, dispatcher, background services)
+    "runner.commands.stripe",     # stripe catch-up, stripe dispatch
 ]
 
 

@@ -15,7 +15,10 @@ import importlib
 from typing import Any, Callable
 
 ASGI_MOUNTS: list[str] = []
-BACKGROUND: list[str] = []
+BACKGROUND: list[str] = [
+    "runner.dispatch:background",     # pending inbox events -> delivery rows
+    "runner.catchup:background",      # scheduled Stripe catch-up (when stripe.api_key is set)
+]
 
 
 def load(ref: str) -> Callable[..., Any]:

@@ -88,9 +88,8 @@ def stripe_settings(raw: Mapping[str, Any] | None, file: str = "ledgerflow.yaml"
                                   "signing secret reference ({env: NAME} or {prefect_secret: block})")
     cu = raw.get("catch_up") or {}
     try:
-        interval = parse_duration(cu.get("interval", "1h"))
-        lookback = parse_duration(cu.get("lookback", "72h")) if not str(cu.get("lookback", "")).endswith("d") \
-            else int(str(cu["lookback"])[:-1]) * 86400.0
+        interval = _seconds(cu.get("interval", "1h"))
+        lookback = _seconds(cu.get("lookback", "3d"))
     except ValueError as exc:
         raise LedgerflowError(f"{file}: stripe.catch_up: {exc}") from None
     return StripeSettings(endpoints=endpoints, api_key_ref=raw.get("api_key"), api_base=raw.get("api_base"),
@@ -98,3 +97,9 @@ def stripe_settings(raw: Mapping[str, Any] | None, file: str = "ledgerflow.yaml"
                           max_body_bytes=int(raw.get("max_body_bytes", DEFAULT_MAX_BODY)),
                           catch_up_interval=interval, catch_up_lookback=lookback,
                           max_network_retries=int(raw.get("max_network_retries", 2)))
+
+
+def _seconds(text: str) -> float:
+    """A duration like 90s, 15m, 1h or 3d."""
+    text = str(text)
+    return int(text[:-1]) * 86400.0 if text.endswith("d") and text[:-1].isdigit() else parse_duration(text)

@@ -1,0 +1,40 @@
+"""serve: the webhook receiver, the dispatcher and every plugged-in service."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="receive Stripe webhooks and run the background services (dispatch, "
+                                     "catch-up, delivery...)")
+    p.add_argument("--host", help="address to listen on (default: serve.host or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: serve.port or 8000)")
+    p.add_argument("--no-background", action="store_true",
+                   help="only receive webhooks into the inbox; start no background service")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import logging
+
+    import uvicorn
+
+    from ..app import App
+    from ..server import build_asgi
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = App()
+    app.flows()                      # a broken flow stops start-up with file:line:col problems
+    asgi = build_asgi(app, background=not args.no_background)
+    serve = app.project.raw.get("serve") or {}
+    host = args.host or serve.get("host", "127.0.0.1")
+    port = args.port or int(serve.get("port", 8000))
+    for route in asgi.routes:
+        path = getattr(route, "path", "")
+        if path.startswith("/webhooks"):
+            logging.getLogger("ledgerflow.serve").info("Stripe webhooks: POST http://%s:%d%s", host, port, path)
+    uvicorn.run(asgi, host=host, port=port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=10)
+    return 0

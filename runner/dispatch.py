@@ -1,0 +1,143 @@
+"""The dispatcher: pending inbox events -> planned operations -> delivery rows.
+
+For each pending event, every flow whose trigger matches plans it
+(``App.plan_event``); the operations become pending delivery rows
+(``Store.add_deliveries``) in the same transaction that marks the event:
+
+* ``dispatched``: at least one operation was written;
+* ``ignored``: no flow's trigger matches, or every matching flow filtered it out;
+* ``failed``: a flow could not plan it; the error (``file:line:col: message``)
+  is kept on the event, which stays in the inbox. Operations from the flows
+  that did plan it are still written; re-dispatching after the fix
+  (``ledgerflow stripe dispatch --retry-failed``) repeats nothing, because
+  delivery rows are keyed by idempotency key.
+
+Delivering the rows (connectors, retries, the dead-letter queue) is the
+delivery loop's job; this module only writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import jsonio
+from .errors import LedgerflowError
+
+log = logging.getLogger("ledgerflow.dispatch")
+
+
+@dataclass
+class DispatchSummary:
+    events: int = 0
+    dispatched: int = 0
+    ignored: int = 0
+    failed: int = 0
+    operations: int = 0
+    new_deliveries: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (f"{self.events} event(s): {self.dispatched} dispatched ({self.new_deliveries} new delivery row(s) "
+                f"of {self.operations} operation(s)), {self.ignored} ignored, {self.failed} failed")
+
+
+def _plan(app: Any, row: dict) -> tuple[str, list, str | None, list[str]]:
+    """(status, operations, error, flow names) for one inbox row."""
+    try:
+        event = jsonio.loads(row["payload"])
+    except ValueError as exc:
+        return "failed", [], f"inbox event {row['event_id']}: stored payload is not JSON ({exc})", []
+    flows = app.flows_for(event.get("type", ""))
+    if not flows:
+        return "ignored", [], None, []
+    ops, errors, planned = [], [], []
+    for flow in flows:
+        try:
+            flow_ops = app.plan_event(event, flow)
+        except LedgerflowError as exc:
+            errors.append(f"flow {flow.name}: {exc}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - a look-up's network error, say; keep the event
+            errors.append(f"flow {flow.name}: {type(exc).__name__}: {exc}")
+            continue
+        if flow_ops:
+            planned.append(flow.name)
+            ops.extend(flow_ops)
+    if errors:
+        return "failed", ops, "\n".join(errors), planned
+    return ("dispatched" if ops else "ignored"), ops, None, planned
+
+
+def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = ("pending",)) -> DispatchSummary:
+    """Plan up to ``limit`` inbox events (pending by default) and write their delivery rows."""
+    from sqlalchemy import select
+
+    from .store.tables import inbox
+
+    store = app.store
+    if statuses == ("pending",):
+        rows = store.pending_events(limit)
+    else:
+        with store.engine.connect() as c:
+            rows = [dict(r) for r in c.execute(select(inbox).where(inbox.c.status.in_(statuses))
+                                               .order_by(inbox.c.received_at, inbox.c.event_id)
+                                               .limit(limit)).mappings()]
+    summary = DispatchSummary()
+    if not rows:
+        return summary
+    results = [(row, *_plan(app, row)) for row in rows]
+    with store.tx(immediate=True) as conn:
+        for row, status, ops, error, planned in results:
+            if ops:
+                created = store.add_deliveries(ops, conn=conn)
+                summary.operations += len(ops)
+                summary.new_deliveries += sum(1 for _, new in created if new)
+            store.mark_event(row["event_id"], status, flows=",".join(planned) or None, error=error, conn=conn)
+            summary.events += 1
+            setattr(summary, status, getattr(summary, status) + 1)
+            if error:
+                summary.errors[row["event_id"]] = error
+    for event_id, error in summary.errors.items():
+        log.error("event %s failed to plan: %s", event_id, error)
+    return summary
+
+
+class DispatchService:
+    """Runs ``dispatch_pending`` every ``interval`` seconds in a thread (a serve_hooks BACKGROUND service)."""
+
+    def __init__(self, app: Any, interval: float = 0.5, limit: int = 500):
+        self.app = app
+        self.interval = interval
+        self.limit = limit
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                s = dispatch_pending(self.app, self.limit)
+                if s.events:
+                    log.info("dispatch: %s", s.line())
+                    if s.events == self.limit:
+                        continue          # more waiting: go again at once
+            except Exception:  # noqa: BLE001 - keep the service alive; the events stay pending
+                log.exception("dispatch pass failed")
+            self._stop.wait(self.interval)
+
+
+def background(app: Any) -> DispatchService:
+    """serve_hooks.BACKGROUND entry: the dispatcher inside ``ledgerflow serve``."""
+    serve = app.project.raw.get("serve") or {}
+    return DispatchService(app, interval=float(serve.get("dispatch_interval", 0.5)))

@@ -1,0 +1,246 @@
+"""The Stripe webhook receiver over real HTTP: signatures, tolerance, rotation,
+duplicates, concurrency, Connect, limits, and what gets into the inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+import pytest
+
+from runner import jsonio
+from runner.app import App
+from runner.fixtures import event_from_fixture
+from runner.server import build_asgi
+from runner.spec import load_project
+from tests.support.servers import serve_app
+from tests.webhook_helpers import CONNECT, NEW, OLD, set_secrets, signed, stripe_project
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def receiver(tmp_path, store_url, monkeypatch, stripe_fixtures):
+    set_secrets(monkeypatch)
+    path = stripe_project(tmp_path / "proj", store_url)
+    app = App(load_project(path))
+    with serve_app(build_asgi(app, background=False)) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            yield client, app.store
+
+
+def charge_event(**kw):
+    return event_from_fixture("charge.succeeded", **kw)
+
+
+def test_signed_event_is_in_the_inbox_before_the_response(receiver):
+    client, store = receiver
+    ev = charge_event(overrides={"amount": 1999})
+    body, headers = signed(ev)
+    r = client.post("/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"received": True, "id": ev["id"], "duplicate": False}
+    row = store.get_event(ev["id"])          # no waiting: it is committed when the 200 arrives
+    assert row["status"] == "pending" and row["source"] == "webhook:platform"
+    assert row["payload"] == body.decode()   # the body exactly as Stripe sent it
+    assert row["type"] == "charge.succeeded" and row["account"] is None
+
+
+def test_tolerance_edge_default_300s(receiver):
+    client, store = receiver
+    now = int(time.time())
+    inside = charge_event(overrides={"amount": 1})
+    r = client.post("/webhooks/stripe", content=(s := signed(inside, t=now - 290))[0], headers=s[1])
+    assert r.status_code == 200
+    stale = charge_event(overrides={"amount": 2})
+    r = client.post("/webhooks/stripe", content=(s := signed(stale, t=now - 310))[0], headers=s[1])
+    assert r.status_code == 400
+    assert r.json()["error"] == "timestamp outside the tolerance of 300s"
+    assert store.get_event(stale["id"]) is None
+
+
+def test_tolerance_is_configurable_per_endpoint(receiver):
+    client, store = receiver        # the connect endpoint allows 60 s
+    now = int(time.time())
+    ok = charge_event(account="acct_1TolOk", overrides={"amount": 3})
+    late = charge_event(account="acct_1TolLate", overrides={"amount": 4})
+    assert client.post("/webhooks/stripe/connect", content=(s := signed(ok, CONNECT, t=now - 50))[0],
+                       headers=s[1]).status_code == 200
+    r = client.post("/webhooks/stripe/connect", content=(s := signed(late, CONNECT, t=now - 70))[0], headers=s[1])
+    assert r.status_code == 400 and "tolerance of 60s" in r.json()["error"]
+    assert store.get_event(late["id"]) is None
+
+
+def test_rotated_secrets_old_and_new_both_verify(receiver):
+    client, store = receiver
+    a, b, c = (charge_event(overrides={"amount": n}) for n in (11, 12, 13))
+    assert client.post("/webhooks/stripe", content=(s := signed(a, OLD))[0], headers=s[1]).status_code == 200
+    assert client.post("/webhooks/stripe", content=(s := signed(b, NEW))[0], headers=s[1]).status_code == 200
+    r = client.post("/webhooks/stripe", content=(s := signed(c, "whsec_someone_elses_secret"))[0], headers=s[1])
+    assert r.status_code == 400 and r.json()["error"] == "no v1 signature matches any signing secret of this endpoint"
+    assert store.get_event(a["id"]) and store.get_event(b["id"]) and store.get_event(c["id"]) is None
+
+
+def test_several_v1_signatures_any_match_is_accepted(receiver):
+    client, store = receiver
+    ev = charge_event(overrides={"amount": 14})
+    body, headers = signed(ev, NEW)
+    t, v1 = headers["Stripe-Signature"].split(",")
+    headers["Stripe-Signature"] = f"{t},v1={'0' * 64},{v1},v0=ignored"
+    assert client.post("/webhooks/stripe", content=body, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("header, reason", [
+    (None, "missing Stripe-Signature header"),
+    ("v1=abc", "malformed Stripe-Signature header (expected t=...,v1=...)"),
+    ("t=123", "malformed Stripe-Signature header (expected t=...,v1=...)"),
+])
+def test_unsigned_and_malformed_signature_are_rejected(receiver, header, reason):
+    client, store = receiver
+    ev = charge_event(overrides={"amount": 15})
+    headers = {"Stripe-Signature": header} if header else {}
+    r = client.post("/webhooks/stripe", content=jsonio.dumps(ev), headers=headers)
+    assert (r.status_code, r.json()["error"]) == (400, reason)
+    assert store.count_events() == 0
+
+
+def test_tampered_body_is_rejected(receiver):
+    client, store = receiver
+    ev = charge_event(overrides={"amount": 16})
+    body, headers = signed(ev)
+    tampered = body.replace(b'"amount": 16,', b'"amount": 99999,')
+    assert tampered != body
+    r = client.post("/webhooks/stripe", content=tampered, headers=headers)
+    assert r.status_code == 400 and store.count_events() == 0
+
+
+def test_duplicate_delivery_gets_200_and_changes_nothing(receiver):
+    client, store = receiver
+    ev = charge_event(overrides={"amount": 17})
+    body, headers = signed(ev)
+    assert client.post("/webhooks/stripe", content=body, headers=headers).json()["duplicate"] is False
+    store.mark_event(ev["id"], "dispatched", flows="some-flow")
+    before = store.get_event(ev["id"])
+    # Stripe retries with a fresh signature; a changed body under the same id changes nothing either
+    ev2 = dict(ev, pending_webhooks=7)
+    for again in (ev, ev2):
+        r = client.post("/webhooks/stripe", content=(s := signed(again))[0], headers=s[1])
+        assert r.status_code == 200 and r.json()["duplicate"] is True
+    assert store.get_event(ev["id"]) == before
+    assert store.count_events() == 1
+
+
+def test_concurrent_deliveries_of_one_id_make_exactly_one_row(receiver):
+    client, store = receiver
+    ev = charge_event(overrides={"amount": 18})
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=30,
+                                     limits=httpx.Limits(max_connections=40)) as ac:
+            reqs = [signed(ev) for _ in range(40)]
+            return await asyncio.gather(*(ac.post("/webhooks/stripe", content=b, headers=h) for b, h in reqs))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 40
+    assert sum(1 for r in responses if not r.json()["duplicate"]) == 1
+    assert store.count_events() == 1
+
+
+def test_connect_event_keeps_its_account_and_endpoint(receiver):
+    client, store = receiver
+    ev = charge_event(account="acct_1ConnectA", overrides={"amount": 19})
+    r = client.post("/webhooks/stripe/connect", content=(s := signed(ev, CONNECT))[0], headers=s[1])
+    assert r.status_code == 200
+    row = store.get_event(ev["id"])
+    assert (row["account"], row["source"]) == ("acct_1ConnectA", "webhook:connect")
+    # the platform's secret does not open the Connect endpoint
+    other = charge_event(account="acct_1ConnectB", overrides={"amount": 20})
+    r = client.post("/webhooks/stripe/connect", content=(s := signed(other, NEW))[0], headers=s[1])
+    assert r.status_code == 400 and store.get_event(other["id"]) is None
+
+
+def test_unknown_event_type_is_accepted_into_the_inbox(receiver):
+    client, store = receiver
+    ev = event_from_fixture("treasury.future_thing.created", resource="charge")
+    r = client.post("/webhooks/stripe", content=(s := signed(ev))[0], headers=s[1])
+    assert r.status_code == 200
+    assert store.get_event(ev["id"])["type"] == "treasury.future_thing.created"
+
+
+def _padded(size: int) -> str:
+    ev = charge_event(overrides={"amount": 21})
+    ev["data"]["object"]["metadata"] = {"pad": ""}
+    base = len(jsonio.dumps(ev).encode())
+    ev["data"]["object"]["metadata"]["pad"] = "x" * (size - base)
+    text = jsonio.dumps(ev)
+    assert len(text.encode()) == size
+    return text
+
+
+def test_body_of_exactly_1_mib_is_accepted(receiver):
+    client, store = receiver
+    body, headers = signed(_padded(MiB))
+    assert client.post("/webhooks/stripe", content=body, headers=headers).status_code == 200
+
+
+def test_body_of_1_mib_plus_1_byte_gets_413(receiver):
+    client, store = receiver
+    body, headers = signed(_padded(MiB + 1))
+    r = client.post("/webhooks/stripe", content=body, headers=headers)
+    assert (r.status_code, r.json()["error"]) == (413, f"body larger than {MiB} bytes")
+    # the same without Content-Length (chunked): cut off while streaming
+    r = client.post("/webhooks/stripe", content=iter([body[:MiB // 2], body[MiB // 2:]]), headers=headers)
+    assert r.status_code == 413
+    assert store.count_events() == 0
+
+
+def test_non_json_body_with_a_valid_signature_is_rejected(receiver):
+    client, store = receiver
+    body, headers = signed("id=evt_123&type=charge.succeeded")
+    r = client.post("/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 400 and r.json()["error"].startswith("body is not JSON (line 1, column 1")
+    assert store.count_events() == 0
+
+
+@pytest.mark.parametrize("body, reason", [
+    ('[1, 2]', "body: expected a JSON object (a Stripe event), got list"),
+    ('{"id": "evt_1", "type": "charge.succeeded"}', "body: the event has no data.object (expected a Stripe event)"),
+    ('{"object": "charge", "id": "ch_1", "type": "x", "data": {"object": {}}}', "body: expected object 'event', got 'charge'"),
+])
+def test_signed_json_that_is_not_an_event_is_rejected(receiver, body, reason):
+    client, store = receiver
+    r = client.post("/webhooks/stripe", content=(s := signed(body))[0], headers=s[1])
+    assert (r.status_code, r.json()["error"]) == (400, reason)
+    assert store.count_events() == 0
+
+
+def test_non_utf8_body_is_rejected(receiver):
+    client, store = receiver
+    body, headers = signed("{}")
+    r = client.post("/webhooks/stripe", content=b'{"id": "\xff\xfe"}', headers=headers)
+    assert (r.status_code, r.json()["error"]) == (400, "body is not UTF-8 (expected a JSON Stripe event)")
+
+
+def test_rejections_are_counted_in_logs_without_bodies(receiver, caplog):
+    client, store = receiver
+    caplog.set_level(logging.WARNING, logger="ledgerflow.webhooks")
+    marker = "jenny.rosen@example.com"
+    ev = charge_event(overrides={"receipt_email": marker, "amount": 22})
+    body, headers = signed(ev, "whsec_wrong_secret_123456")
+    for _ in range(3):
+        assert client.post("/webhooks/stripe", content=body, headers=headers).status_code == 400
+    client.post("/webhooks/stripe", content=jsonio.dumps(ev))                  # unsigned
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "ledgerflow.webhooks")
+    assert "rejected webhook POST /webhooks/stripe" in text and "(rejected so far: 4)" in text
+    assert marker not in text and ev["id"] not in text and "whsec_" not in text
+    health = client.get("/healthz").json()
+    assert health["rejected"] == {"no v1 signature matches any signing secret of this endpoint": 3,
+                                  "missing Stripe-Signature header": 1}
+    assert store.count_events() == 0
+
+
+def test_get_on_the_webhook_path_is_not_allowed(receiver):
+    client, _ = receiver
+    assert client.get("/webhooks/stripe").status_code == 405
