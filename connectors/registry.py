@@ -15,12 +15,14 @@ TYPES: dict[str, tuple[str, str]] = {
     "http": ("connectors.http_post.actions", "connectors.http_post.connector:HttpPostConnector"),
     "quickbooks_online": ("connectors.quickbooks_online.actions",
                           "connectors.quickbooks_online.connector:QuickBooksOnlineConnector"),
+    "quickbooks_desktop": ("connectors.quickbooks_desktop.actions",
+                           "connectors.quickbooks_desktop.connector:QuickBooksDesktopConnector"),
 }
 
 
 # Connector types the target pulls from (the QuickBooks Web Connector polls us):
 # the delivery loop never pushes these; their own service claims and finishes them.
-PULL_TYPES: set[str] = set()
+PULL_TYPES: set[str] = {"quickbooks_desktop"}
 
 
 def is_pull(type_name: str) -> bool:

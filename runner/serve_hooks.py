@@ -14,7 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-ASGI_MOUNTS: list[str] = []
+ASGI_MOUNTS: list[str] = [
+    "connectors.quickbooks_desktop.service:mount",   # QuickBooks Web Connector SOAP service at /qbwc
+]
 BACKGROUND: list[str] = [
     "runner.dispatch:background",     # pending inbox events -> delivery rows
     "runner.catchup:background",      # scheduled Stripe catch-up (when stripe.api_key is set)

@@ -1,0 +1,164 @@
+"""QuickBooks Desktop actions (qbXML through the Web Connector) and their payload schemas.
+
+Payload keys are qbXML element names, so a mapping reads like the request it
+produces; ``qbxml.py`` puts them in the order Intuit's schema requires. Light
+module: no XML or HTTP imports, so ``ledgerflow validate`` stays fast.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+
+from connectors.base import Action
+
+
+def _str(max_length: int) -> dict:
+    return {"type": "string", "minLength": 1, "maxLength": max_length}
+
+
+# A reference to a QuickBooks list element (account, item, customer, class, ...), by ListID or FullName.
+REF = {
+    "type": "object", "additionalProperties": False, "minProperties": 1,
+    "properties": {"ListID": _str(36), "FullName": _str(209)},
+}
+AMOUNT = {"type": "number", "description": "In the company's currency units, at most 2 decimals."}
+DATE = {"type": "string", "format": "date"}
+MEMO = {"type": "string", "maxLength": 4000,
+        "description": "Up to 4000 characters; ledgerflow appends a short tag carrying the delivery key."}
+REFNUMBER = {"type": "string", "maxLength": 11, "description": "QuickBooks keeps 11 characters."}
+EXCHANGE_RATE = {"type": "number", "exclusiveMinimum": 0}
+
+ADDRESS = {
+    "type": "object", "additionalProperties": False,
+    "properties": {**{f"Addr{i}": _str(41) for i in range(1, 6)}, "City": _str(31), "State": _str(21),
+                   "PostalCode": _str(13), "Country": _str(31), "Note": _str(41)},
+}
+
+SALES_LINE = {
+    "type": "object", "additionalProperties": False, "required": ["ItemRef", "Amount"],
+    "properties": {"ItemRef": REF, "Desc": {"type": "string", "maxLength": 4095},
+                   "Quantity": {"type": "number"}, "ClassRef": REF, "Amount": AMOUNT,
+                   "ServiceDate": DATE, "SalesTaxCodeRef": REF},
+}
+
+
+def _sales_doc(line_key: str, *, customer_required: bool) -> dict:
+    props = {
+        "CustomerRef": REF, "ClassRef": REF, "TxnDate": DATE, "RefNumber": REFNUMBER,
+        "BillAddress": ADDRESS, "PaymentMethodRef": REF, "Memo": MEMO,
+        "IsToBePrinted": {"type": "boolean"}, "IsToBeEmailed": {"type": "boolean"},
+        "ExchangeRate": EXCHANGE_RATE,
+        line_key: {"type": "array", "minItems": 1, "items": SALES_LINE},
+    }
+    required = ["TxnDate", line_key] + (["CustomerRef"] if customer_required else [])
+    if line_key == "SalesReceiptLineAdd":
+        props["DepositToAccountRef"] = REF
+    else:
+        props["ARAccountRef"] = REF
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": props}
+
+
+SALES_RECEIPT = _sales_doc("SalesReceiptLineAdd", customer_required=False)
+CREDIT_MEMO = _sales_doc("CreditMemoLineAdd", customer_required=True)
+
+DEPOSIT_LINE = {
+    "type": "object", "additionalProperties": False, "required": ["AccountRef", "Amount"],
+    "properties": {"EntityRef": REF, "AccountRef": REF, "Memo": MEMO, "CheckNumber": _str(25),
+                   "PaymentMethodRef": REF, "ClassRef": REF, "Amount": AMOUNT},
+}
+DEPOSIT = {
+    "type": "object", "additionalProperties": False, "required": ["TxnDate", "DepositToAccountRef", "DepositLineAdd"],
+    "properties": {"TxnDate": DATE, "DepositToAccountRef": REF, "Memo": MEMO, "CurrencyRef": REF,
+                   "ExchangeRate": EXCHANGE_RATE,
+                   "DepositLineAdd": {"type": "array", "minItems": 1, "items": DEPOSIT_LINE}},
+}
+
+JOURNAL_LINE = {
+    "type": "object", "additionalProperties": False, "required": ["AccountRef", "Amount"],
+    "properties": {"AccountRef": REF, "Amount": {**AMOUNT, "minimum": 0}, "Memo": MEMO, "EntityRef": REF,
+                   "ClassRef": REF},
+}
+JOURNAL_ENTRY = {
+    "type": "object", "additionalProperties": False, "required": ["TxnDate", "JournalDebitLine", "JournalCreditLine"],
+    "properties": {"TxnDate": DATE, "RefNumber": REFNUMBER, "Memo": MEMO, "IsAdjustment": {"type": "boolean"},
+                   "CurrencyRef": REF, "ExchangeRate": EXCHANGE_RATE,
+                   "JournalDebitLine": {"type": "array", "minItems": 1, "items": JOURNAL_LINE},
+                   "JournalCreditLine": {"type": "array", "minItems": 1, "items": JOURNAL_LINE}},
+}
+
+RECEIVE_PAYMENT = {
+    "type": "object", "additionalProperties": False, "required": ["CustomerRef", "TxnDate", "TotalAmount"],
+    "properties": {
+        "CustomerRef": REF, "ARAccountRef": REF, "TxnDate": DATE, "RefNumber": REFNUMBER,
+        "TotalAmount": AMOUNT, "ExchangeRate": EXCHANGE_RATE, "PaymentMethodRef": REF, "Memo": MEMO,
+        "DepositToAccountRef": REF,
+        "IsAutoApply": {"type": "boolean", "description": "Let QuickBooks apply the payment (default true)."},
+        "AppliedToTxnAdd": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False, "required": ["TxnID"],
+            "properties": {"TxnID": _str(36), "PaymentAmount": AMOUNT}}},
+    },
+    "not": {"required": ["IsAutoApply", "AppliedToTxnAdd"]},
+}
+
+CUSTOMER = {
+    "type": "object", "additionalProperties": False, "required": ["Name"],
+    "properties": {
+        "Name": {**_str(41), "description": "Unique across customers, vendors, employees and other names."},
+        "IsActive": {"type": "boolean"}, "CompanyName": _str(41), "FirstName": _str(25), "LastName": _str(25),
+        "BillAddress": ADDRESS, "Phone": _str(21), "Email": _str(1023), "AccountNumber": _str(99),
+        "Notes": {"type": "string", "maxLength": 4095}, "CurrencyRef": REF,
+    },
+}
+
+
+def _amounts(payload: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    found = []
+    for key, value in payload.items():
+        if key in ("Amount", "TotalAmount", "PaymentAmount"):
+            found.append((key, value))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    found += [(f"{key}[{i}].{k}", v) for k, v in _amounts(item)]
+    return found
+
+
+def _two_decimals(payload: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for where, value in _amounts(payload):
+        try:
+            d = Decimal(str(value))
+        except InvalidOperation:
+            continue
+        if d.as_tuple().exponent < -2 and d != d.quantize(Decimal("0.01")):
+            problems.append(f"{where}: QuickBooks amounts have at most 2 decimals, got {value}")
+        elif abs(d) >= Decimal("1e13"):
+            problems.append(f"{where}: {value} is larger than QuickBooks accepts (13 digits)")
+    return problems
+
+
+def _balanced_journal(payload: Mapping[str, Any]) -> list[str]:
+    problems = _two_decimals(payload)
+    debit = sum((Decimal(str(l.get("Amount", 0))) for l in payload.get("JournalDebitLine") or []), Decimal(0))
+    credit = sum((Decimal(str(l.get("Amount", 0))) for l in payload.get("JournalCreditLine") or []), Decimal(0))
+    if debit != credit:
+        problems.append(f"debits ({debit}) must equal credits ({credit})")
+    return problems
+
+
+ACTIONS = {
+    "sales_receipt": Action("sales_receipt", SALES_RECEIPT, "SalesReceiptAdd: a sale paid at once.", _two_decimals),
+    "credit_memo": Action("credit_memo", CREDIT_MEMO, "CreditMemoAdd: a refund or credit to a customer.",
+                          _two_decimals),
+    "deposit": Action("deposit", DEPOSIT, "DepositAdd: money into a bank account (a payout).", _two_decimals),
+    "journal_entry": Action("journal_entry", JOURNAL_ENTRY, "JournalEntryAdd: balanced debit and credit lines.",
+                            _balanced_journal),
+    "receive_payment": Action("receive_payment", RECEIVE_PAYMENT, "ReceivePaymentAdd: a customer payment.",
+                              _two_decimals),
+    "customer": Action("customer", CUSTOMER, "CustomerAdd, find-or-create: an existing name is looked up."),
+}
+
+# action -> qbXML object name (SalesReceipt -> SalesReceiptAddRq, SalesReceiptQueryRq, SalesReceiptRet)
+OBJECTS = {"sales_receipt": "SalesReceipt", "credit_memo": "CreditMemo", "deposit": "Deposit",
+           "journal_entry": "JournalEntry", "receive_payment": "ReceivePayment", "customer": "Customer"}
