@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "runner.commands.flowtest",   # test (flow test cases)
     "runner.commands.serve",      # serve (webhooks, dispatcher, background services)
     "runner.commands.stripe",     # stripe catch-up, stripe dispatch
+    "runner.commands.qbwc",       # qbwc qwc (QuickBooks Web Connector)
 ]
 
 

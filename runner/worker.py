@@ -46,9 +46,11 @@ def dispatch_pending(app: App, limit: int) -> int:
 class DeliveryLoop:
     """start()/stop() service for ``ledgerflow serve``; ``run()`` for ``ledgerflow worker``."""
 
-    def __init__(self, app: App, settings: LoopSettings | None = None, worker: str | None = None):
+    def __init__(self, app: App, settings: LoopSettings | None = None, worker: str | None = None, *,
+                 dispatch: bool = True):
         from .prefect_flows import register_app, worker_id
         self.app = app
+        self.dispatch = dispatch
         self.settings = settings or LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100)))
         self.worker = worker or worker_id()
         self.project_file = register_app(app)
@@ -75,10 +77,11 @@ class DeliveryLoop:
 
     def tick(self) -> int:
         """Dispatch, claim one batch and deliver it; the number of deliveries claimed."""
-        try:
-            dispatch_pending(self.app, self.settings.batch_size)
-        except Exception:  # noqa: BLE001 - keep delivering what is already planned
-            log.exception("dispatching pending events failed")
+        if self.dispatch:
+            try:
+                dispatch_pending(self.app, self.settings.batch_size)
+            except Exception:  # noqa: BLE001 - keep delivering what is already planned
+                log.exception("dispatching pending events failed")
         now = time.time()
         if now - self._last_flush >= self.settings.alert_flush_every:
             self._last_flush = now
@@ -89,8 +92,29 @@ class DeliveryLoop:
                 log.exception("flushing grouped alerts failed")
         ids = self.claim()
         if ids:
-            self.deliver(ids)
+            try:
+                self.deliver(ids)
+            except BaseException:
+                self.release(ids)
+                raise
         return len(ids)
+
+    def release(self, ids: list[int]) -> None:
+        """Give back claims a failed batch still holds (instead of waiting for the lease)."""
+        from sqlalchemy import and_, update
+        from .store.tables import deliveries as d
+        try:
+            with self.app.store.tx() as c:
+                c.execute(update(d).where(and_(d.c.id.in_(ids), d.c.claimed_by == self.worker,
+                                               d.c.state == "sending"))
+                          .values(state="retrying", claimed_by=None, lease_until=None,
+                                  next_attempt_at=time.time() + self.settings.poll_interval, updated_at=time.time()))
+        except Exception:  # noqa: BLE001 - the lease will release them anyway
+            log.exception("could not release claims %s", ids[:10])
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, then stop (SIGTERM)."""
+        self._stop.set()
 
     # ---- loops -----------------------------------------------------------------
 
@@ -122,6 +146,15 @@ class DeliveryLoop:
             self._thread = None
 
 
-def service(app: App) -> DeliveryLoop:
-    """serve_hooks.BACKGROUND entry: the delivery loop inside ``ledgerflow serve``."""
-    return DeliveryLoop(app)
+def background(app: App) -> DeliveryLoop:
+    """serve_hooks.BACKGROUND entry: the delivery loop inside ``ledgerflow serve``.
+
+    Dispatching is left to the dispatcher service when serve runs one.
+    """
+    from . import serve_hooks
+    from .limits import ensure_limits
+    try:
+        ensure_limits(app)
+    except Exception:  # noqa: BLE001 - limits are an optimisation of politeness, not of correctness
+        log.exception("could not create the connections' Prefect concurrency limits")
+    return DeliveryLoop(app, dispatch="runner.dispatch:background" not in serve_hooks.BACKGROUND)
