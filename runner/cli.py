@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "runner.commands.serve",      # serve (webhooks, dispatcher, background services)
     "runner.commands.stripe",     # stripe catch-up, stripe dispatch
     "runner.commands.qbwc",       # qbwc qwc (QuickBooks Web Connector)
+    "runner.commands.worker",     # worker (the delivery loop on its own)
+    "runner.commands.dlq",        # dlq list/show/replay/discard
 ]
 
 
