@@ -17,6 +17,7 @@ TYPES: dict[str, tuple[str, str]] = {
                           "connectors.quickbooks_online.connector:QuickBooksOnlineConnector"),
     "quickbooks_desktop": ("connectors.quickbooks_desktop.actions",
                            "connectors.quickbooks_desktop.connector:QuickBooksDesktopConnector"),
+    "sage": ("connectors.sage.actions", "connectors.sage.connector:SageConnector"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Sage Business Cloud Accounting (API v3.1)."""

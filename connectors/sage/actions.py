@@ -1,0 +1,196 @@
+"""Sage Accounting (API v3.1) actions and their payload schemas.
+
+Mappings name ledger accounts, tax rates and bank accounts by name, nominal
+code or id; the connector resolves them. Every document the connector creates
+carries a reference derived from the operation's idempotency key (see
+``references``), so a repeat finds it instead of creating it twice.
+
+Light on purpose: no HTTP imports, so ``ledgerflow validate`` stays fast.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping
+
+from connectors.base import Action, decimal_sum
+
+DATE = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}
+MONEY = {"type": "number", "description": "Amount in the document's currency (a decimal, never a float)."}
+POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+NAME_OR_CODE = {"type": "string", "minLength": 1, "maxLength": 200,
+                "description": "Name, nominal code or id; resolved by the connector and cached."}
+CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO code, e.g. USD (Sage's currency id)."}
+
+CONTACT = {
+    "type": "object", "additionalProperties": False,
+    "required": ["name", "reference"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "reference": {"type": "string", "minLength": 1, "maxLength": 255,
+                      "description": "Stable key of the customer (e.g. the Stripe customer id); found-or-created "
+                                     "by it. Shortened deterministically when longer than Sage allows."},
+        "email": {"type": "string", "maxLength": 100},
+        "currency": CURRENCY,
+    },
+}
+
+LINE = {
+    "type": "object", "additionalProperties": False,
+    "required": ["description", "ledger_account", "unit_price"],
+    "properties": {
+        "description": {"type": "string", "minLength": 1, "maxLength": 200},
+        "ledger_account": NAME_OR_CODE,
+        "tax_rate": NAME_OR_CODE,
+        "quantity": {"type": "number", "exclusiveMinimum": 0},
+        "unit_price": MONEY,
+    },
+}
+
+PAYMENT = {
+    "type": "object", "additionalProperties": False,
+    "required": ["bank_account", "amount"],
+    "properties": {"bank_account": NAME_OR_CODE, "amount": POSITIVE, "date": DATE},
+}
+
+SALES_INVOICE_PAYMENT = {
+    "type": "object", "additionalProperties": False,
+    "required": ["date", "contact", "lines"],
+    "properties": {
+        "date": DATE,
+        "contact": CONTACT,
+        "currency": CURRENCY,
+        "exchange_rate": {"type": "number", "exclusiveMinimum": 0},
+        "notes": {"type": "string", "maxLength": 2000},
+        "lines": {"type": "array", "minItems": 1, "items": LINE},
+        "payment": {**PAYMENT, "description": "The receipt allocated to the invoice (into the clearing account)."},
+    },
+}
+
+CREDIT_NOTE_REFUND = {
+    "type": "object", "additionalProperties": False,
+    "required": ["date", "contact", "lines"],
+    "properties": {
+        "date": DATE,
+        "contact": CONTACT,
+        "currency": CURRENCY,
+        "exchange_rate": {"type": "number", "exclusiveMinimum": 0},
+        "notes": {"type": "string", "maxLength": 2000},
+        "original_invoice_key": {"type": "string", "minLength": 1,
+                                 "description": "Idempotency key of the operation that booked the original "
+                                                "invoice; when found, the credit note is linked to it."},
+        "lines": {"type": "array", "minItems": 1, "items": LINE},
+        "refund": {**PAYMENT, "description": "The refund paid out of the clearing account, allocated to the credit note."},
+    },
+}
+
+OTHER_PAYMENT = {
+    "type": "object", "additionalProperties": False,
+    "required": ["date", "bank_account", "total_amount", "lines"],
+    "properties": {
+        "date": DATE,
+        "transaction_type": {"enum": ["OTHER_PAYMENT", "OTHER_RECEIPT"], "default": "OTHER_PAYMENT"},
+        "bank_account": NAME_OR_CODE,
+        "total_amount": POSITIVE,
+        "contact": CONTACT,
+        "lines": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["ledger_account", "amount"],
+            "properties": {"ledger_account": NAME_OR_CODE, "tax_rate": NAME_OR_CODE, "amount": POSITIVE,
+                           "details": {"type": "string", "maxLength": 200}},
+        }},
+    },
+}
+
+JOURNAL = {
+    "type": "object", "additionalProperties": False,
+    "required": ["date", "lines"],
+    "properties": {
+        "date": DATE,
+        "description": {"type": "string", "maxLength": 200},
+        "lines": {"type": "array", "minItems": 2, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["ledger_account", "debit", "credit"],
+            "properties": {"ledger_account": NAME_OR_CODE, "debit": {"type": "number", "minimum": 0},
+                           "credit": {"type": "number", "minimum": 0},
+                           "details": {"type": "string", "maxLength": 200}},
+        }},
+    },
+}
+
+BANK_TRANSFER = {
+    "type": "object", "additionalProperties": False,
+    "required": ["date", "from_bank_account", "to_bank_account", "amount"],
+    "properties": {
+        "date": DATE,
+        "from_bank_account": NAME_OR_CODE,
+        "to_bank_account": NAME_OR_CODE,
+        "amount": POSITIVE,
+        "description": {"type": "string", "maxLength": 200},
+    },
+}
+
+
+def _dec(v: Any) -> Decimal:
+    return v if isinstance(v, Decimal) else Decimal(str(v))
+
+
+def _line_total(lines: list[Mapping[str, Any]]) -> Decimal:
+    return decimal_sum([_dec(line.get("quantity", 1)) * _dec(line["unit_price"]) for line in lines])
+
+
+def _paid_in_full(doc_key: str, pay_key: str):
+    def check(p: Mapping[str, Any]) -> list[str]:
+        pay = p.get(pay_key)
+        if not pay:
+            return []
+        total = _line_total(p["lines"])
+        if _dec(pay["amount"]) > total:
+            return [f"{pay_key}.amount {pay['amount']} exceeds the {doc_key} total {total}"]
+        return []
+    return check
+
+
+def _other_payment_check(p: Mapping[str, Any]) -> list[str]:
+    lines = decimal_sum([_dec(x["amount"]) for x in p["lines"]])
+    if lines != _dec(p["total_amount"]):
+        return [f"lines add up to {lines}, not total_amount {p['total_amount']}"]
+    return []
+
+
+def _journal_check(p: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for i, line in enumerate(p["lines"]):
+        d, c = _dec(line["debit"]), _dec(line["credit"])
+        if (d == 0) == (c == 0):
+            problems.append(f"lines[{i}]: exactly one of debit and credit must be non-zero (got {d} and {c})")
+    debits = decimal_sum([x["debit"] for x in p["lines"]])
+    credits = decimal_sum([x["credit"] for x in p["lines"]])
+    if debits != credits:
+        problems.append(f"the journal does not balance: debits {debits} != credits {credits}")
+    return problems
+
+
+def _transfer_check(p: Mapping[str, Any]) -> list[str]:
+    if str(p["from_bank_account"]).strip().lower() == str(p["to_bank_account"]).strip().lower():
+        return ["from_bank_account and to_bank_account are the same account"]
+    return []
+
+
+ACTIONS = {
+    "contact": Action("contact", CONTACT, "Find a customer contact by reference, or create it."),
+    "sales_invoice_payment": Action(
+        "sales_invoice_payment", SALES_INVOICE_PAYMENT,
+        "A Stripe charge: customer contact (found or created), a sales invoice, and a customer receipt "
+        "into the clearing bank account allocated to it.", _paid_in_full("invoice", "payment")),
+    "credit_note_refund": Action(
+        "credit_note_refund", CREDIT_NOTE_REFUND,
+        "A Stripe refund: a sales credit note and a customer refund out of the clearing bank account "
+        "allocated to it.", _paid_in_full("credit note", "refund")),
+    "other_payment": Action("other_payment", OTHER_PAYMENT,
+                            "A payment (e.g. Stripe fees) out of a bank account against ledger accounts.",
+                            _other_payment_check),
+    "journal": Action("journal", JOURNAL, "A balanced journal (e.g. a summary per payout).", _journal_check),
+    "bank_transfer": Action("bank_transfer", BANK_TRANSFER,
+                            "Money moved between two bank accounts (a payout: clearing -> bank).", _transfer_check),
+}

@@ -1,0 +1,291 @@
+"""Sage Accounting connector: contacts, invoices and payments, credit notes and refunds,
+other payments, journals and bank transfers.
+
+Config (``connections.NAME`` in ledgerflow.yaml)::
+
+    type: sage
+    client_id: {env: SAGE_CLIENT_ID}
+    client_secret: {env: SAGE_CLIENT_SECRET}
+    business_id: "..."          # X-Business; default: the one chosen at `ledgerflow connect`
+    base_url, token_url, authorize_url, redirect_uri   # Sage's by default
+    timeout: 30                 # seconds per request
+    page_size: 200              # items_per_page for lists (Sage allows up to 200)
+    lookup_ttl: 3600            # seconds ledger accounts, tax rates and bank accounts stay cached
+    refresh_margin: 60          # refresh the 5-minute access token this long before it expires
+    journal_lookback_days: 35   # how far back a repeat looks for a journal it may have created
+
+Idempotency: every document carries a reference derived from the operation's
+key (``references.short_reference``); before creating one, the connector looks
+for it by that reference, so a repeat after a lost response creates nothing new.
+A charge is several calls (contact, invoice, receipt); each is found or
+created, so a retry after a partial failure completes the rest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
+
+from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
+from runner.errors import LedgerflowError
+
+from .actions import ACTIONS
+from .client import DEFAULT_BASE_URL, SageClient
+from .lookups import Lookups
+from .references import REFERENCE_MAX, short_reference
+
+TOKEN_URL = "https://oauth.accounting.sage.com/token"
+AUTHORIZE_URL = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"
+
+
+def oauth_defaults(name: str) -> dict[str, Any]:
+    return {"token_url": TOKEN_URL, "authorize_url": AUTHORIZE_URL, "client_auth": "body",
+            "scopes": ["full_access"], "redirect_uri": "http://localhost:8766/callback",
+            "reconnect_hint": f"run `ledgerflow connect {name}`"}
+
+
+class SageConnector(Connector):
+    type = "sage"
+    actions = ACTIONS
+
+    def __init__(self, name: str, config: Mapping[str, Any], runtime: Any):
+        super().__init__(name, config, runtime)
+        self._client: SageClient | None = None
+        self._lookups: Lookups | None = None
+        self._contacts: dict[str, str] = {}          # contact reference -> id, for this process
+
+    # ---- set-up (lazy, so a missing secret fails the items, not the import) ----------------
+
+    def session(self):
+        from connectors.oauth import OAuthConfig, OAuthSession
+        oauth = OAuthConfig.from_connection(self.name, self.config, self.runtime.secrets,
+                                            defaults=oauth_defaults(self.name))
+        return OAuthSession(self.name, oauth, self.runtime.store,
+                            margin=float(self.config.get("refresh_margin", 60)))
+
+    @property
+    def client(self) -> SageClient:
+        if self._client is None:
+            try:
+                session = self.session()
+            except LedgerflowError as exc:
+                raise TargetError(f"connection {self.name}: {exc}", ErrorKind.AUTH) from None
+            business = self.config.get("business_id")
+            if business is not None and not isinstance(business, str):
+                business = self.runtime.secrets.resolve(business, f"connections.{self.name}.business_id")
+            self._client = SageClient(session, base_url=self.config.get("base_url", DEFAULT_BASE_URL),
+                                      business_id=business, timeout=float(self.config.get("timeout", 30)),
+                                      page_size=int(self.config.get("page_size", 200)))
+        return self._client
+
+    @property
+    def lookups(self) -> Lookups:
+        if self._lookups is None:
+            business = self.client.business_id or "default"
+            self._lookups = Lookups(self.client, self.runtime.store, f"sage:{self.name}:{business}",
+                                    ttl=float(self.config.get("lookup_ttl", 3600)))
+        return self._lookups
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # ---- delivery -------------------------------------------------------------------------
+
+    def deliver(self, items: list[Item]) -> list[Outcome]:
+        handlers: dict[str, Callable[[Item], Outcome]] = {
+            "contact": self._contact_item, "sales_invoice_payment": self._sales_invoice_payment,
+            "credit_note_refund": self._credit_note_refund, "other_payment": self._other_payment,
+            "journal": self._journal, "bank_transfer": self._bank_transfer}
+        outcomes = []
+        for item in items:
+            handler = handlers.get(item.action)
+            if handler is None:
+                outcomes.append(Outcome.failed(item, TargetError(
+                    f"sage has no action {item.action!r} (known: {', '.join(sorted(handlers))})", ErrorKind.PERMANENT)))
+                continue
+            try:
+                outcomes.append(handler(item))
+            except TargetError as exc:
+                outcomes.append(Outcome.failed(item, exc))
+        return outcomes
+
+    # ---- building blocks ----------------------------------------------------------------------
+
+    def _resolve(self, resource: str, value: str, field: str) -> str:
+        return self.lookups.resolve(resource, value, field)
+
+    def _find_or_create(self, resource: str, wrapper: str, reference: str, find_params: Mapping[str, Any],
+                        build: Callable[[], dict]) -> tuple[dict, bool]:
+        """(record, created): the document with this reference, created when it is not there yet."""
+        found = self.client.find_by_reference(resource, reference, find_params)
+        if found is not None:
+            return found, False
+        return self.client.create(resource, wrapper, {**build(), "reference": reference}), True
+
+    def contact_id(self, contact: Mapping[str, Any]) -> str:
+        """Find the customer by reference, or create it (a concurrent create is found on repeat)."""
+        reference = short_reference(str(contact["reference"]), limit=REFERENCE_MAX)
+        if reference in self._contacts:
+            return self._contacts[reference]
+        params = {"search": reference, "contact_type_id": "CUSTOMER"}
+        found = self.client.find_by_reference("contacts", reference, params)
+        if found is None:
+            doc = {"name": contact["name"], "contact_type_ids": ["CUSTOMER"], "reference": reference}
+            if contact.get("email"):
+                doc["email"] = contact["email"]
+            if contact.get("currency"):
+                doc["currency_id"] = contact["currency"]
+            try:
+                found = self.client.create("contacts", "contact", doc)
+            except TargetError as exc:
+                if exc.field != "reference":
+                    raise
+                found = self.client.find_by_reference("contacts", reference, params)   # another worker made it
+                if found is None:
+                    raise
+        self._contacts[reference] = found["id"]
+        return found["id"]
+
+    def _lines(self, lines: list[Mapping[str, Any]], field: str) -> list[dict]:
+        out = []
+        for i, line in enumerate(lines):
+            doc = {"description": line["description"], "quantity": line.get("quantity", 1),
+                   "unit_price": line["unit_price"],
+                   "ledger_account_id": self._resolve("ledger_accounts", line["ledger_account"],
+                                                      f"{field}[{i}].ledger_account")}
+            if line.get("tax_rate"):
+                doc["tax_rate_id"] = self._resolve("tax_rates", line["tax_rate"], f"{field}[{i}].tax_rate")
+            out.append(doc)
+        return out
+
+    @staticmethod
+    def _money_doc(p: Mapping[str, Any]) -> dict:
+        doc: dict[str, Any] = {}
+        if p.get("currency"):
+            doc["currency_id"] = p["currency"]
+        if p.get("exchange_rate") is not None:
+            doc["exchange_rate"] = p["exchange_rate"]
+        if p.get("notes"):
+            doc["notes"] = p["notes"]
+        return doc
+
+    def _allocated_payment(self, key: str, part: str, kind: str, contact_id: str, artefact_id: str,
+                           pay: Mapping[str, Any], default_date: str, field: str) -> tuple[dict, bool]:
+        date = pay.get("date") or default_date
+        bank = self._resolve("bank_accounts", pay["bank_account"], f"{field}.bank_account")
+        ref = short_reference(key, part)
+        return self._find_or_create(
+            "contact_payments", "contact_payment", ref,
+            {"contact_id": contact_id, "transaction_type_id": kind, "from_date": date, "to_date": date},
+            lambda: {"transaction_type_id": kind, "contact_id": contact_id, "bank_account_id": bank, "date": date,
+                     "total_amount": pay["amount"],
+                     "allocated_artefacts": [{"artefact_id": artefact_id, "amount": pay["amount"]}]})
+
+    # ---- actions ----------------------------------------------------------------------------------
+
+    def _contact_item(self, item: Item) -> Outcome:
+        return Outcome.sent(item, f"contact:{self.contact_id(item.payload)}")
+
+    def _sales_invoice_payment(self, item: Item) -> Outcome:
+        p, key = item.payload, item.idempotency_key
+        contact = self.contact_id(p["contact"])
+        lines = self._lines(p["lines"], "lines")
+        ref = short_reference(key, "invoice")
+        invoice, created = self._find_or_create(
+            "sales_invoices", "sales_invoice", ref,
+            {"search": ref, "contact_id": contact, "from_date": p["date"], "to_date": p["date"]},
+            lambda: {"contact_id": contact, "date": p["date"], "invoice_lines": lines, **self._money_doc(p)})
+        target = f"sales_invoice:{invoice['id']}"
+        new = [created]
+        if p.get("payment"):
+            payment, made = self._allocated_payment(key, "payment", "CUSTOMER_RECEIPT", contact, invoice["id"],
+                                                    p["payment"], p["date"], "payment")
+            target += f" contact_payment:{payment['id']}"
+            new.append(made)
+        return Outcome.sent(item, target, duplicate=not any(new))
+
+    def _credit_note_refund(self, item: Item) -> Outcome:
+        p, key = item.payload, item.idempotency_key
+        contact = self.contact_id(p["contact"])
+        lines = self._lines(p["lines"], "lines")
+        original = None
+        if p.get("original_invoice_key"):
+            oref = short_reference(str(p["original_invoice_key"]), "invoice")
+            original = self.client.find_by_reference("sales_invoices", oref, {"search": oref})
+        ref = short_reference(key, "credit_note")
+
+        def build() -> dict:
+            doc = {"contact_id": contact, "date": p["date"], "credit_note_lines": lines, **self._money_doc(p)}
+            if original is not None:
+                doc["original_invoice_id"] = original["id"]
+            return doc
+        note, created = self._find_or_create(
+            "sales_credit_notes", "sales_credit_note", ref,
+            {"search": ref, "contact_id": contact, "from_date": p["date"], "to_date": p["date"]}, build)
+        target = f"sales_credit_note:{note['id']}"
+        new = [created]
+        if p.get("refund"):
+            refund, made = self._allocated_payment(key, "refund", "CUSTOMER_REFUND", contact, note["id"],
+                                                   p["refund"], p["date"], "refund")
+            target += f" contact_payment:{refund['id']}"
+            new.append(made)
+        return Outcome.sent(item, target, duplicate=not any(new), linked_invoice=original is not None)
+
+    def _other_payment(self, item: Item) -> Outcome:
+        p = item.payload
+        kind = p.get("transaction_type", "OTHER_PAYMENT")
+        bank = self._resolve("bank_accounts", p["bank_account"], "bank_account")
+        lines = []
+        for i, line in enumerate(p["lines"]):
+            doc = {"ledger_account_id": self._resolve("ledger_accounts", line["ledger_account"],
+                                                      f"lines[{i}].ledger_account"),
+                   "total_amount": line["amount"], "net_amount": line["amount"], "tax_amount": 0}
+            if line.get("tax_rate"):
+                doc["tax_rate_id"] = self._resolve("tax_rates", line["tax_rate"], f"lines[{i}].tax_rate")
+            if line.get("details"):
+                doc["details"] = line["details"]
+            lines.append(doc)
+        contact = self.contact_id(p["contact"]) if p.get("contact") else None
+
+        def build() -> dict:
+            doc = {"transaction_type_id": kind, "date": p["date"], "total_amount": p["total_amount"],
+                   "bank_account_id": bank, "payment_lines": lines}
+            if contact:
+                doc["contact_id"] = contact
+            return doc
+        record, created = self._find_or_create(
+            "other_payments", "other_payment", short_reference(item.idempotency_key),
+            {"bank_account_id": bank, "transaction_type_id": kind, "from_date": p["date"], "to_date": p["date"]},
+            build)
+        return Outcome.sent(item, f"other_payment:{record['id']}", duplicate=not created)
+
+    def _journal(self, item: Item) -> Outcome:
+        p = item.payload
+        lines = []
+        for i, line in enumerate(p["lines"]):
+            doc = {"ledger_account_id": self._resolve("ledger_accounts", line["ledger_account"],
+                                                      f"lines[{i}].ledger_account"),
+                   "debit": line["debit"], "credit": line["credit"]}
+            if line.get("details"):
+                doc["details"] = line["details"]
+            lines.append(doc)
+        days = float(self.config.get("journal_lookback_days", 35))
+        since = (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        record, created = self._find_or_create(
+            "journals", "journal", short_reference(item.idempotency_key),
+            {"updated_or_created_since": since},
+            lambda: {"date": p["date"], "journal_lines": lines,
+                     **({"description": p["description"]} if p.get("description") else {})})
+        return Outcome.sent(item, f"journal:{record['id']}", duplicate=not created)
+
+    def _bank_transfer(self, item: Item) -> Outcome:
+        p = item.payload
+        src = self._resolve("bank_accounts", p["from_bank_account"], "from_bank_account")
+        dst = self._resolve("bank_accounts", p["to_bank_account"], "to_bank_account")
+        record, created = self._find_or_create(
+            "bank_transfers", "bank_transfer", short_reference(item.idempotency_key),
+            {"from_date": p["date"], "to_date": p["date"]},
+            lambda: {"from_bank_account_id": src, "to_bank_account_id": dst, "date": p["date"],
+                     "amount": p["amount"], **({"description": p["description"]} if p.get("description") else {})})
+        return Outcome.sent(item, f"bank_transfer:{record['id']}", duplicate=not created)
