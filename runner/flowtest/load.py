@@ -183,7 +183,7 @@ def _schema_errors(doc: Document, validator: Any, instance: Any, prefix: tuple) 
                                                                   f"(expected one of: {allowed})")))
             continue
         if err.validator == "oneOf" and path[-1:] == ("event",):
-            out.append((path, doc.problem(path, _event_message(err, path))))
+            out.append((path, doc.problem(path, _event_message(err, path, prefix))))
             continue
         out.append((path, doc.problem(path, f"{_where(path)}: {err.message}")))
     return out
@@ -193,14 +193,14 @@ def _where(path: tuple) -> str:
     return field_name(path) if path else "the file"
 
 
-def _event_message(err: Any, path: tuple) -> str:
+def _event_message(err: Any, path: tuple, prefix: tuple) -> str:
     """Say what is wrong for the form the user evidently meant."""
     inst = err.instance
     branch = 0 if isinstance(inst, str) else (1 if isinstance(inst, dict) and "from_fixture" in inst else 2)
     sub = [e for e in err.context if e.schema_path and e.schema_path[0] == branch]
     if isinstance(inst, dict) and sub:
         e = max(sub, key=lambda e: len(e.absolute_path))
-        inner = path + tuple(e.absolute_path)
+        inner = prefix + tuple(e.absolute_path)
         if e.validator == "additionalProperties":
             extra = [k for k in e.instance if k not in e.schema.get("properties", {})]
             return (f"{_where(inner)}: unknown key(s) {', '.join(map(repr, extra))} (expected one of: "

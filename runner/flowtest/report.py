@@ -14,6 +14,10 @@ from .model import Result
 def show(value: Any) -> str:
     if value is MISSING:
         return "(missing)"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{jsonio.dumps(str(k))}: {show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
     try:
         return jsonio.dumps(value)
     except (TypeError, ValueError):

@@ -108,8 +108,8 @@ def _refresh(node: Any, actual: Any, exact: bool) -> Any:
     return _scalar(node, actual)
 
 
-def _refresh_expect(seq: Any, expected: list[ExpectedOp], result: Result) -> None:
-    from ruamel.yaml.comments import CommentedMap
+def _refresh_expect(seq: Any, expected: list[ExpectedOp], result: Result) -> Any:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
     items: list[Any] = []
     used: set[int] = set()
     for op in result.operations:
@@ -124,11 +124,17 @@ def _refresh_expect(seq: Any, expected: list[ExpectedOp], result: Result) -> Non
         if "idempotency_key" in item:
             item["idempotency_key"] = _scalar(item["idempotency_key"], op.idempotency_key)
         items.append(item)
-    if [id(x) for x in items] != [id(x) for x in seq]:
-        del seq[:]
-        seq.extend(items)
-    if items and seq.fa.flow_style():
+    if [id(x) for x in items] == [id(x) for x in seq]:
+        return seq
+    if not items:
+        empty = CommentedSeq()
+        empty.fa.set_flow_style()
+        return empty
+    del seq[:]
+    seq.extend(items)
+    if seq.fa.flow_style():
         seq.fa.set_block_style()
+    return seq
 
 
 def update_files(results: list[Result], out: TextIO) -> set[Path]:
@@ -145,7 +151,7 @@ def update_files(results: list[Result], out: TextIO) -> set[Path]:
         for r in file_results:
             key, index = r.case.path
             case_node = data[key][index]
-            _refresh_expect(case_node["expect"], r.case.expect, r)
+            case_node["expect"] = _refresh_expect(case_node["expect"], r.case.expect, r)
         buf = io.StringIO()
         y.dump(data, buf)
         new = buf.getvalue()
