@@ -1,0 +1,406 @@
+"""A QuickBooks Online Accounting API v3 stand-in (ASGI), behaving as Intuit documents.
+
+* OAuth 2 token endpoint with refresh-token rotation (``TokenAuthority``);
+  bearer tokens expire, and an expired or unknown one gets HTTP 401 with
+  Intuit's lower-case ``fault.error[]`` body.
+* Realm-scoped ``/v3/company/{realmId}/{resource}``, ``/query`` and ``/batch``
+  (at most 30 BatchItemRequest, each answered under its ``bId``), with
+  ``minorversion`` recorded on every call.
+* ``requestid``: a repeated id returns the original response, nothing is redone.
+* Limits per company: 500 requests a minute, 10 in flight, 40 batch requests a
+  minute; past them HTTP 429 with a Fault (code 3001) and Retry-After.
+* Fault bodies ``{"Fault": {"Error": [{Message, Detail, code, element}], "type"}}``
+  for required fields (2020), unknown properties (2010), string lengths (2050),
+  unknown references (2500), business rules (6000), duplicate DocNumber (6140),
+  duplicate names (6240); injected faults can come inside HTTP 200.
+* ``lose_responses``: do the work, then answer 504, as a response lost on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runner import jsonio
+
+from .oauth_server import TokenAuthority
+
+# Fields Intuit requires on create, per entity (Accounting API reference).
+REQUIRED = {
+    "SalesReceipt": ["Line"], "RefundReceipt": ["Line", "DepositToAccountRef"], "CreditMemo": ["Line", "CustomerRef"],
+    "Deposit": ["Line", "DepositToAccountRef"], "JournalEntry": ["Line"],
+    "Purchase": ["PaymentType", "AccountRef", "Line"], "Transfer": ["FromAccountRef", "ToAccountRef", "Amount"],
+    "Customer": ["DisplayName"],
+}
+LINE_DETAIL = {"SalesItemLineDetail": [], "AccountBasedExpenseLineDetail": ["AccountRef"],
+               "JournalEntryLineDetail": ["PostingType", "AccountRef"], "DepositLineDetail": ["AccountRef"]}
+ALLOWED = {
+    "SalesReceipt": "DocNumber TxnDate PrivateNote CurrencyRef ExchangeRate Line CustomerRef DepositToAccountRef "
+                    "ClassRef DepartmentRef PaymentMethodRef PaymentRefNum CustomerMemo",
+    "RefundReceipt": "DocNumber TxnDate PrivateNote CurrencyRef ExchangeRate Line CustomerRef DepositToAccountRef "
+                     "ClassRef DepartmentRef PaymentMethodRef PaymentRefNum",
+    "CreditMemo": "DocNumber TxnDate PrivateNote CurrencyRef ExchangeRate Line CustomerRef ClassRef DepartmentRef",
+    "Deposit": "DocNumber TxnDate PrivateNote CurrencyRef ExchangeRate Line DepositToAccountRef DepartmentRef",
+    "JournalEntry": "DocNumber TxnDate PrivateNote CurrencyRef ExchangeRate Line Adjustment DepartmentRef",
+    "Purchase": "DocNumber TxnDate PrivateNote CurrencyRef ExchangeRate Line PaymentType AccountRef EntityRef "
+                "PaymentMethodRef DepartmentRef",
+    "Transfer": "TxnDate PrivateNote CurrencyRef ExchangeRate FromAccountRef ToAccountRef Amount DepartmentRef",
+    "Customer": "DisplayName PrimaryEmailAddr GivenName FamilyName CompanyName CurrencyRef Notes",
+}
+RESOURCES = {e.lower(): e for e in REQUIRED}
+REF_TARGET = {"AccountRef": "Account", "DepositToAccountRef": "Account", "FromAccountRef": "Account",
+              "ToAccountRef": "Account", "ItemRef": "Item", "ClassRef": "Class", "DepartmentRef": "Department",
+              "CustomerRef": "Customer", "PaymentMethodRef": "PaymentMethod", "TaxCodeRef": "TaxCode"}
+DOCNUMBER_MAX = 21
+
+
+class Fault(Exception):
+    def __init__(self, code: str, message: str, detail: str = "", element: str = "",
+                 ftype: str = "ValidationFault", status: int = 400):
+        self.body = {"Fault": {"Error": [{"Message": message, "Detail": detail or message, "code": code,
+                                          "element": element}], "type": ftype},
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%S.000-07:00")}
+        self.status = status
+        super().__init__(message)
+
+
+def required_missing(path: str) -> Fault:
+    return Fault("2020", "Required param missing, need to supply the required value for the API",
+                 f"Required parameter {path} is missing in the request", path)
+
+
+@dataclass
+class Company:
+    realm_id: str
+    home_currency: str = "USD"
+    multicurrency: bool = False
+    entities: dict[str, dict[str, dict]] = field(default_factory=dict)
+    requestids: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    calls: deque = field(default_factory=deque)
+    batch_calls: deque = field(default_factory=deque)
+    inflight: int = 0
+    next_id: int = 100
+
+    def add(self, entity: str, doc: dict) -> dict:
+        self.next_id += 1
+        doc = {**doc, "Id": str(self.next_id), "SyncToken": "0",
+               "MetaData": {"CreateTime": time.strftime("%Y-%m-%dT%H:%M:%S-07:00")}}
+        self.entities.setdefault(entity, {})[doc["Id"]] = doc
+        return doc
+
+    def seed_account(self, name: str, account_type: str = "Bank") -> str:
+        return self.add("Account", {"Name": name, "FullyQualifiedName": name, "AccountType": account_type})["Id"]
+
+    def seed_named(self, entity: str, name: str) -> str:
+        key = "DisplayName" if entity in ("Customer", "Vendor", "Employee") else "Name"
+        return self.add(entity, {key: name, "FullyQualifiedName": name})["Id"]
+
+    def all(self, entity: str) -> list[dict]:
+        return list(self.entities.get(entity, {}).values())
+
+
+@dataclass
+class QboStandin:
+    per_minute: int = 500
+    batch_per_minute: int = 40
+    concurrency: int = 10
+    batch_max: int = 30
+    latency: float = 0.0                    # seconds each API call takes
+    retry_after: bool = True                # send Retry-After on 429
+    authority: TokenAuthority = field(default_factory=TokenAuthority)
+    companies: dict[str, Company] = field(default_factory=dict)
+    log: list[dict] = field(default_factory=list)
+    inject: list[tuple[str, int, dict]] = field(default_factory=list)    # (resource, status, body) for next calls
+    lose_responses: int = 0                 # do the next N creates/batches, then answer 504
+    throttled: int = 0
+    batch_log: list[tuple[float, int]] = field(default_factory=list)     # (time, items) per accepted batch
+
+    def company(self, realm_id: str = "9130350000000001", **kw: Any) -> Company:
+        if realm_id not in self.companies:
+            self.companies[realm_id] = Company(realm_id, **kw)
+        return self.companies[realm_id]
+
+    def connect(self, realm_id: str) -> dict:
+        """Tokens as after `connect` (for a TokenStore)."""
+        return self.authority.seed()
+
+    # ---- HTTP --------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            *self.authority.routes(),
+            Route("/v3/company/{realm}/query", self.query, methods=["GET", "POST"]),
+            Route("/v3/company/{realm}/batch", self.batch, methods=["POST"]),
+            Route("/v3/company/{realm}/{resource}", self.create, methods=["POST"]),
+            Route("/v3/company/{realm}/{resource}/{id}", self.read, methods=["GET"]),
+        ])
+
+    async def _gate(self, request: Request, *, batch: bool = False) -> tuple[Company | None, Response | None]:
+        realm = request.path_params["realm"]
+        self.log.append({"method": request.method, "path": request.url.path, "params": dict(request.query_params)})
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or not self.authority.valid_access(auth[7:]):
+            return None, JSONResponse({"warnings": None, "intuitObject": None, "fault": {"error": [{
+                "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                "detail": "Token expired or invalid", "code": "3200"}], "type": "AUTHENTICATION"},
+                "report": None, "queryResponse": None, "batchItemResponse": [], "attachableResponse": [],
+                "syncErrorResponse": None, "requestId": None, "time": int(time.time() * 1000), "status": None,
+                "cdcresponse": []}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="Intuit"'})
+        mv = request.query_params.get("minorversion")
+        if mv is not None and not mv.isdigit():
+            return None, JSONResponse(Fault("2010", "Request has invalid or unsupported property",
+                                            f"minorversion {mv!r} is not valid", "minorversion").body, status_code=400)
+        if realm not in self.companies:
+            return None, JSONResponse(Fault("3100", "message=ApplicationAuthorizationFailed; errorCode=003100; "
+                                                    "statusCode=403", "Company not found or not authorized", "",
+                                            "AuthorizationFault", 403).body, status_code=403)
+        co = self.companies[realm]
+        now = time.time()
+        for q in (co.calls, co.batch_calls):
+            while q and q[0] <= now - 60:
+                q.popleft()
+        over = None
+        if co.inflight >= self.concurrency:
+            over = 1.0
+        elif len(co.calls) >= self.per_minute:
+            over = co.calls[0] + 60 - now
+        elif batch and len(co.batch_calls) >= self.batch_per_minute:
+            over = co.batch_calls[0] + 60 - now
+        if over is not None:
+            self.throttled += 1
+            headers = {"Retry-After": str(max(1, int(over + 0.999)))} if self.retry_after else {}
+            return None, JSONResponse(Fault("3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                                            "The request limit was reached.", "", "SERVICE", 429).body,
+                                      status_code=429, headers=headers)
+        co.calls.append(now)
+        if batch:
+            co.batch_calls.append(now)
+        return co, None
+
+    async def _run(self, request: Request, co: Company, work) -> Response:
+        co.inflight += 1
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            rid = request.query_params.get("requestid")
+            if rid and rid in co.requestids:
+                status, body = co.requestids[rid]
+                return JSONResponse(json.loads(jsonio.dumps(body)), status_code=status)
+            resource = request.path_params.get("resource", request.url.path.rsplit("/", 1)[-1])
+            for i, (res, status, body) in enumerate(self.inject):
+                if res in (resource, "*"):
+                    del self.inject[i]
+                    return Response(jsonio.dumps(body), status_code=status, media_type="application/json")
+            try:
+                status, body = 200, await work()
+            except Fault as f:
+                status, body = f.status, f.body
+            if rid and status < 500:
+                co.requestids[rid] = (status, body)
+            if self.lose_responses and request.method == "POST":
+                self.lose_responses -= 1
+                return Response("<html>504 Gateway Time-out</html>", status_code=504)
+            return Response(jsonio.dumps(body), status_code=status, media_type="application/json")
+        finally:
+            co.inflight -= 1
+
+    async def _json(self, request: Request) -> Any:
+        try:
+            return jsonio.loads((await request.body()).decode())
+        except ValueError:
+            raise Fault("2010", "Request has invalid or unsupported property", "the body is not JSON") from None
+
+    async def create(self, request: Request) -> Response:
+        co, err = await self._gate(request)
+        if err:
+            return err
+        resource = request.path_params["resource"]
+
+        async def work():
+            if resource not in RESOURCES:
+                raise Fault("2010", "Request has invalid or unsupported property", f"unknown resource {resource}")
+            entity = RESOURCES[resource]
+            body = await self._json(request)
+            doc = body.get(entity, body) if isinstance(body, dict) else body
+            return {entity: self.do_create(co, entity, doc), "time": time.strftime("%Y-%m-%dT%H:%M:%S-07:00")}
+        return await self._run(request, co, work)
+
+    async def read(self, request: Request) -> Response:
+        co, err = await self._gate(request)
+        if err:
+            return err
+
+        async def work():
+            entity = RESOURCES.get(request.path_params["resource"]) or request.path_params["resource"].capitalize()
+            doc = co.entities.get(entity, {}).get(request.path_params["id"])
+            if doc is None:
+                raise Fault("610", "Object Not Found", f"Object Not Found : Something you're trying to use has "
+                                                       f"been made inactive. Check the fields with accounts, "
+                                                       f"customers, items, vendors or employees.")
+            return {entity: doc}
+        return await self._run(request, co, work)
+
+    async def query(self, request: Request) -> Response:
+        co, err = await self._gate(request)
+        if err:
+            return err
+
+        async def work():
+            q = request.query_params.get("query") or (await request.body()).decode()
+            return {"QueryResponse": self.do_query(co, q), "time": time.strftime("%Y-%m-%dT%H:%M:%S-07:00")}
+        return await self._run(request, co, work)
+
+    async def batch(self, request: Request) -> Response:
+        co, err = await self._gate(request, batch=True)
+        if err:
+            return err
+
+        async def work():
+            body = await self._json(request)
+            items = body.get("BatchItemRequest") if isinstance(body, dict) else None
+            if not isinstance(items, list) or not items:
+                raise required_missing("BatchItemRequest")
+            if len(items) > self.batch_max:
+                raise Fault("1005", "Batch size exceeded",
+                            f"BatchItemRequest holds {len(items)} items; the maximum is {self.batch_max}")
+            bids = [i.get("bId") for i in items]
+            if any(not b for b in bids) or len(set(bids)) != len(bids):
+                raise Fault("2010", "Request has invalid or unsupported property", "bId must be set and unique", "bId")
+            out = []
+            for it in items:
+                try:
+                    if "Query" in it:
+                        out.append({"bId": it["bId"], "QueryResponse": self.do_query(co, it["Query"])})
+                        continue
+                    if it.get("operation") != "create":
+                        raise Fault("2010", "Request has invalid or unsupported property",
+                                    f"operation {it.get('operation')!r} is not supported here", "operation")
+                    entity = next((k for k in it if k in REQUIRED), None)
+                    if entity is None:
+                        raise required_missing("BatchItemRequest.<Entity>")
+                    out.append({"bId": it["bId"], entity: self.do_create(co, entity, it[entity])})
+                except Fault as f:
+                    out.append({"bId": it["bId"], **{k: v for k, v in f.body.items() if k == "Fault"}})
+            self.batch_log.append((time.time(), len(items)))
+            return {"BatchItemResponse": out, "time": time.strftime("%Y-%m-%dT%H:%M:%S-07:00")}
+        return await self._run(request, co, work)
+
+    # ---- the accounting ------------------------------------------------------------------
+
+    def do_create(self, co: Company, entity: str, doc: Any) -> dict:
+        if not isinstance(doc, dict):
+            raise Fault("2010", "Request has invalid or unsupported property", f"{entity} must be an object")
+        allowed = set(ALLOWED[entity].split())
+        for k in doc:
+            if k not in allowed:
+                raise Fault("2010", "Request has invalid or unsupported property",
+                            f"Property Name:{k} specified is unsupported or invalid", k)
+        for k in REQUIRED[entity]:
+            if doc.get(k) in (None, "", []):
+                raise required_missing(k)
+        dn = doc.get("DocNumber")
+        if dn is not None and len(str(dn)) > DOCNUMBER_MAX:
+            raise Fault("2050", "String length is either shorter or longer than supported by specification",
+                        f"String length specified does not match the supported length. Min:0 Max:{DOCNUMBER_MAX} "
+                        f"supplied length:{len(str(dn))}", "DocNumber")
+        self._check_refs(co, doc, entity)
+        cur = (doc.get("CurrencyRef") or {}).get("value", co.home_currency)
+        if cur != co.home_currency and not co.multicurrency:
+            raise Fault("6000", "A business validation error has occurred while processing your request",
+                        f"Business Validation Error: Multicurrency is not turned on; {cur} is not the home currency "
+                        f"{co.home_currency}.", "CurrencyRef")
+        total = Decimal(0)
+        debit = credit = Decimal(0)
+        for i, line in enumerate(doc.get("Line") or []):
+            amount = line.get("Amount")
+            if amount is None:
+                raise required_missing(f"Line.Amount")
+            try:
+                amount = Decimal(str(amount))
+            except InvalidOperation:
+                raise Fault("2010", "Request has invalid or unsupported property", f"Line[{i}].Amount", "Line.Amount")
+            dt = line.get("DetailType")
+            if dt not in LINE_DETAIL:
+                raise required_missing("Line.DetailType")
+            detail = line.get(dt)
+            if not isinstance(detail, dict):
+                raise required_missing(f"Line.{dt}")
+            for k in LINE_DETAIL[dt]:
+                if not detail.get(k):
+                    raise required_missing(f"Line.{dt}.{k}")
+            if dt == "JournalEntryLineDetail":
+                if detail["PostingType"] == "Debit":
+                    debit += amount
+                else:
+                    credit += amount
+            total += amount
+        if entity == "JournalEntry" and debit != credit:
+            raise Fault("6000", "A business validation error has occurred while processing your request",
+                        "Business Validation Error: Transaction must be balanced: debits and credits differ.")
+        if entity == "Customer":
+            name = doc["DisplayName"]
+            if any(c.get("DisplayName") == name for e in ("Customer", "Vendor", "Employee") for c in co.all(e)):
+                raise Fault("6240", "Duplicate Name Exists Error",
+                            "The name supplied already exists. : Another customer, vendor or employee is already "
+                            "using this name. Please use a different name.", "DisplayName")
+        if dn is not None:
+            for other in co.all(entity):
+                if other.get("DocNumber") == dn:
+                    raise Fault("6140", "Duplicate Document Number Error",
+                                "Duplicate Document Number Error : You must specify a different number. This number "
+                                f"has already been used. DocNumber={dn} is assigned to TxnType={entity} with "
+                                f"TxnId={other['Id']}", "DocNumber")
+        stored = json.loads(jsonio.dumps(doc), parse_float=Decimal)
+        stored.setdefault("CurrencyRef", {"value": co.home_currency})
+        if "Line" in stored and entity != "JournalEntry":
+            stored["TotalAmt"] = total
+        return co.add(entity, stored)
+
+    def _check_refs(self, co: Company, value: Any, entity: str, key: str = "") -> None:
+        if isinstance(value, list):
+            for v in value:
+                self._check_refs(co, v, entity, key)
+            return
+        if not isinstance(value, dict):
+            return
+        for k, v in value.items():
+            target = REF_TARGET.get(k)
+            if k == "EntityRef" and isinstance(v, dict):
+                target = v.get("type") or value.get("Type") or "Vendor"
+            if target and isinstance(v, dict):
+                if not v.get("value"):
+                    raise required_missing(f"{k}.value")
+                if str(v["value"]) not in co.entities.get(target, {}):
+                    raise Fault("2500", "Invalid Reference Id",
+                                f"Invalid Reference Id : {target}s element id {v['value']} not found", k)
+            else:
+                self._check_refs(co, v, entity, k)
+
+    QUERY = re.compile(r"^\s*select\s+\*\s+from\s+(\w+)(?:\s+where\s+(\w+)\s*=\s*'((?:[^'\\]|\\.)*)')?"
+                       r"(?:\s+maxresults\s+(\d+))?\s*$", re.I)
+
+    def do_query(self, co: Company, q: str) -> dict:
+        m = self.QUERY.match(q or "")
+        if not m:
+            raise Fault("4000", "Error parsing query", f"QueryParserError: Encountered an unsupported query: {q[:80]}")
+        entity, fld, raw, limit = m.groups()
+        rows = co.all(entity)
+        if fld:
+            value = re.sub(r"\\(.)", r"\1", raw)
+            def get(r):
+                v = r.get(fld)
+                return v.get("Address") if isinstance(v, dict) else v
+            rows = [r for r in rows if str(get(r)) == value]
+        rows = rows[: int(limit) if limit else 100]
+        return {entity: rows, "startPosition": 1, "maxResults": len(rows)} if rows else {}
