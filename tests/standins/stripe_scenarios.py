@@ -257,7 +257,7 @@ class PayoutDraft:
             sc.objects.append((txn, self.account, link))
         sc.objects.append((payout, self.account, None))
         sc.payout_status[pid] = expect
-        sc.transactions[pid] = len(self.txns) if automatic else 0
+        sc.transactions[pid] = len(self.txns) if automatic and not extra.get("reversed_by") else 0
         return payout
 
 

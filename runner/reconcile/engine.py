@@ -1,0 +1,262 @@
+"""Reconciling payouts: stream each payout's balance transactions, prove the total,
+classify every transaction, book the payout as the policy says.
+
+Only one page of transactions is in memory at a time; what is kept per payout
+is running totals and the exceptions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+from .. import jsonio
+from ..fx import CachedProvider, ChainProvider, FixedProvider, FxError, Rate, provider
+from ..money import from_minor
+from .booked import bookings_for, refresh_index
+from .classify import RECONCILED, UNBALANCED, WITH_PAYOUT, Check, classify, source_ids
+from .journal import Totals, clearing_lines, convert_lines, summary_lines, transfer
+from .policy import Policy
+from .source import StripeReadError, StripeSource
+
+Progress = Callable[..., None]
+
+
+@dataclass
+class PayoutResult:
+    payout_id: str
+    account: str | None
+    currency: str
+    amount: int                               # minor units, as Stripe sent it
+    arrival: str
+    status: str                               # reconciled|exceptions|unbalanced|unreconcilable|failed|reversed|in_transit
+    reason: str = ""
+    transactions: int = 0
+    sum_net: int = 0
+    counts: Counter = field(default_factory=Counter)
+    exceptions: list[Check] = field(default_factory=list)
+    categories: dict[str, int] = field(default_factory=dict)
+    home_currency: str | None = None
+    home_amount: Decimal | None = None
+    home_rate: Rate | None = None
+    bookings: list[str] = field(default_factory=list)        # idempotency keys written
+
+    @property
+    def amount_major(self) -> Decimal:
+        return from_minor(self.amount, self.currency)
+
+    @property
+    def reconciled(self) -> int:
+        return sum(n for kind, n in self.counts.items() if kind in RECONCILED)
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    results: list[PayoutResult] = field(default_factory=list)
+
+    @property
+    def exceptions(self) -> list[tuple[PayoutResult, Check]]:
+        return [(r, c) for r in self.results for c in r.exceptions]
+
+    @property
+    def transactions(self) -> int:
+        return sum(r.transactions for r in self.results)
+
+    @property
+    def reconciled_share(self) -> Decimal:
+        n = self.transactions
+        ok = sum(r.reconciled for r in self.results)
+        return Decimal(100) if n == 0 else (Decimal(ok) * 100 / n).quantize(Decimal("0.01"))
+
+
+def rate_provider(policy: Policy, settings: dict, store) -> ChainProvider:
+    chain = []
+    if policy.fx_provider not in ("fixed", "stripe"):
+        chain.append(provider(policy.fx_provider, settings, store=store, base_url=policy.fx_base_url))
+    chain.append(FixedProvider(policy.fx_rates))
+    return ChainProvider(chain)
+
+
+class Reconciler:
+    def __init__(self, app, policy: Policy, source: StripeSource, *, flow=None, book: bool = True,
+                 progress: Progress | None = None, run_id: str | None = None):
+        self.app, self.policy, self.source, self.flow = app, policy, source, flow
+        self.book = book and flow is not None
+        self.progress = progress or (lambda *a, **k: None)
+        self.tz = app.project.timezone
+        self.rates = rate_provider(policy, app.project.settings, app.store)
+        self.report = RunReport(run_id or uuid.uuid4().hex[:16])
+
+    # ---- selection -------------------------------------------------------------
+
+    def run(self, *, since: date | None = None, until: date | None = None, accounts: list[str | None] | None = None,
+            payout_ids: list[str] | None = None) -> RunReport:
+        refresh_index(self.app.store)
+        accounts = accounts if accounts is not None else self.policy.accounts
+        if payout_ids:
+            for pid in payout_ids:
+                payout, account = self._find(pid, accounts)
+                self.reconcile(payout, account)
+        else:
+            if since is None:
+                raise ValueError("since: a start date is needed when no payout is named")
+            for account in accounts:
+                for payout in self.source.payouts(account, since, until, self.tz):
+                    self.reconcile(payout, account)
+        return self.report
+
+    def _find(self, payout_id: str, accounts: list[str | None]) -> tuple[dict, str | None]:
+        problems = []
+        for account in accounts:
+            try:
+                return self.source.payout(account, payout_id), account
+            except StripeReadError as exc:
+                problems.append(str(exc))
+        raise StripeReadError(f"payout {payout_id} not found on {', '.join(a or 'the platform' for a in accounts)}: "
+                              + "; ".join(problems))
+
+    # ---- one payout --------------------------------------------------------------
+
+    def reconcile(self, payout: dict, account: str | None) -> PayoutResult:
+        cur = str(payout["currency"]).upper()
+        arrival = self._day(payout.get("arrival_date") or payout.get("created"))
+        res = PayoutResult(payout["id"], account, cur, int(payout["amount"]), arrival.isoformat(), "reconciled")
+        self.progress("payout", payout=payout, account=account)
+        self._home(res, arrival)
+        if not payout.get("automatic", True):
+            res.status = "unreconcilable"
+            res.reason = ("manual payout: Stripe does not tie manual payouts to balance transactions; "
+                          "check it against the bank statement")
+            return self._done(res)
+        if payout.get("reversed_by") or payout.get("original_payout"):
+            res.status = "reversed"
+            res.reason = (f"reversed by {payout['reversed_by']}" if payout.get("reversed_by")
+                          else f"reversal of {payout['original_payout']}") + "; the money stayed in Stripe: not booked"
+            return self._done(res)
+        totals = Totals(cur.lower())
+        for page in self.source.payout_transactions(account, payout["id"]):
+            included = [t for t in page if not (t.get("type") == "payout" and _src_id(t) == payout["id"])]
+            ids = [i for t in included for i in source_ids(t)]
+            booked = bookings_for(self.app.store, ids, exclude_flow=self.policy.flow) if ids else {}
+            for txn in included:
+                check = classify(txn, booked, self.policy)
+                res.counts[check.kind] += 1
+                if check.is_exception:
+                    res.exceptions.append(check)
+                totals.fx_diff += check.fx_diff
+                totals.add(txn, check.kind == WITH_PAYOUT)
+            self.progress("page", payout=payout, count=len(included))
+        res.transactions = totals.count
+        res.sum_net = totals.net
+        res.categories = dict(totals.gross)
+        if totals.net != res.amount:
+            res.status = "unbalanced"
+            diff = from_minor(res.amount - totals.net, cur)
+            res.exceptions.append(Check(payout["id"], "payout", UNBALANCED, payout["id"],
+                                        f"payout {res.amount_major} {cur} but its {totals.count} transactions net "
+                                        f"{from_minor(totals.net, cur)} {cur} (difference {diff})",
+                                        "compare the payout with Stripe's payout reconciliation report; "
+                                        "nothing was booked"))
+            return self._done(res)
+        status = payout.get("status")
+        if status == "failed":
+            res.status = "failed"
+            res.reason = f"failed: {payout.get('failure_code') or 'unknown'}; the funds went back to the Stripe balance"
+            self._book_failed(payout, account, res)
+            return self._done(res)
+        res.status = "exceptions" if res.exceptions else "reconciled"
+        if status != "paid":
+            res.reason = f"{status}: reconciled, booked once paid"
+            return self._done(res)
+        self._book(payout, account, res, totals, arrival)
+        return self._done(res)
+
+    # ---- booking -------------------------------------------------------------------
+
+    def _book(self, payout: dict, account: str | None, res: PayoutResult, totals: Totals, arrival: date) -> None:
+        p = self.policy
+        memo = f"Stripe payout {payout['id']}" + (f" ({account})" if account else "")
+        params: dict[str, Any] = {"reconciled": True, "mode": p.mode, "transfer": None, "journal": None,
+                                  "currency": res.currency, "date": res.arrival}
+        if p.mode == "summary":
+            lines = summary_lines(totals, res.amount, p)
+        else:
+            params["transfer"] = {**transfer(res.amount, res.currency, p), "date": res.arrival, "memo": memo,
+                                  "currency": res.currency}
+            lines = clearing_lines(totals, p)
+        if lines:
+            if res.home_rate is not None and res.home_currency != res.currency and p.mode == "summary" \
+                    and (self.flow.raw.get("reconcile") or {}).get("book_in_home_currency"):
+                lines = convert_lines(lines, res.home_rate, p)
+            params["journal"] = {"date": res.arrival, "memo": memo, "lines": [l.as_dict() for l in lines],
+                                 "currency": res.currency}
+        if res.home_rate is not None:
+            params["rate"] = res.home_rate.record()
+        self._write(payout, account, f"recon_{payout['id']}", params, res)
+
+    def _book_failed(self, payout: dict, account: str | None, res: PayoutResult) -> None:
+        """A failed payout that was booked as paid gets the reverse transfer."""
+        if self.flow is None or self.policy.mode != "per_transaction":
+            return
+        key = f"{self.flow.name}:transfer:recon_{payout['id']}"
+        if self.app.store.delivery_by_key(key) is None:
+            return
+        t = transfer(res.amount, res.currency, self.policy)
+        t["from_account"], t["to_account"] = t["to_account"], t["from_account"]
+        params = {"reconciled": True, "mode": self.policy.mode, "journal": None, "currency": res.currency,
+                  "date": res.arrival, "transfer": {**t, "date": res.arrival, "currency": res.currency,
+                                                    "memo": f"Failed Stripe payout {payout['id']} returned"}}
+        self._write(payout, account, f"recon_{payout['id']}_failed", params, res)
+
+    def _write(self, payout: dict, account: str | None, event_id: str, params: dict, res: PayoutResult) -> None:
+        if not self.book:
+            return
+        event = {"id": event_id, "object": "event", "type": "payout.reconciled", "created": payout.get("created"),
+                 "data": {"object": payout}}
+        if account:
+            event["account"] = account
+        ops = self.app.plan_event(event, self.flow, params=params)
+        if ops:
+            self.app.store.add_deliveries(ops)
+        res.bookings.extend(op.idempotency_key for op in ops)
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _day(self, ts: Any) -> date:
+        return datetime.fromtimestamp(int(ts or 0), ZoneInfo(self.tz)).date()
+
+    def _home(self, res: PayoutResult, on: date) -> None:
+        res.home_currency = self.policy.home_currency
+        try:
+            rate = self.rates.rate(res.currency, self.policy.home_currency, on)
+        except FxError as exc:
+            res.reason = f"no {res.currency}/{self.policy.home_currency} rate: {exc}"
+            return
+        res.home_rate = rate
+        res.home_amount = rate.convert_rounded(res.amount_major)
+
+    def _done(self, res: PayoutResult) -> PayoutResult:
+        from ..store.tables import recon_results
+        exc = [{"txn": c.txn_id, "category": c.category, "kind": c.kind, "object": c.object_id, "detail": c.detail,
+                "fix": c.fix} for c in res.exceptions]
+        with self.app.store.tx() as c:
+            c.execute(recon_results.insert().values(
+                run_id=self.report.run_id, payout_id=res.payout_id, account=res.account, status=res.status,
+                currency=res.currency, amount=str(res.amount_major),
+                home_amount=str(res.home_amount) if res.home_amount is not None else None,
+                transactions=res.transactions, exceptions=jsonio.dumps(exc), at=time.time()))
+        self.report.results.append(res)
+        self.progress("done", result=res)
+        return res
+
+
+def _src_id(txn: dict) -> str | None:
+    s = txn.get("source")
+    return s.get("id") if isinstance(s, dict) else s
