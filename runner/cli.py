@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "runner.commands.worker",     # worker (the delivery loop on its own)
     "runner.commands.dlq",        # dlq list/show/replay/discard
     "runner.commands.connect",    # connect quickbooks-online (OAuth 2)
+    "runner.commands.reconcile",  # reconcile payouts
 ]
 
 
