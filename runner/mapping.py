@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import Problem, RenderError, SpecError
-from .templating import Compiled, Environment, TemplateProblem, is_template
+from .templating import Compiled, Environment, Scope, TemplateProblem, is_template
 from .yamlsrc import Document
 
 _EMPTY = (None, "", [], {})
@@ -86,8 +86,7 @@ class Loop:
                                           f"got {type(seq).__name__}"))
         out = []
         for element in seq:
-            inner = dict(ctx)
-            inner[self.var] = element
+            inner = ctx.child(self.var, element)
             if self.condition is not None and not self.condition.render(inner):
                 continue
             out.append(self.each.render(inner))
@@ -135,13 +134,16 @@ def field_name(path: tuple) -> str:
 class Mapping_:
     """A compiled mapping: ``render(ctx) -> payload``."""
 
-    def __init__(self, doc: Document, root: Obj, names: set[str]):
+    def __init__(self, doc: Document, root: Obj, names: set[str], env: Environment):
+        self.env = env
         self.file = doc.file
         self.doc = doc
         self.root = root
         self.names = names   # top-level names the templates read
 
-    def render(self, ctx: dict) -> dict:
+    def render(self, ctx: "dict | Scope") -> dict:
+        if not isinstance(ctx, Scope):
+            ctx = Scope(self.env, ctx)
         return self.root.render(ctx)
 
 
@@ -203,7 +205,7 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
     problems.extend(unsafe)
     if problems:
         raise SpecError(problems)
-    return Mapping_(doc, root, names)
+    return Mapping_(doc, root, names, env)
 
 
 _LOOP_KEYS = {"$for", "$each", "$if"}

@@ -16,6 +16,7 @@ to the booking exponent, so ``ISK 500`` books as ``Decimal("5")``.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from functools import lru_cache
 
 ZERO_DECIMAL = frozenset(
     "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()
@@ -35,26 +36,27 @@ def _code(currency: object) -> str:
     return currency.strip().upper()
 
 
+@lru_cache(maxsize=512)
+def _exponents(currency: str) -> tuple[int, int, Decimal]:
+    """(Stripe API exponent, booking exponent, booking quantum) for a currency."""
+    code = _code(currency)
+    api = 0 if code in ZERO_DECIMAL else 3 if code in THREE_DECIMAL else 2
+    booking = 0 if code in STRIPE_TWO_DECIMAL_BOOKED_WHOLE else api
+    return api, booking, Decimal(1).scaleb(-booking)
+
+
 def api_exponent(currency: str) -> int:
     """Digits after the decimal point in Stripe's integer amounts."""
-    code = _code(currency)
-    if code in ZERO_DECIMAL:
-        return 0
-    if code in THREE_DECIMAL:
-        return 3
-    return 2
+    return _exponents(currency)[0]
 
 
 def booking_exponent(currency: str) -> int:
     """Digits after the decimal point when booking in a ledger (ISO 4217)."""
-    code = _code(currency)
-    if code in STRIPE_TWO_DECIMAL_BOOKED_WHOLE:
-        return 0
-    return api_exponent(code)
+    return _exponents(currency)[1]
 
 
 def quantum(currency: str) -> Decimal:
-    return Decimal(1).scaleb(-booking_exponent(currency))
+    return _exponents(currency)[2]
 
 
 def to_decimal(value: object, what: str = "amount") -> Decimal:
@@ -90,10 +92,13 @@ def from_minor(amount: object, currency: str) -> Decimal:
     """Stripe minor units -> Decimal in major units, at the booking exponent."""
     if isinstance(amount, bool) or not isinstance(amount, (int, Decimal, str)):
         raise MoneyError(f"expected an integer amount in minor units, got {amount!r}")
+    if not isinstance(currency, str):
+        _code(currency)
+    api, _, q = _exponents(currency)
     minor = to_decimal(amount)
     if minor != minor.to_integral_value():
         raise MoneyError(f"expected an integer amount in minor units, got {amount!r}")
-    return round_money(minor.scaleb(-api_exponent(currency)), currency)
+    return minor.scaleb(-api).quantize(q, rounding=ROUND_HALF_EVEN)
 
 
 def to_minor(value: object, currency: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from .errors import EventError, Problem, RenderError
 from .mapping import field_name
 from .spec import Flow, Route
-from .templating import TemplateProblem
+from .templating import Scope, TemplateProblem, environment
 
 
 @dataclass
@@ -105,14 +105,15 @@ def routes_firing(event: Mapping[str, Any], flow: Flow, values: dict) -> list[tu
 def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operation]:
     """The operations this event produces through this flow (empty when filtered out)."""
     values = template_context(event, flow, ctx)
-    if flow.filter is not None and not _eval(flow.filter, values, flow, ("filter",), "filter"):
+    scope = Scope(environment(ctx.settings.get("timezone", "UTC")), values)
+    if flow.filter is not None and not _eval(flow.filter, scope, flow, ("filter",), "filter"):
         return []
     ops = []
-    for i, route in routes_firing(event, flow, values):
-        values["route"] = {"name": route.name}
-        payload = route.mapping.render(values)
+    for i, route in routes_firing(event, flow, scope):
+        values["route"] = {"name": route.name}       # the Jinja context reads `values` live
+        payload = route.mapping.render(scope)
         if route.idempotency_key is not None:
-            key = str(_eval(route.idempotency_key, values, flow, ("routes", i, "idempotency_key"),
+            key = str(_eval(route.idempotency_key, scope, flow, ("routes", i, "idempotency_key"),
                             f"routes[{i}].idempotency_key")).strip()
             if not key:
                 line, col = flow.doc.where(("routes", i, "idempotency_key"))
@@ -132,27 +133,48 @@ def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operati
 # ---- payload checks against the action's schema -----------------------------
 
 def conform_payload(payload: dict, connector_type: str, route: Route) -> dict:
-    """Coerce numeric strings where the schema wants numbers, then validate.
+    """Validate against the action's schema; where the schema wants a number and
+    the mapping rendered a numeric string, make it a Decimal first.
 
     Errors point at the mapping line that produced the field.
     """
-    from connectors import registry
-
-    action = registry.actions_for(connector_type)[route.action]
+    action, fast, validator = _action(connector_type, route.action)
     rendered = payload
-    payload = _coerce(payload, action.schema, action.schema)
-    validator = _validator(connector_type, route.action, action.schema)
-    errors = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        err = errors[0]
-        path = tuple(err.absolute_path)
-        raise RenderError("", _mapping_problem(route, path, f"{field_name(path)}: {_describe(err)} "
-                                                            f"(action {connector_type}.{route.action})", rendered))
+    try:
+        fast(payload)
+        valid = True
+    except Exception:  # noqa: BLE001 - coerce numeric strings, then check again
+        payload = _coerce(payload, action.schema, action.schema)
+        try:
+            fast(payload)
+            valid = True
+        except Exception:  # noqa: BLE001 - the slow validator explains what is wrong
+            valid = False
+    if not valid:
+        errors = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            err = errors[0]
+            path = tuple(err.absolute_path)
+            raise RenderError("", _mapping_problem(route, path, f"{field_name(path)}: {_describe(err)} "
+                                                                f"(action {connector_type}.{route.action})", rendered))
+    _no_floats(payload)
     if action.check:
         issues = action.check(payload)
         if issues:
             raise RenderError("", _mapping_problem(route, (), f"{connector_type}.{route.action}: " + "; ".join(issues)))
     return payload
+
+
+def _no_floats(value: Any) -> None:
+    if isinstance(value, float):
+        raise RenderError("", Problem("(payload)", 1, 1, f"a float ({value!r}) reached a payload; use the money "
+                                                         "or decimal filter so money stays exact"))
+    if isinstance(value, dict):
+        for v in value.values():
+            _no_floats(v)
+    elif isinstance(value, list):
+        for v in value:
+            _no_floats(v)
 
 
 def check_for_connection(payload: dict, connector_type: str, route: Route, ctx: PlanContext) -> None:
@@ -179,11 +201,25 @@ def _describe(err) -> str:
 _VALIDATORS: dict[tuple[str, str], Any] = {}
 
 
-def _validator(ctype: str, action: str, schema: Mapping[str, Any]):
-    key = (ctype, action)
+def _action(ctype: str, action_name: str):
+    """(action, fast, explaining), cached: fastjsonschema compiles the schema to
+    Python for the hot path; jsonschema describes the errors when it fails."""
+    key = (ctype, action_name)
     if key not in _VALIDATORS:
+        import fastjsonschema
         from jsonschema import Draft202012Validator, FormatChecker
-        _VALIDATORS[key] = Draft202012Validator(schema, format_checker=FormatChecker())
+
+        from connectors import registry
+        action = registry.actions_for(ctype)[action_name]
+        schema = action.schema
+        slow = Draft202012Validator(schema, format_checker=FormatChecker())
+        try:
+            fast = fastjsonschema.compile(dict(schema), use_default=False)
+        except Exception:  # noqa: BLE001 - a construct it cannot compile: use the slow path
+            def fast(payload, _slow=slow):
+                if not _slow.is_valid(payload):
+                    raise ValueError("invalid")
+        _VALIDATORS[key] = (action, fast, slow)
     return _VALIDATORS[key]
 
 
@@ -214,9 +250,6 @@ def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> A
                 return d
         except InvalidOperation:
             pass
-    if isinstance(value, float):
-        raise RenderError("", Problem("(payload)", 1, 1, f"a float ({value!r}) reached a payload; use the money "
-                                                         "or decimal filter so money stays exact"))
     return value
 
 

@@ -198,8 +198,7 @@ class RetryPolicy:
     jitter: bool = True
 
     def as_json(self) -> str:
-        return json.dumps({"attempts": self.attempts, "backoff": self.backoff, "first_delay": self.first_delay,
-                           "max_delay": self.max_delay, "jitter": self.jitter}, sort_keys=True)
+        return _policy_json(self.attempts, self.backoff, self.first_delay, self.max_delay, self.jitter)
 
     @classmethod
     def from_json(cls, text: str | None) -> "RetryPolicy":
@@ -231,6 +230,12 @@ class Flow:
 
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.stripe_types)
+
+
+@lru_cache(maxsize=256)
+def _policy_json(attempts: int, backoff: str, first_delay: float, max_delay: float, jitter: bool) -> str:
+    return json.dumps({"attempts": attempts, "backoff": backoff, "first_delay": first_delay,
+                       "max_delay": max_delay, "jitter": jitter}, sort_keys=True)
 
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.runtime import Undefined
+from jinja2.runtime import Undefined, new_context
 
 from . import money
 
@@ -143,37 +143,69 @@ def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+class Scope:
+    """The values templates read for one event, with one Jinja context shared by
+    every template evaluated in it (a Jinja context per template call would
+    dominate the cost of planning)."""
+
+    __slots__ = ("env", "values", "_jctx")
+
+    def __init__(self, env: "Environment", values: dict[str, Any]):
+        self.env = env
+        self.values = values
+        self._jctx = None
+
+    def jinja(self):
+        if self._jctx is None:
+            self._jctx = new_context(self.env, None, {}, vars=self.values, shared=True, globals=self.env.globals)
+        return self._jctx
+
+    def child(self, name: str, value: Any) -> "Scope":
+        return Scope(self.env, {**self.values, name: value})
+
+    def set(self, name: str, value: Any) -> None:
+        self.values[name] = value
+        self._jctx = None
+
+
 class Compiled:
     """A compiled string leaf: either a native expression or a text template."""
 
-    __slots__ = ("source", "_fn", "native")
+    __slots__ = ("source", "_render", "native", "env")
 
     def __init__(self, env: Environment, source: str, *, expression: bool = False):
         self.source = source
+        self.env = env
         m = _SINGLE_EXPR.match(source)
         try:
             if expression and not m:
                 if "{{" in source or "{%" in source:
                     raise TemplateProblem("a condition must be one expression, like \"{{ charge.paid }}\"")
-                self._fn = env.compile_expression(source, undefined_to_none=False)
+                self._render = env.compile_expression(source, undefined_to_none=False)._template.root_render_func
                 self.native = True
             elif m:
-                self._fn = env.compile_expression(m.group("expr").strip(), undefined_to_none=False)
+                expr = m.group("expr").strip()
+                self._render = env.compile_expression(expr, undefined_to_none=False)._template.root_render_func
                 self.native = True
             else:
-                self._fn = env.from_string(source).render
+                self._render = env.from_string(source).root_render_func
                 self.native = False
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"template syntax error: {exc.message}") from None
 
-    def __call__(self, ctx: dict[str, Any]) -> Any:
+    def __call__(self, ctx: "dict[str, Any] | Scope") -> Any:
+        scope = ctx if isinstance(ctx, Scope) else Scope(self.env, ctx)
+        jctx = scope.jinja()
         try:
             if self.native:
-                value = self._fn(**ctx)
+                for _ in self._render(jctx):
+                    pass
+                value = jctx.vars.pop("result")
+                jctx.exported_vars.discard("result")
                 if isinstance(value, Undefined):
                     value._fail_with_undefined_error()
                 return value
-            return self._fn(ctx)
+            return self.env.concat(self._render(jctx))
         except SecurityError as exc:
             raise TemplateProblem(f"blocked by the sandbox: {exc}") from None
         except UndefinedError as exc:
