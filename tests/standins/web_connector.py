@@ -215,7 +215,7 @@ class ZeepSoap:
     def call(self, op: str, **params: Any) -> Any:
         result = getattr(self.service, op)(**params)
         if op == "authenticate":
-            return list(result) if result is not None else []
+            return [s or "" for s in result] if result is not None else []
         if result is None:
             return ""
         return result
