@@ -124,7 +124,8 @@ def test_junit_report(project_dir, stripe_fixtures, capsys, tmp_path):
 def test_cases_filtered_by_name(project_dir, stripe_fixtures, capsys):
     rc, out = run(capsys, "flows/", "-k", "bhd")
     assert rc == 0
-    assert out.count("PASS") == 3 and "3 passed" in out
+    assert out.count("PASS") >= 6 and "BHD" in out and " 0 failed" in out
+    assert all("BHD" in l for l in out.splitlines() if l.startswith("PASS"))
 
 
 def test_help_stays_light():
@@ -427,3 +428,39 @@ def test_inline_tests_are_checked_by_validate_and_take_no_flow(tiny, capsys):
 def test_validate_still_skips_the_tests_folder(tiny, capsys):
     write_cases(tiny, "cases: this is not a flow\n")
     assert main(["validate"]) == 0
+
+
+def test_expected_planning_errors_and_var_overrides(tiny, capsys):
+    write_cases(tiny, f"""\
+flow: fx-charges
+cases:
+  - name: a missing rate is refused
+    event: {{id: evt_2, type: charge.succeeded, data: {{object: {{object: charge, id: ch_2, amount: 5, created: 1}}}}}}
+    lookups: {{rate: "1"}}
+    error: "undefined"
+  - name: but a good event is not an error
+    event: {inline_event(1000, "usd")}
+    lookups: {{rate: "1"}}
+    error: "undefined"
+""")
+    rc, out = run(capsys, "flows/")
+    assert rc == 1
+    assert re.search(r"^PASS  flows/tests/cases.yaml:3: a missing rate is refused", out, re.M)
+    assert "plan: expected planning to fail with 'undefined', but it produced 1 operation(s): ['plain']" in out
+    (tiny / "flows" / "fx-charges.yaml").write_text(FX_FLOW.replace('when: "{{ charge.currency != \'usd\' }}"',
+                                                                    'when: "{{ vars.convert }}"') + "vars: {convert: false}\n")
+    write_cases(tiny, f"""\
+flow: fx-charges
+cases:
+  - name: the flow's var turned on for this case
+    vars: {{convert: true}}
+    event: {inline_event(1000, "usd")}
+    lookups: {{rate: "1"}}
+    expect: [{{route: home}}]
+  - name: and left as it is
+    event: {inline_event(1000, "usd")}
+    lookups: {{rate: "1"}}
+    expect: [{{route: plain}}]
+""")
+    rc, out = run(capsys, "flows/")
+    assert rc == 0, out

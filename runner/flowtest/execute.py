@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..errors import LedgerflowError
@@ -17,11 +18,20 @@ def run_case(app: Any, case: Case) -> Result:
     from .inputs import pinned_lookups
 
     started = time.perf_counter()
+    flow = replace(case.flow, vars={**case.flow.vars, **case.vars}) if case.vars else case.flow
     try:
-        pinned = pinned_lookups(case.lookups, case.event, case.flow, app.context(params=case.params))
-        ops = app.plan_event(case.event, case.flow, pinned_lookups=pinned, params=case.params)
+        pinned = pinned_lookups(case.lookups, case.event, flow, app.context(params=case.params))
+        ops = app.plan_event(case.event, flow, pinned_lookups=pinned, params=case.params)
     except LedgerflowError as exc:
+        if case.error is not None:
+            ok = case.error in str(exc)
+            return Result(case, "pass" if ok else "fail", seconds=time.perf_counter() - started,
+                          failures=[] if ok else [OpFailure("", f"planning failed, but not with {case.error!r}: {exc}")])
         return Result(case, "error", errors=[f"planning failed: {exc}"], seconds=time.perf_counter() - started)
+    if case.error is not None:
+        return Result(case, "fail", operations=ops, seconds=time.perf_counter() - started,
+                      failures=[OpFailure("", f"expected planning to fail with {case.error!r}, but it produced "
+                                              f"{len(ops)} operation(s): {[op.route for op in ops]}")])
 
     routes = {r.name: r for r in case.flow.routes}
     failures: list[OpFailure] = []

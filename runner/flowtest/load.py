@@ -265,9 +265,11 @@ def _build(case: Case, item: dict, default_flow: Any, inline: bool, flows: FlowI
                                                                  f"{', '.join(sorted(lookup_names)) or 'none'})"))
     case.lookups = dict(item.get("lookups") or {})
     case.params = plain(dict(item.get("params") or {}))
+    case.vars = plain(dict(item.get("vars") or {}))
 
     routes = {r.name: r for r in flow.routes}
-    for j, exp in enumerate(item["expect"]):
+    case.error = item.get("error")
+    for j, exp in enumerate(item.get("expect") or []):
         at = ("expect", j)
         route = routes.get(exp["route"])
         if route is None:

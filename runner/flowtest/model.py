@@ -36,6 +36,8 @@ class Case:
     event: dict[str, Any] | None = None
     lookups: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None          # planning must fail with a message containing this
     expect: list[ExpectedOp] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 

@@ -32,7 +32,7 @@ def case_lines(result: Result) -> list[str]:
     for err in result.errors:
         lines.extend("      " + line for line in err.splitlines())
     for f in result.failures:
-        head = f"route {f.route}" if f.route else "routes"
+        head = f"route {f.route}" if f.route else "plan"
         lines.append(f"      {head}{f' ({f.target})' if f.target else ''}: {f.message}")
         for d in f.diffs:
             if not d.path:     # a whole operation

@@ -36,6 +36,7 @@ def _yaml(text: str):
     y.Representer = Representer
     y.preserve_quotes = True
     y.width = 4096
+    y.brace_single_entry_mapping_in_flow_sequence = True   # keep [{Amount: 1}] as written
     mapping, sequence, offset = _indent(text)
     y.indent(mapping=mapping, sequence=sequence, offset=offset)
     return y
@@ -141,7 +142,7 @@ def update_files(results: list[Result], out: TextIO) -> set[Path]:
     """Rewrite each failing case's expect:, file by file, printing each file's diff first."""
     by_file: dict[Path, list[Result]] = {}
     for r in results:
-        if r.status == "fail":
+        if r.status == "fail" and r.case.error is None:
             by_file.setdefault(r.case.source, []).append(r)
     written: set[Path] = set()
     for path, file_results in by_file.items():
