@@ -37,7 +37,7 @@ def cmd_qwc(args) -> int:
         raise LedgerflowError(f"--user {args.user!r}: no quickbooks_desktop connection in {app.project.file} has "
                               f"that username (connections: {known})")
     text = build_qwc(url=args.url, username=args.user, app_name=args.name,
-                     minutes=args.minutes or conn.poll_minutes,
+                     minutes=conn.poll_minutes if args.minutes is None else args.minutes,
                      owner_id=stable_guid(app.store, "owner_id"),
                      file_id=stable_guid(app.store, f"file_id:{conn.name}"))
     sys.stdout.write(text)
