@@ -95,3 +95,37 @@ def test_tokens_are_encrypted_at_rest(sage, store, workers):
         blob = bytes(c.execute(select(tokens.c.ciphertext)).scalar())
     assert ts.refresh_token.encode() not in blob and ts.access_token.encode() not in blob
     assert ts.refresh_expires_at is not None and ts.expires_at - ts.refresh_expires_at < 0   # 300 s vs 31 days
+
+
+def test_connect_sage_runs_the_code_flow_and_records_the_business(sage, project_dir, store_url, monkeypatch, capsys):
+    import httpx
+
+    import runner.commands.connect as connect_cmd
+    from runner.cli import main
+    from runner.store import open_store
+    from tests.support.servers import free_port
+
+    port = free_port()
+    cfg = project_dir / "ledgerflow.yaml"
+    cfg.write_text(cfg.read_text().replace(
+        "    redirect_uri: http://localhost:8766/callback",
+        f"    redirect_uri: http://localhost:{port}/callback\n    base_url: {sage.url}/v3.1\n"
+        f"    token_url: {sage.url}/token\n    authorize_url: {sage.url}/oauth2/auth/central?filter=apiv3.1"))
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    monkeypatch.setenv("LEDGERFLOW_TOKEN_KEY", Fernet.generate_key().decode())
+    monkeypatch.setenv("SAGE_CLIENT_ID", sage.client_id)
+    monkeypatch.setenv("SAGE_CLIENT_SECRET", sage.client_secret)
+    shown = []
+
+    def browser(text, **_kw):                # the user opens the printed URL and approves
+        shown.append(text)
+        url = next((w for w in str(text).split() if w.startswith("http")), None)
+        if url:
+            threading.Thread(target=lambda: httpx.get(url, follow_redirects=True, timeout=10)).start()
+    monkeypatch.setattr(connect_cmd, "print", browser, raising=False)
+    assert main(["connect", "sage", "--timeout", "20"]) == 0
+    assert "filter=apiv3.1" in shown[0] and "scope=full_access" in shown[0]
+    assert "business Demo Marketplace Ltd (bizA0001)" in shown[-1] and "business_id to choose another" in shown[-1]
+    stored, _ = TokenStore(open_store(store_url)).read("sage")
+    assert stored.extra == {"country": "us", "business_id": "bizA0001"}
+    assert sage.authority.valid_access(stored.access_token) and sage.authority.refresh[stored.refresh_token]

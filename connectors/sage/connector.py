@@ -44,6 +44,12 @@ def oauth_defaults(name: str) -> dict[str, Any]:
             "reconnect_hint": f"run `ledgerflow connect {name}`"}
 
 
+def oauth_config(name: str, cfg: Mapping[str, Any], secrets: Any):
+    """The connection's OAuth 2 settings (Sage's endpoints unless overridden)."""
+    from connectors.oauth import OAuthConfig
+    return OAuthConfig.from_connection(name, cfg, secrets, defaults=oauth_defaults(name))
+
+
 class SageConnector(Connector):
     type = "sage"
     actions = ACTIONS
@@ -57,9 +63,8 @@ class SageConnector(Connector):
     # ---- set-up (lazy, so a missing secret fails the items, not the import) ----------------
 
     def session(self):
-        from connectors.oauth import OAuthConfig, OAuthSession
-        oauth = OAuthConfig.from_connection(self.name, self.config, self.runtime.secrets,
-                                            defaults=oauth_defaults(self.name))
+        from connectors.oauth import OAuthSession
+        oauth = oauth_config(self.name, self.config, self.runtime.secrets)
         return OAuthSession(self.name, oauth, self.runtime.store,
                             margin=float(self.config.get("refresh_margin", 60)))
 

@@ -25,6 +25,8 @@ class Provider:
 PROVIDERS: dict[str, Provider] = {
     "quickbooks-online": Provider("quickbooks_online", "connectors.quickbooks_online.connector:oauth_config",
                                   {"realmId": "realm_id"}),
+    "sage": Provider("sage", "connectors.sage.connector:oauth_config", {"country": "country"},
+                     after="connectors.sage.business:choose_business"),
 }
 
 
