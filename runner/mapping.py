@@ -149,7 +149,7 @@ class Mapping_:
 
 def compile_mapping(doc: Document, env: Environment) -> Mapping_:
     """Check a mapping document against the mapping schema and compile its templates."""
-    from jsonschema import Draft202012Validator
+    from .schemacheck import errors
 
     problems: list[Problem] = []
     if not isinstance(doc.data, dict):
@@ -157,8 +157,7 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
     problems.extend(_loop_problems(doc, doc.data, ()))
     if problems:
         raise SpecError(problems)
-    validator = Draft202012Validator(_schema("mapping.schema.json"))
-    for err in validator.iter_errors(doc.data):
+    for err in errors(_schema("mapping.schema.json"), doc.data):
         problems.append(doc.problem(tuple(err.absolute_path), _loop_hint(err)))
     if problems:
         raise SpecError(problems)
@@ -245,6 +244,15 @@ def _loop_hint(err) -> str:
 
 # ---- static check of a mapping against an action's payload schema ------------
 
+def is_valid_literal(schema: Mapping[str, Any], value: Any) -> bool:
+    """A quick answer for the common literal leaves, without compiling a schema."""
+    t = schema.get("type")
+    if set(schema) <= {"type", "description", "title", "minLength", "maxLength"} and isinstance(value, str) \
+            and (t == "string" or (isinstance(t, list) and "string" in t)):
+        return schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", 1 << 30)
+    from .schemacheck import is_valid
+    return is_valid(schema, value)
+
 def check_shape(mapping: Mapping_, schema: Mapping[str, Any], action: str) -> list[Problem]:
     """Field names, required fields and literal types, without any event data."""
     doc = mapping.doc
@@ -298,9 +306,11 @@ def check_shape(mapping: Mapping_, schema: Mapping[str, Any], action: str) -> li
             return
         if is_template(value) or value is None:
             return
-        from jsonschema import Draft202012Validator
-        literal_schema = {k: v for k, v in s.items() if k not in ("properties", "items", "required")}
-        for err in Draft202012Validator(literal_schema).iter_errors(value):
+        from .schemacheck import iter_errors
+        literal_schema = {k: v for k, v in s.items() if k not in ("properties", "items", "required", "$defs")}
+        if is_valid_literal(literal_schema, value):
+            return
+        for err in iter_errors(literal_schema, value):
             problems.append(doc.problem(path, f"{field_name(path)}: {err.message}"))
 
     walk(doc.data, schema, ())

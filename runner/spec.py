@@ -47,11 +47,10 @@ def _schema(name: str) -> dict:
 
 
 def _schema_problems(doc: Document, schema_name: str) -> list[Problem]:
-    from jsonschema import Draft202012Validator
+    from .schemacheck import errors
 
-    validator = Draft202012Validator(_schema(schema_name))
     problems = []
-    for err in validator.iter_errors(doc.data):
+    for err in errors(_schema(schema_name), doc.data):
         path = tuple(err.absolute_path)
         if err.validator == "additionalProperties":
             # point at the unknown key itself
