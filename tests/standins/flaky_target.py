@@ -8,7 +8,8 @@ the JSON body unless a failure is scripted for it:
 * modes: ``"500"``, ``"503"``, ``"400"``, ``"401"``, ``"429:SECONDS"`` (Retry-After
   in seconds), ``"429-date:SECONDS"`` (Retry-After as an HTTP date),
   ``"timeout"`` (hangs before doing anything), ``"timeout-after-create"``
-  (creates the document, then hangs: the client never hears back).
+  (creates the document, then hangs: the client never hears back),
+  ``"slow"`` (creates the document, waits ``hang`` seconds, then answers 201).
 * ``"422-pii"`` answers a validation fault that echoes an email, a name and a
   card number (as some targets do), to prove they never reach logs or Slack.
 * ``require`` lists body fields that must be present, else 400 with a
@@ -116,6 +117,6 @@ class FlakyTarget:
             return JSONResponse(self.docs[key], status_code=200)
         doc = {"id": f"doc_{len(self.docs) + 1}", "key": key, "body": body}
         self.docs[key] = doc
-        if mode == "timeout-after-create":
+        if mode in ("timeout-after-create", "slow"):
             await asyncio.sleep(self.hang)
         return JSONResponse(doc, status_code=201)
