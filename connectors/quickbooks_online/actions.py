@@ -153,10 +153,10 @@ PURCHASE = _doc("QuickBooks Online Purchase", ["PaymentType", "AccountRef", "Lin
     "EntityRef": {"$ref": "#/$defs/entity_ref"}, "Line": _lines("expense_line"),
     "PaymentMethodRef": {"$ref": "#/$defs/ref"},
 })
-TRANSFER = _doc("QuickBooks Online Transfer", ["FromAccountRef", "ToAccountRef", "Amount"], {
+TRANSFER = _doc("QuickBooks Online Transfer", ["TxnDate", "FromAccountRef", "ToAccountRef", "Amount"], {
     "FromAccountRef": {"$ref": "#/$defs/ref"}, "ToAccountRef": {"$ref": "#/$defs/ref"},
     "Amount": {"type": "number", "exclusiveMinimum": 0},
-}, docnumber=False)          # Intuit's Transfer has no DocNumber
+}, docnumber=False)   # Intuit's Transfer has no DocNumber: TxnDate (our requirement) finds a lost one
 CUSTOMER = {
     "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "QuickBooks Online Customer (find or create)",
     "type": "object", "additionalProperties": False, "required": ["DisplayName"],

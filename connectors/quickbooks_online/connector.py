@@ -9,7 +9,8 @@ Per delivery call (one company):
    ``CustomerRef`` by name/email is found or created.
 3. An item retried after a lost response (``attempts > 0``) is first looked
    for: by DocNumber, or for a Transfer (no DocNumber) by date and marker.
-4. Create: one item alone with its own ``requestid``; more go through
+4. Create: one item alone with its own ``requestid`` (a new one per counted
+   attempt, as Intuit replays a requestid's original answer, faults too); more go through
    ``/batch`` in chunks of 30 (requestid: a hash of the chunk's requestids),
    chunks in parallel within Intuit's 10 concurrent requests. Each
    BatchItemResponse maps back to its delivery by ``bId``.
@@ -62,7 +63,10 @@ class _Work:
         self.item = item
         self.entity = entity
         self.resource = resource
-        self.rid = request_id(item.idempotency_key)
+        self.rid = request_id(item.idempotency_key)          # the marker: the same on every attempt
+        # Intuit answers a repeated requestid with the original response, faults included, so a retry
+        # (after the look-up for an earlier attempt's document found none) sends a new one.
+        self.send_rid = self.rid if item.attempts == 0 else request_id(f"{item.idempotency_key}#{item.attempts}")
         self.payload = payload if entity == "Customer" else with_marker(payload, self.rid)
         self.names: list[tuple[str, str]] = []      # (entity, name) looked up, to evict on a stale Id
 
@@ -170,7 +174,7 @@ class QuickBooksOnlineConnector(Connector):
 
     def _create_one(self, client: QboClient, w: _Work) -> Outcome:
         try:
-            doc = client.create(w.entity, w.resource, w.payload, w.rid)
+            doc = client.create(w.entity, w.resource, w.payload, w.send_rid)
         except QboFault as exc:
             return self._after_fault(client, w, exc)
         except TargetError as exc:
@@ -179,7 +183,7 @@ class QuickBooksOnlineConnector(Connector):
 
     def _create_batch(self, client: QboClient, chunk: list[_Work]) -> dict[int, Outcome]:
         requests = [{"bId": str(w.item.delivery_id), "operation": "create", w.entity: w.payload} for w in chunk]
-        rid = "lfb-" + hashlib.sha256("\n".join(w.rid for w in chunk).encode()).hexdigest()[:46]
+        rid = "lfb-" + hashlib.sha256("\n".join(w.send_rid for w in chunk).encode()).hexdigest()[:46]
         try:
             answers = client.batch(requests, rid)
         except TargetError as exc:

@@ -13,7 +13,7 @@
   for required fields (2020), unknown properties (2010), string lengths (2050),
   unknown references (2500), business rules (6000), duplicate DocNumber (6140),
   duplicate names (6240); injected faults can come inside HTTP 200.
-* ``lose_responses``: do the work, then answer 504, as a response lost on the way.
+* ``lose``: for these resources, do the work, then answer 504, as a response lost on the way.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class QboStandin:
     companies: dict[str, Company] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
     inject: list[tuple[str, int, dict]] = field(default_factory=list)    # (resource, status, body) for next calls
-    lose_responses: int = 0                 # do the next N creates/batches, then answer 504
+    lose: list[str] = field(default_factory=list)   # resources whose next create/batch is done, then answered 504
     throttled: int = 0
     batch_log: list[tuple[float, int]] = field(default_factory=list)     # (time, items) per accepted batch
 
@@ -174,9 +174,9 @@ class QboStandin:
         if co.inflight >= self.concurrency:
             over = 1.0
         elif len(co.calls) >= self.per_minute:
-            over = co.calls[0] + 60 - now
+            over = (co.calls[0] if co.calls else now) + 60 - now
         elif batch and len(co.batch_calls) >= self.batch_per_minute:
-            over = co.batch_calls[0] + 60 - now
+            over = (co.batch_calls[0] if co.batch_calls else now) + 60 - now
         if over is not None:
             self.throttled += 1
             headers = {"Retry-After": str(max(1, int(over + 0.999)))} if self.retry_after else {}
@@ -208,8 +208,8 @@ class QboStandin:
                 status, body = f.status, f.body
             if rid and status < 500:
                 co.requestids[rid] = (status, body)
-            if self.lose_responses and request.method == "POST":
-                self.lose_responses -= 1
+            if resource in self.lose and request.method == "POST":
+                self.lose.remove(resource)
                 return Response("<html>504 Gateway Time-out</html>", status_code=504)
             return Response(jsonio.dumps(body), status_code=status, media_type="application/json")
         finally:
