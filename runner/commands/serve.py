@@ -31,10 +31,8 @@ def cmd_serve(args) -> int:
     serve = app.project.raw.get("serve") or {}
     host = args.host or serve.get("host", "127.0.0.1")
     port = args.port or int(serve.get("port", 8000))
-    for route in asgi.routes:
-        path = getattr(route, "path", "")
-        if path.startswith("/webhooks"):
-            logging.getLogger("ledgerflow.serve").info("Stripe webhooks: POST http://%s:%d%s", host, port, path)
+    for path in asgi.paths:
+        logging.getLogger("ledgerflow.serve").info("Stripe webhooks: POST http://%s:%d%s", host, port, path)
     uvicorn.run(asgi, host=host, port=port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=10)
     return 0

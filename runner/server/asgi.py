@@ -1,4 +1,4 @@
-"""The Starlette app behind ``ledgerflow serve``.
+"""The ASGI app behind ``ledgerflow serve`` (the webhook paths, then Starlette).
 
 * ``POST`` on each configured Stripe endpoint path (and always ``/webhooks/stripe``):
   verify, queue in the inbox through the group-commit writer, answer 200 once
@@ -18,6 +18,7 @@ from collections import Counter
 from contextlib import asynccontextmanager
 from typing import Any, Sequence
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,71 +33,96 @@ log = logging.getLogger("ledgerflow.webhooks")
 
 
 class Receiver:
-    """Counters and the request handler for one path (one or more endpoints' secrets)."""
+    """The webhook paths as a small ASGI app in front of Starlette (the hot path:
+    no routing tables, request objects or middleware per event); every other
+    request, and the lifespan, goes to ``fallback``."""
 
-    def __init__(self, settings: StripeSettings, writer: InboxWriter, stats: Counter, rejects: Counter):
+    def __init__(self, settings: StripeSettings, writer: InboxWriter, fallback: Any = None):
         self.settings = settings
         self.writer = writer
-        self.stats = stats
-        self.rejects = rejects
+        self.fallback = fallback
+        self.stats: Counter = Counter()
+        self.rejects: Counter = Counter()
+        self.paths = {path: [(ep, list(ep.secrets), ep.tolerance) for ep in eps]
+                      for path, eps in settings.routes().items()}
 
-    def handler(self, path: str, endpoints: Sequence[Endpoint]):
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.fallback(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, {"error": "method not allowed (Stripe POSTs webhooks)"}, [(b"allow", b"POST")])
+            return
+        path = scope["path"]
         max_bytes = self.settings.max_body_bytes
-        # one secret list per tolerance; the source names the endpoint whose secret verified
-        groups = [(ep, list(ep.secrets), ep.tolerance) for ep in endpoints]
+        try:
+            header, declared = None, None
+            for k, v in scope["headers"]:
+                if k == b"stripe-signature":
+                    header = v.decode("latin-1")
+                elif k == b"content-length":
+                    declared = v
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise Rejected(413, f"body larger than {max_bytes} bytes")
+            body = await _read_body(receive, max_bytes)
+            verified, source, last = None, None, None
+            for ep, secrets, tolerance in self.paths[path]:
+                try:
+                    verified = verify(body, header, secrets, tolerance, max_bytes)
+                    source = ep.source
+                    break
+                except Rejected as exc:
+                    if last is None or exc.reason.startswith("timestamp"):
+                        last = exc
+            if verified is None:
+                raise last or Rejected(400, "no signing secret configured for this path")
+        except Rejected as exc:
+            self._reject(scope, path, exc)
+            await _respond(send, exc.status, {"error": exc.reason})
+            return
+        try:
+            new = await self.writer.submit(verified.event, verified.raw, source)
+        except InboxUnavailable:
+            self.stats["unavailable"] += 1
+            await _respond(send, 503, {"error": "inbox unavailable, retry later"})
+            return
+        self.stats["accepted" if new else "duplicate"] += 1
+        await _respond(send, 200, {"received": True, "id": verified.event["id"], "duplicate": not new})
 
-        async def receive(request: Request) -> Response:
-            try:
-                body = await _read_body(request, max_bytes)
-                header = request.headers.get("stripe-signature")
-                verified, source = None, None
-                last: Rejected | None = None
-                for ep, secrets, tolerance in groups:
-                    try:
-                        verified = verify(body, header, secrets, tolerance, max_bytes)
-                        source = ep.source
-                        break
-                    except Rejected as exc:
-                        if last is None or exc.reason.startswith("timestamp"):
-                            last = exc
-                if verified is None:
-                    raise last or Rejected(400, "no signing secret configured for this path")
-            except Rejected as exc:
-                self._reject(request, path, exc)
-                return JSONResponse({"error": exc.reason}, status_code=exc.status)
-            try:
-                new = await self.writer.submit(verified.event, verified.raw, source)
-            except InboxUnavailable:
-                self.stats["unavailable"] += 1
-                return JSONResponse({"error": "inbox unavailable, retry later"}, status_code=503)
-            self.stats["accepted" if new else "duplicate"] += 1
-            return JSONResponse({"received": True, "id": verified.event["id"], "duplicate": not new})
-
-        return receive
-
-    def _reject(self, request: Request, path: str, exc: Rejected) -> None:
+    def _reject(self, scope, path: str, exc: Rejected) -> None:
         self.rejects[exc.reason.split(" (")[0]] += 1
         total = sum(self.rejects.values())
-        client = request.client.host if request.client else "?"
-        log.warning("rejected webhook POST %s from %s: %d %s (rejected so far: %d)", path, client, exc.status,
-                    exc.reason, total)
+        client = scope.get("client")
+        log.warning("rejected webhook POST %s from %s: %d %s (rejected so far: %d)", path,
+                    client[0] if client else "?", exc.status, exc.reason, total)
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise Rejected(413, f"body larger than {max_bytes} bytes")
+async def _read_body(receive, max_bytes: int) -> bytes:
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise Rejected(413, f"body larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Rejected(400, "client disconnected before the body was complete")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > max_bytes:
+                raise Rejected(413, f"body larger than {max_bytes} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _respond(send, status: int, payload: dict, extra: list | None = None) -> None:
+    body = orjson.dumps(payload)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: bool = True,
-               mounts: bool = True) -> Starlette:
+               mounts: bool = True) -> Receiver:
     """The ASGI app for ``ledgerflow serve`` over a loaded ``App``.
 
     ``background=False`` leaves the serve_hooks background services off (tests
@@ -105,21 +131,15 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
     settings = settings or stripe_settings(app.project.raw.get("stripe"), app.project.file)
     if not all(ep.secrets for ep in settings.endpoints):
         settings.resolve_secrets(app.secrets)
-    store = app.store
-    writer = InboxWriter(store)
-    stats: Counter = Counter()
-    rejects: Counter = Counter()
-    receiver = Receiver(settings, writer, stats, rejects)
-
-    routes: list[Any] = [Route(path, receiver.handler(path, eps), methods=["POST"])
-                         for path, eps in settings.routes().items()]
+    writer = InboxWriter(app.store)
+    receiver = Receiver(settings, writer)
 
     async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "accepted": stats["accepted"], "duplicate": stats["duplicate"],
-                             "unavailable": stats["unavailable"], "rejected": dict(rejects),
-                             "batches": writer.batches})
+        return JSONResponse({"status": "ok", "accepted": receiver.stats["accepted"],
+                             "duplicate": receiver.stats["duplicate"], "unavailable": receiver.stats["unavailable"],
+                             "rejected": dict(receiver.rejects), "batches": writer.batches})
 
-    routes.append(Route("/healthz", healthz, methods=["GET"]))
+    routes: list[Any] = [Route("/healthz", healthz, methods=["GET"])]
     if mounts:
         for ref in serve_hooks.ASGI_MOUNTS:
             prefix, sub = serve_hooks.load(ref)(app)
@@ -145,8 +165,6 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
                     log.exception("stopping %s failed", ref)
             writer.stop()
 
-    asgi = Starlette(routes=routes, lifespan=lifespan)
-    asgi.state.writer = writer
-    asgi.state.stats = stats
-    asgi.state.rejects = rejects
-    return asgi
+    receiver.fallback = Starlette(routes=routes, lifespan=lifespan)
+    receiver.fallback.state.receiver = receiver
+    return receiver
