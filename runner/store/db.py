@@ -76,25 +76,27 @@ class Store:
     def add_events(self, events: Iterable[tuple[dict, str, str]], conn: Connection | None = None) -> list[bool]:
         """Insert (event, raw_json, source) rows; True where new, False for a duplicate id.
 
-        One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per 1,000
-        events (rowcount is not reliable for this on psycopg, RETURNING is).
+        One transaction: the ids already present are read first, then every row
+        goes in with one executemany ``INSERT ... ON CONFLICT DO NOTHING`` (the
+        webhook receiver's group commit relies on this being cheap per row).
         """
         now = time.time()
         rows = [dict(event_id=ev["id"], type=ev.get("type", ""), account=ev.get("account"),
                      created=ev.get("created") if isinstance(ev.get("created"), int) else None,
                      payload=raw, source=source, received_at=now, status="pending", updated_at=now)
                 for ev, raw, source in events]
-        new: set[str] = set()
-        if rows:
-            with (self._maybe(conn)) as c:
-                for i in range(0, len(rows), 1000):
-                    stmt = (_insert(self.engine, inbox).values(rows[i:i + 1000])
-                            .on_conflict_do_nothing(index_elements=["event_id"]).returning(inbox.c.event_id))
-                    new.update(r[0] for r in c.execute(stmt))
+        if not rows:
+            return []
         results = []
+        with (self._maybe(conn)) as c:
+            ids = list({r["event_id"] for r in rows})
+            known: set[str] = set()
+            for i in range(0, len(ids), 500):
+                known.update(x[0] for x in c.execute(select(inbox.c.event_id).where(inbox.c.event_id.in_(ids[i:i + 500]))))
+            c.execute(_insert(self.engine, inbox).on_conflict_do_nothing(index_elements=["event_id"]), rows)
         for r in rows:              # a repeated id within the batch: only its first row is new
-            results.append(r["event_id"] in new)
-            new.discard(r["event_id"])
+            results.append(r["event_id"] not in known)
+            known.add(r["event_id"])
         return results
 
     def add_event(self, ev: dict, raw: str, source: str) -> bool:
