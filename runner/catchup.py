@@ -145,7 +145,7 @@ def _catch_up_scope(store, client, account: str | None, since: int, until: int |
         params: dict[str, Any] = {"created": created, "limit": PAGE}
         if after:
             params["starting_after"] = after
-        page = client.v1.events.list(params=params, options=options)
+        page = _list_page(client, params, options)
         body = jsonio.loads(page.last_response.body)   # the raw page: amounts and rates stay exact
         events = [e for e in body.get("data", []) if isinstance(e, dict) and e.get("id")]
         result.pages += 1
@@ -164,6 +164,27 @@ def _catch_up_scope(store, client, account: str | None, since: int, until: int |
             after = events[-1]["id"]
         if not body.get("has_more") or not events:
             return
+
+
+def _list_page(client, params: dict, options: dict, attempts: int = 6):
+    """One page of /v1/events. The SDK retries 5xx and 409 but not 429: wait as
+    Stripe's ``Retry-After`` says (else back off exponentially) and ask again."""
+    import stripe
+
+    for attempt in range(attempts):
+        try:
+            return client.v1.events.list(params=params, options=options)
+        except stripe.RateLimitError as exc:
+            if attempt == attempts - 1:
+                raise
+            retry_after = (exc.headers or {}).get("retry-after") or (exc.headers or {}).get("Retry-After")
+            try:
+                delay = float(retry_after) if retry_after is not None else min(30.0, 0.5 * 2 ** attempt)
+            except ValueError:
+                delay = min(30.0, 0.5 * 2 ** attempt)
+            log.info("Stripe rate limit (429) on /v1/events; waiting %.1fs", delay)
+            time.sleep(min(delay, 60.0))
+    raise AssertionError("unreachable")
 
 
 # ---- on a schedule inside `ledgerflow serve` ----------------------------------
