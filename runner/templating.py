@@ -24,7 +24,21 @@ from jinja2.runtime import Undefined, new_context
 
 from . import money
 
-_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
+_SINGLE_EXPR_RE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
+
+
+class _SingleExpr:
+    """Matches a template that is exactly one ``{{ expression }}`` (not ``{{ a }}/{{ b }}``)."""
+
+    @staticmethod
+    def match(source: str):
+        m = _SINGLE_EXPR_RE.match(source)
+        if m and "{{" not in m.group("expr") and "{%" not in m.group("expr"):
+            return m
+        return None
+
+
+_SINGLE_EXPR = _SingleExpr()
 
 
 class TemplateProblem(Exception):

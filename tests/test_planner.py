@@ -197,3 +197,10 @@ def test_bad_event_files(raw, expected):
 def test_event_json_floats_become_decimals():
     ev = parse_event('{"id": "e", "type": "t", "data": {"object": {"exchange_rate": 0.8932}}}', "x")
     assert ev["data"]["object"]["exchange_rate"] == Decimal("0.8932")
+
+
+def test_two_expressions_in_one_leaf_render_as_text(tmp_path):
+    from runner.templating import Compiled, environment
+    c = Compiled(environment(), "{{ a }}/{{ b }}")
+    assert c({"a": 1, "b": 2}) == "1/2"
+    assert Compiled(environment(), "{{ {'x': {'y': 1}} }}")({}) == {"x": {"y": 1}}
