@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
 "$BIN/ledgerflow" validate
 "$BIN/python" -m pytest -q -n 2 -p no:cacheprovider "$@"
+"$BIN/ledgerflow" test flows/
