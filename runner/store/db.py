@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import and_, create_engine, event, func, or_, select, update
+from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .. import jsonio
@@ -217,33 +217,53 @@ class Store:
 
     def finish(self, results: list[dict], *, worker: str | None = None, flow_run_id: str | None = None) -> None:
         """Record outcomes. Each result: id, state (sent|retrying|dead), error, kind,
-        target_ref, next_attempt_at, counted (False for throttling)."""
+        target_ref, next_attempt_at, counted (False for throttling).
+
+        With ``worker``, only rows this worker still holds a claim on are written: a
+        worker whose lease was taken over must not overwrite (nor after the taker
+        finished). One UPDATE and one INSERT, each executed for many rows.
+        """
+        if not results:
+            return
         now = time.time()
+        d = deliveries
         with self.tx(immediate=True) as c:
+            q = select(d.c.id, d.c.attempts, d.c.target_ref, d.c.last_error, d.c.error_kind, d.c.next_attempt_at,
+                       d.c.sent_at).where(d.c.id.in_([r["id"] for r in results]))
+            if worker is not None:
+                q = q.where(d.c.claimed_by == worker, d.c.state == "sending")
+            if self.dialect == "postgresql":
+                q = q.with_for_update()
+            current = {row.id: row for row in c.execute(q)}
+            updates, logged = [], []
             for r in results:
-                values: dict[str, Any] = {"state": r["state"], "updated_at": now, "claimed_by": None,
-                                          "lease_until": None}
-                if r.get("counted", True):
-                    values["attempts"] = deliveries.c.attempts + 1
-                if r["state"] == "sent":
-                    values.update(sent_at=now, last_error=None, error_kind=None)
-                if r.get("target_ref") is not None:
-                    values["target_ref"] = r["target_ref"]
-                if r.get("error") is not None:
-                    values.update(last_error=r["error"], error_kind=r.get("kind"))
-                if r.get("next_attempt_at") is not None:
-                    values["next_attempt_at"] = r["next_attempt_at"]
-                cond = deliveries.c.id == r["id"]
-                if worker is not None:   # a worker whose lease was taken over must not overwrite
-                    # (nor after the taker finished: claimed_by is then None and the state terminal)
-                    cond = and_(cond, deliveries.c.claimed_by == worker, deliveries.c.state == "sending")
-                res = c.execute(update(deliveries).where(cond).values(**values))
-                if res.rowcount:
-                    n = c.execute(select(deliveries.c.attempts).where(deliveries.c.id == r["id"])).scalar_one()
-                    c.execute(attempts.insert().values(
-                        delivery_id=r["id"], attempt=n, at=now,
-                        outcome={"sent": "sent", "dead": "dead"}.get(r["state"], "throttled" if not r.get("counted", True) else "retry"),
-                        error=r.get("error"), worker=worker, flow_run_id=flow_run_id))
+                cur = current.pop(r["id"], None)
+                if cur is None:
+                    continue
+                counted = r.get("counted", True)
+                n = cur.attempts + (1 if counted else 0)
+                sent = r["state"] == "sent"
+                error = None if sent else (r["error"] if r.get("error") is not None else cur.last_error)
+                kind = None if sent else (r.get("kind") if r.get("error") is not None else cur.error_kind)
+                updates.append({
+                    "b_id": r["id"], "b_state": r["state"], "b_attempts": n,
+                    "b_target_ref": r["target_ref"] if r.get("target_ref") is not None else cur.target_ref,
+                    "b_last_error": error, "b_error_kind": kind,
+                    "b_next": r["next_attempt_at"] if r.get("next_attempt_at") is not None else cur.next_attempt_at,
+                    "b_sent_at": now if sent else cur.sent_at,
+                })
+                logged.append({"delivery_id": r["id"], "attempt": n, "at": now,
+                               "outcome": {"sent": "sent", "dead": "dead"}.get(
+                                   r["state"], "retry" if counted else "throttled"),
+                               "error": r.get("error"), "worker": worker, "flow_run_id": flow_run_id})
+            if not updates:
+                return
+            c.execute(update(d).where(d.c.id == bindparam("b_id")).values(
+                state=bindparam("b_state"), attempts=bindparam("b_attempts"), target_ref=bindparam("b_target_ref"),
+                last_error=bindparam("b_last_error"), error_kind=bindparam("b_error_kind"),
+                next_attempt_at=bindparam("b_next"), sent_at=bindparam("b_sent_at"), updated_at=now,
+                claimed_by=None, lease_until=None), updates)
+            c.execute(attempts.insert(), logged)
 
     def set_delivery(self, delivery_id: int, **values: Any) -> None:
         values.setdefault("updated_at", time.time())
