@@ -85,9 +85,12 @@ class RateLimiter:
             return ids, 0.0
 
     def release(self, slot_ids: Sequence[int]) -> None:
+        """End the requests. Each now counts in the window from its end: the target saw it
+        somewhere between start and end, and counting from the end never undercounts."""
         if slot_ids:
             with self.store.tx() as c:
-                c.execute(update(rate_slots).where(rate_slots.c.id.in_(list(slot_ids))).values(lease_until=None))
+                c.execute(update(rate_slots).where(rate_slots.c.id.in_(list(slot_ids)))
+                          .values(lease_until=None, started_at=self.clock()))
 
     def block(self, key: str, until: float) -> None:
         """Nobody starts a request under ``key`` before ``until`` (a 429's Retry-After)."""

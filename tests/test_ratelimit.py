@@ -98,3 +98,16 @@ def test_processes_share_the_limit(store_url):
     for p in procs:
         p.join(timeout=30)
     assert total == 25
+
+
+def test_a_request_counts_from_its_end(store_url):
+    # the target counts a request when it arrives, which can be later than our start
+    clock = Clock()
+    rl = limiter(store_url, clock)
+    lim = [Limit("k", rate=1, per=60)]
+    ids, _ = rl.try_acquire(lim)
+    clock.t += 5
+    rl.release(ids)
+    clock.t += 56                               # 61 s after the start, 56 after the end
+    ids, wait = rl.try_acquire(lim)
+    assert ids is None and wait == pytest.approx(4)
