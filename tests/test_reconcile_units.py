@@ -142,3 +142,16 @@ def test_policy_errors_name_the_field(section, message):
 def test_policy_defaults_include_connected_accounts():
     p = load_policy(_flow({"accounts": ["platform", "connected"]}), {"home_currency": "EUR"}, ["acct_1A"])
     assert p.accounts == [None, "acct_1A"] and p.home_currency == "EUR" and p.mode == "per_transaction"
+
+
+def test_validate_checks_the_reconcile_section(project_dir):
+    from runner.errors import SpecError
+    from runner.spec import load_flow, load_project
+    src = (project_dir / "flows" / "payout-reconciliation.yaml").read_text()
+    bad = project_dir / "flows" / "bad-recon.yaml"
+    bad.write_text(src.replace("mode: per_transaction", "mode: daily").replace("unbooked: journal", "unbooked: x"))
+    with pytest.raises(SpecError) as e:
+        load_flow(bad, load_project())
+    text = str(e.value)
+    assert "bad-recon.yaml:17:" in text and "reconcile.mode: 'daily' is not one of" in text
+    assert "reconcile.unbooked" in text
