@@ -77,26 +77,46 @@ class Store:
         """Insert (event, raw_json, source) rows; True where new, False for a duplicate id.
 
         One transaction: the ids already present are read first, then every row
-        goes in with one executemany ``INSERT ... ON CONFLICT DO NOTHING`` (the
-        webhook receiver's group commit relies on this being cheap per row).
+        goes in with one driver-level executemany ``INSERT ... ON CONFLICT DO
+        NOTHING`` (the webhook receiver's group commit calls this per batch, so
+        the per-row cost matters; the SQL is the same on SQLite and PostgreSQL).
         """
         now = time.time()
-        rows = [dict(event_id=ev["id"], type=ev.get("type", ""), account=ev.get("account"),
-                     created=ev.get("created") if isinstance(ev.get("created"), int) else None,
-                     payload=raw, source=source, received_at=now, status="pending", updated_at=now)
+        rows = [(ev["id"], ev.get("type", ""), ev.get("account"),
+                 ev.get("created") if type(ev.get("created")) is int else None, raw, source, now, "pending", now)
                 for ev, raw, source in events]
         if not rows:
             return []
-        results = []
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        sql = ("INSERT INTO inbox (event_id, type, account, created, payload, source, received_at, status, "
+               f"updated_at) VALUES ({', '.join([ph] * 9)}) ON CONFLICT (event_id) DO NOTHING")
+        new: set[str] = set()
         with (self._maybe(conn)) as c:
-            ids = list({r["event_id"] for r in rows})
-            known: set[str] = set()
-            for i in range(0, len(ids), 500):
-                known.update(x[0] for x in c.execute(select(inbox.c.event_id).where(inbox.c.event_id.in_(ids[i:i + 500]))))
-            c.execute(_insert(self.engine, inbox).on_conflict_do_nothing(index_elements=["event_id"]), rows)
+            cur = c.connection.cursor()
+            try:
+                if self.dialect == "postgresql":     # concurrent writers: RETURNING says which rows were ours
+                    cur.executemany(sql + " RETURNING event_id", rows, returning=True)
+                    while True:
+                        for r in cur.fetchall():
+                            new.add(r[0])
+                        if not cur.nextset():
+                            break
+                else:                                # BEGIN IMMEDIATE: nobody else writes until we commit
+                    ids = list(dict.fromkeys(r[0] for r in rows))
+                    known: set[str] = set()
+                    for i in range(0, len(ids), 500):
+                        chunk = ids[i:i + 500]
+                        cur.execute(f"SELECT event_id FROM inbox WHERE event_id IN ({', '.join([ph] * len(chunk))})",
+                                    chunk)
+                        known.update(r[0] for r in cur.fetchall())
+                    cur.executemany(sql, rows)
+                    new = set(ids) - known
+            finally:
+                cur.close()
+        results = []
         for r in rows:              # a repeated id within the batch: only its first row is new
-            results.append(r["event_id"] not in known)
-            known.add(r["event_id"])
+            results.append(r[0] in new)
+            new.discard(r[0])
         return results
 
     def add_event(self, ev: dict, raw: str, source: str) -> bool:
