@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from .app import App
 from .delivery import BatchReport, claimed_rows, deliver_group
@@ -45,8 +47,10 @@ def _app(project_file: str | None) -> App:
 
 
 @task(name="deliver-connection-batch", retries=0, cache_policy=NO_CACHE, log_prints=False)
-def deliver_connection_task(project_file: str | None, connection: str, rows: list[dict], worker: str,
+def deliver_connection_task(project_file: str | None, connection: str, rows: Any, worker: str,
                             run_id: str | None) -> BatchReport:
+    """``rows`` comes quoted: Prefect need not walk a hundred payloads to resolve parameters."""
+    rows = rows.unquote() if isinstance(rows, quote) else rows
     app = _app(project_file)
     with target_limits(app, connection, len(rows)):
         return deliver_group(app, connection, rows, worker=worker, flow_run_id=run_id)
@@ -96,9 +100,9 @@ def deliver_batch(project_file: str | None = None, delivery_ids: list[int] | Non
         calls.extend((conn, chunk) for chunk in _chunks(grp, max(1, size)))
     report = BatchReport()
     if len(calls) == 1:
-        report.merge(deliver_connection_task(project_file, calls[0][0], calls[0][1], worker, run_id))
+        report.merge(deliver_connection_task(project_file, calls[0][0], quote(calls[0][1]), worker, run_id))
     else:
-        futures = [deliver_connection_task.submit(project_file, conn, chunk, worker, run_id) for conn, chunk in calls]
+        futures = [deliver_connection_task.submit(project_file, conn, quote(chunk), worker, run_id) for conn, chunk in calls]
         for fut in futures:
             report.merge(fut.result())
     if rows:

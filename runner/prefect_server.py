@@ -32,6 +32,15 @@ def healthy(api_url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment or the active Prefect profile/settings, if any."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    from prefect.settings import get_current_settings
+    url = get_current_settings().api.url
+    return str(url) if url else None
+
+
 def use_api(api_url: str) -> None:
     """Point this process (every thread, every later flow run) at ``api_url``."""
     os.environ["PREFECT_API_URL"] = api_url
@@ -51,8 +60,9 @@ class EmbeddedPrefect:
         self.port = port
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
-        self.api_url = os.environ.get("PREFECT_API_URL") or f"http://{host}:{port}/api"
-        self.external = bool(os.environ.get("PREFECT_API_URL"))
+        configured = configured_api_url()
+        self.api_url = configured or f"http://{host}:{port}/api"
+        self.external = bool(configured)
 
     @property
     def ui_url(self) -> str:
@@ -115,7 +125,7 @@ def background(app) -> EmbeddedPrefect:
 
 def adopt_running(app) -> bool:
     """For ``ledgerflow worker``: without PREFECT_API_URL, use the embedded server if one answers."""
-    if os.environ.get("PREFECT_API_URL"):
+    if configured_api_url():
         return True
     url = f"http://127.0.0.1:{port_for(app)}/api"
     if healthy(url):
