@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "runner.commands.qbwc",       # qbwc qwc (QuickBooks Web Connector)
     "runner.commands.worker",     # worker (the delivery loop on its own)
     "runner.commands.dlq",        # dlq list/show/replay/discard
+    "runner.commands.deploy",     # deploy (scheduled flows -> Prefect deployments)
     "runner.commands.connect",    # connect quickbooks-online (OAuth 2)
     "runner.commands.reconcile",  # reconcile payouts
 ]

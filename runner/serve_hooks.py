@@ -18,8 +18,11 @@ ASGI_MOUNTS: list[str] = [
     "connectors.quickbooks_desktop.service:mount",   # QuickBooks Web Connector SOAP service at /qbwc
 ]
 BACKGROUND: list[str] = [
+    "runner.prefect_server:background",   # embedded Prefect server (UI, schedules) unless PREFECT_API_URL is set
     "runner.dispatch:background",     # pending inbox events -> delivery rows
     "runner.catchup:background",      # scheduled Stripe catch-up (when stripe.api_key is set)
+    "runner.worker:background",           # the delivery loop: batches in Prefect flow runs
+    "runner.deployments:background",      # runs scheduled flows (deployments) and runs started from the UI
 ]
 
 
