@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args) -> int:
     import logging
+    import sys
 
     import uvicorn
 
@@ -25,6 +26,8 @@ def cmd_serve(args) -> int:
     from ..server import build_asgi
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the inbox writer thread takes the GIL back as soon as its commit returns (group-commit latency)
+    sys.setswitchinterval(0.001)
     app = App()
     app.flows()                      # a broken flow stops start-up with file:line:col problems
     asgi = build_asgi(app, background=not args.no_background)
