@@ -7,7 +7,7 @@ streams, so the load generator costs little CPU) and reports events/s and
 latency percentiles. Every 2xx is then checked against the inbox: a 2xx
 means the row is committed (SQLite: WAL, synchronous=FULL).
 
-    .venv/bin/python bench/bench_webhooks.py [--events 20000] [--concurrency 64] [--backend sqlite|postgresql|both]
+    .venv/bin/python bench/bench_webhooks.py [--events 20000] [--concurrency 32] [--backend sqlite|postgresql|both]
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def run(backend: str, n: int, concurrency: int) -> None:
             f"settings: {{home_currency: USD, store_url: '{url}'}}\nconnections: {{}}\n"
             "stripe:\n  endpoints:\n    platform: {path: /webhooks/stripe, secrets: [{env: LF_BENCH_WHSEC}]}\n")
         port = free_port()
+        load_before = os.getloadavg()[0]     # other work on the box skews the figures; say how busy it was
         proc = start_server(tmp, port)
         try:
             warm = build_requests(min(1000, n // 10 + 1), port, "warm" + uuid.uuid4().hex[:6])
@@ -156,14 +157,14 @@ def run(backend: str, n: int, concurrency: int) -> None:
             "p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2), "max_ms": round(lat[-1] * 1000, 2),
             "server_cpu_us_per_event": round(server_cpu / max(1, len(acked)) * 1e6),
             "non_2xx": errors, "acked_in_inbox": f"{durable}/{len(acked)}",
-            "commits": health["batches"], "avg_batch": round((health["accepted"]) / max(1, health["batches"]), 1),
+            "commits": health["batches"], "loadavg_1m_before": load_before, "avg_batch": round((health["accepted"]) / max(1, health["batches"]), 1),
         }))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=20000)
-    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     args = ap.parse_args()
     os.environ.setdefault("LEDGERFLOW_STRIPE_FIXTURES", str(ROOT.parent / "shared/reference/stripe/fixtures3.json"))
