@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 
 import httpx
@@ -15,6 +16,8 @@ from runner.app import App
 from runner.fixtures import event_from_fixture
 from runner.server import build_asgi
 from runner.spec import load_project
+from tests.conftest import ROOT
+from tests.helpers_project import write
 from tests.support.servers import serve_app
 from tests.webhook_helpers import CONNECT, NEW, OLD, set_secrets, signed, stripe_project
 
@@ -244,3 +247,36 @@ def test_rejections_are_counted_in_logs_without_bodies(receiver, caplog):
 def test_get_on_the_webhook_path_is_not_allowed(receiver):
     client, _ = receiver
     assert client.get("/webhooks/stripe").status_code == 405
+
+
+def test_serve_app_runs_background_services_and_mounts(tmp_path, store_url, monkeypatch, stripe_fixtures):
+    """The webhook -> inbox -> dispatcher path inside the serve app, with the
+    serve_hooks extension points (a test mount, the dispatcher as the only service)."""
+    from runner import serve_hooks
+    from tests.test_dispatch import CHARGES
+
+    set_secrets(monkeypatch)
+    root = tmp_path / "proj"
+    path = stripe_project(root, store_url, extra="serve: {dispatch_interval: 0.05}\n")
+    shutil.copytree(ROOT / "mappings" / "csv", root / "mappings" / "csv")
+    write(root, "flows/charges.yaml", CHARGES)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(serve_hooks, "BACKGROUND", ["runner.dispatch:background"])
+    monkeypatch.setattr(serve_hooks, "ASGI_MOUNTS", ["tests.test_webhooks:_test_mount"])
+    app = App(load_project(path))
+    with serve_app(build_asgi(app)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/mounted/ping").text == "pong"
+        ev = charge_event(overrides={"amount": 4321})
+        assert client.post("/webhooks/stripe", content=(s := signed(ev))[0], headers=s[1]).status_code == 200
+        deadline = time.monotonic() + 30
+        while app.store.get_event(ev["id"])["status"] == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert app.store.get_event(ev["id"])["status"] == "dispatched"
+    assert app.store.count_deliveries("pending") == 1
+
+
+def _test_mount(app):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    return "/mounted", Starlette(routes=[Route("/ping", lambda r: PlainTextResponse("pong"))])
