@@ -26,6 +26,7 @@ def cmd_serve(args) -> int:
     from ..server import build_asgi
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # no line per API call
     # the inbox writer thread takes the GIL back as soon as its commit returns (group-commit latency)
     sys.setswitchinterval(0.001)
     app = App()

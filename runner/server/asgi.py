@@ -152,8 +152,12 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
         try:
             if background:
                 for ref in serve_hooks.BACKGROUND:
-                    svc = serve_hooks.load(ref)(app)
-                    svc.start()
+                    try:
+                        svc = serve_hooks.load(ref)(app)
+                        svc.start()
+                    except Exception:  # noqa: BLE001 - the front door stays open without this service
+                        log.exception("background service %s did not start; webhooks are still received", ref)
+                        continue
                     services.append((ref, svc))
                     log.info("started %s", ref)
             yield
