@@ -82,6 +82,10 @@ def verify(body: bytes, header: str | None, secrets: Sequence[str], tolerance: i
             check_event(event, "body")      # says what is missing
         except EventError as exc:
             raise Rejected(400, str(exc)) from None
+    for key in ("id", "type", "account"):
+        value = event.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > 255):
+            raise Rejected(400, f"body: the event's {key} must be a string of at most 255 characters")
     if event.get("object", "event") != "event":
         raise Rejected(400, f"body: expected object 'event', got {str(event.get('object'))[:40]!r}")
     return Verified(event, text)

@@ -280,3 +280,76 @@ def _test_mount(app):
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
     return "/mounted", Starlette(routes=[Route("/ping", lambda r: PlainTextResponse("pong"))])
+
+
+def test_an_id_too_long_for_the_inbox_is_rejected_not_queued(receiver):
+    client, store = receiver
+    ev = charge_event(overrides={"amount": 23})
+    ev["id"] = "evt_" + "x" * 300
+    r = client.post("/webhooks/stripe", content=(s := signed(ev))[0], headers=s[1])
+    assert (r.status_code, r.json()["error"]) == (400, "body: the event's id must be a string of at most 255 characters")
+    assert store.count_events() == 0
+
+
+def test_when_the_inbox_cannot_commit_the_answer_is_503_and_one_bad_row_spares_the_batch(receiver, monkeypatch):
+    client, store = receiver
+    real = store.add_events
+
+    def failing(rows, conn=None):
+        if any(ev["id"].endswith("poison") for ev, _, _ in rows):
+            raise RuntimeError("disk full")
+        return real(rows, conn)
+
+    monkeypatch.setattr(store, "add_events", failing)
+    good = [charge_event(overrides={"amount": 30 + i}) for i in range(10)]
+    bad = charge_event(overrides={"amount": 99})
+    bad["id"] = "evt_poison"
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=30) as ac:
+            return await asyncio.gather(*(ac.post("/webhooks/stripe", content=b, headers=h)
+                                          for b, h in (signed(e) for e in [*good, bad])))
+
+    *oks, failed = asyncio.run(burst())
+    assert [r.status_code for r in oks] == [200] * 10
+    assert (failed.status_code, failed.json()["error"]) == (503, "inbox unavailable, retry later")
+    assert store.event_ids(e["id"] for e in good) == {e["id"] for e in good}
+    assert store.get_event("evt_poison") is None
+
+
+class _BrokenService:
+    def start(self):
+        raise RuntimeError("cannot start")
+
+    def stop(self):
+        pass
+
+
+def _broken_service(app):
+    return _BrokenService()
+
+
+def test_a_background_service_that_fails_to_start_does_not_close_the_front_door(tmp_path, store_url, monkeypatch,
+                                                                                 stripe_fixtures, caplog):
+    from runner import serve_hooks
+    set_secrets(monkeypatch)
+    monkeypatch.setattr(serve_hooks, "BACKGROUND", ["tests.test_webhooks:_broken_service"])
+    app = App(load_project(stripe_project(tmp_path / "proj", store_url)))
+    with serve_app(build_asgi(app)) as server:
+        ev = charge_event(overrides={"amount": 24})
+        assert httpx.post(server.url + "/webhooks/stripe", content=(s := signed(ev))[0],
+                          headers=s[1]).status_code == 200
+    assert "background service tests.test_webhooks:_broken_service did not start" in caplog.text
+
+
+def test_writer_commits_the_rest_of_a_batch_one_by_one_when_a_row_fails(store):
+    from runner.server.inbox_writer import InboxUnavailable, InboxWriter
+    real = store.add_events
+    writer = InboxWriter(store)
+    writer.store = type("S", (), {"add_events": lambda self, rows, conn=None: (
+        (_ for _ in ()).throw(RuntimeError("bad row")) if any(e["id"] == "evt_bad" for e, _, _ in rows)
+        else real(rows, conn))})()
+    batch = [({"id": i, "type": "x"}, "{}", "t", None, None) for i in ("evt_a", "evt_bad", "evt_b", "evt_a")]
+    out = writer._insert(batch)
+    assert out[0] is True and isinstance(out[1], InboxUnavailable) and out[2] is True and out[3] is False
+    assert store.event_ids(["evt_a", "evt_b", "evt_bad"]) == {"evt_a", "evt_b"}

@@ -74,26 +74,34 @@ class InboxWriter:
                 batch.append(item)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple]) -> None:
+    def _insert(self, batch: list[tuple]) -> list[Any]:
+        """One outcome per item: True/False (new/duplicate) or InboxUnavailable."""
         try:
-            results: Any = self.store.add_events([(ev, raw, src) for ev, raw, src, _, _ in batch])
+            results: list[Any] = self.store.add_events([(ev, raw, src) for ev, raw, src, _, _ in batch])
             self.batches += 1
             self.committed += len(batch)
+            return results
         except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
             log.error("inbox commit of %d event(s) failed: %s: %s", len(batch), type(exc).__name__, exc)
-            results = InboxUnavailable(f"{type(exc).__name__}")
+            if len(batch) == 1:
+                return [InboxUnavailable(type(exc).__name__)]
+        # one bad row must not cost the others their place: commit them one by one
+        return [self._insert([item])[0] for item in batch]
+
+    def _commit(self, batch: list[tuple]) -> None:
+        results = self._insert(batch)
         by_loop: dict[Any, list] = {}
-        for i, (_, _, _, fut, loop) in enumerate(batch):
-            outcome = results if isinstance(results, Exception) else results[i]
+        for (_, _, _, fut, loop), outcome in zip(batch, results):
             by_loop.setdefault(loop, []).append((fut, outcome))
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, items)
             except RuntimeError:   # the loop is closed: nobody is waiting any more
                 pass
-        if self.on_commit and not isinstance(results, Exception) and any(results):
+        new = sum(1 for r in results if r is True)
+        if self.on_commit and new:
             try:
-                self.on_commit(sum(1 for r in results if r))
+                self.on_commit(new)
             except Exception:  # noqa: BLE001
                 log.exception("on_commit hook failed")
 
