@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from connectors.base import ErrorKind, Item, Outcome, TargetError
 
-from .redact import scrub
+from .redact import personal_values, scrub
 from .secrets import SecretError
 from .spec import RetryPolicy
 
@@ -48,7 +48,7 @@ def decide(row: dict, outcome: Outcome, now: float, rand: Callable[[], float] = 
     if outcome.ok:
         return {"id": row["id"], "state": "sent", "target_ref": outcome.target_ref}
     err = outcome.error or TargetError("unknown failure")
-    message = scrub(str(err)) or err.kind.value
+    message = scrub(str(err), personal_values(row.get("payload"))) or err.kind.value
     if err.kind == ErrorKind.THROTTLED:
         wait = err.retry_after if err.retry_after is not None else THROTTLE_DEFAULT_WAIT
         return {"id": row["id"], "state": "retrying", "error": message, "kind": err.kind.value,

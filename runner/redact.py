@@ -7,23 +7,51 @@ stored, logged and sent to Slack only after ``scrub``.
 from __future__ import annotations
 
 import re
+from typing import Any, Iterable
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # 13-19 digits, optionally split by spaces or dashes (card numbers, PANs)
 CARD = re.compile(r"(?<![\w.])(?:\d[ -]?){12,18}\d(?![\w.])")
 PHONE = re.compile(r"(?<![\w.])\+\d[\d ()-]{7,}\d(?![\w.])")
 # "name": "Jane Doe", 'email': '...', name=Jane Doe  (JSON or form-like key/value)
-PERSONAL_KEYS = (r"(?:[a-z_]*name|email|e-mail|phone|address(?:_line\d)?|line1|line2|postal_code|"
+PERSONAL_KEYS = (r"(?:[a-z_]*name|customer|email|e-mail|phone(?:_?number)?|address(?:_line\d)?|line1|line2|postal_code|"
                  r"card(?:_?number)?|cardholder|cvc|cvv|exp_month|exp_year|iban|account_number|tax_id)")
 KEY_VALUE = re.compile(r"""(?P<key>["']?\b""" + PERSONAL_KEYS + r"""["']?\s*[:=]\s*)(?P<q>["'])(?P<v>(?:\\.|(?!(?P=q)).)*)(?P=q)""",
                        re.IGNORECASE)
 CARD_LAST4 = re.compile(r"(?P<key>[\"']?last4[\"']?\s*[:=]\s*)[\"']?\d{4}[\"']?", re.IGNORECASE)
 
 
-def scrub(text: str | None) -> str | None:
-    """The text with personal data replaced by ``[redacted ...]`` markers."""
+_PERSONAL_KEY = re.compile(r"^" + PERSONAL_KEYS + r"$", re.IGNORECASE)
+
+
+def personal_values(payload: Any) -> set[str]:
+    """String values a payload holds under personal-looking keys (names, emails, phones, addresses)."""
+    found: set[str] = set()
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str) and len(value.strip()) >= 3 and (_PERSONAL_KEY.match(key) or "@" in value):
+            found.add(value.strip())
+
+    walk(payload)
+    return found
+
+
+def scrub(text: str | None, known: Iterable[str] = ()) -> str | None:
+    """The text with personal data replaced by ``[redacted ...]`` markers.
+
+    ``known``: personal values we sent (from ``personal_values(payload)``); a
+    target that echoes them back in free text is caught too.
+    """
     if not text:
         return text
+    for value in sorted(known, key=len, reverse=True):
+        text = text.replace(value, "[redacted]")
     out = KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('q')}[redacted]{m.group('q')}", text)
     out = EMAIL.sub("[redacted email]", out)
     out = CARD.sub("[redacted number]", out)

@@ -27,6 +27,10 @@ currency: "{{ charge.currency | upper }}"
 """
 
 
+# what a mapping sends when it passes customer details on (the target may echo them back)
+PII_MAPPING = MAPPING + 'customer_name: "Jane Doe"\nemail: "jane.doe@example.com"\n'
+
+
 def http_project(root: Path, target_url: str, *, slack: str = "", extra_connection: str = "",
                  mapping: str = MAPPING) -> Path:
     write(root, "ledgerflow.yaml", f"""\

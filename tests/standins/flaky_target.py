@@ -96,8 +96,10 @@ class FlakyTarget:
         if mode == "401":
             return JSONResponse({"error": {"type": "unauthorized", "message": "Token expired"}}, status_code=401)
         if mode == "422-pii":       # a target that echoes customer data in its fault text
-            return JSONResponse({"error": {"type": "validation", "message": "customer jane.doe@example.com "
-                                           "(Jane Doe) card 4242 4242 4242 4242 rejected", "name": "Jane Doe"}},
+            body = json.loads(await request.body() or b"{}")
+            who = f"{body.get('email', 'jane.doe@example.com')} ({body.get('customer_name', 'n/a')})"
+            return JSONResponse({"error": {"type": "validation", "message": f"customer {who} "
+                                           "card 4242 4242 4242 4242 rejected", "name": "Jane Doe"}},
                                 status_code=422)
         if mode == "400":
             return JSONResponse({"error": {"type": "invalid_request", "message": "Rejected by the target"}},

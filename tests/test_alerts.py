@@ -1,0 +1,162 @@
+"""Slack alerts through slack-sdk against a local Slack: Block Kit content, grouping per
+flow + error per window (state in the store), no personal data, webhook and bot token."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from runner.alerts import Alert, alert_dead_letters, alert_flow_run_failed, flush_grouped, record, send_alert
+from runner.delivery import deliver_rows
+from tests.delivery_helpers import PII_MAPPING, http_project, load_app, plan_charges
+from tests.standins.flaky_target import FlakyTarget
+from tests.standins.slack import BOT_TOKEN, WEBHOOK_PATH, SlackStandIn
+from tests.support.servers import serve_app
+
+
+@pytest.fixture
+def slack():
+    s = SlackStandIn()
+    with serve_app(s.app) as srv:
+        s.url = srv.url
+        yield s
+
+
+@pytest.fixture
+def target():
+    t = FlakyTarget(hang=2.0)
+    with serve_app(t.app) as srv:
+        t.url = srv.url
+        yield t
+
+
+def webhook_section(slack) -> str:
+    return "slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n  window: 10m\n"
+
+
+@pytest.fixture
+def app(target, slack, tmp_path, store_url, monkeypatch):
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    monkeypatch.setenv("TEST_SLACK_WEBHOOK", slack.url + WEBHOOK_PATH)
+    a = load_app(http_project(tmp_path / "p", target.url, slack=webhook_section(slack)))
+    yield a
+    a.close()
+
+
+def _dead(app, target, n, mode="400", start=0):
+    ids = plan_charges(app, n, start=start)
+    for i in ids:
+        target.fail(app.store.delivery(i)["idempotency_key"], mode)
+    report = deliver_rows(app, app.store.claim("w", ids=ids), worker="w")
+    return ids, report
+
+
+def test_dead_letter_message_has_flow_target_error_event_run_link_and_replay(app, target, slack, monkeypatch):
+    monkeypatch.setenv("PREFECT_UI_URL", "http://127.0.0.1:4200")
+    (did,), report = _dead(app, target, 1)
+    assert alert_dead_letters(app, report.dead, run_id="0b7e5c1e-0000-4000-8000-000000000001") == 1
+    (msg,) = slack.messages
+    assert msg["via"] == "webhook"
+    blocks = msg["blocks"]
+    assert blocks[0]["type"] == "header" and blocks[0]["text"]["text"] == "Dead-lettered: charges-to-ledger"
+    fields = [f["text"] for f in blocks[1]["fields"]]
+    assert "*Flow*\ncharges-to-ledger" in fields and "*Target*\nledger_api (post)" in fields
+    assert "*Event*\nevt_000000" in fields and f"*Delivery*\n{did}" in fields
+    body = json.dumps(blocks)
+    assert "HTTP 400 from POST 127.0.0.1/docs" in body
+    assert f"`ledgerflow dlq replay {did}`" in body
+    assert "http://127.0.0.1:4200/runs/flow-run/0b7e5c1e-0000-4000-8000-000000000001" in body
+    assert "Dead-lettered: charges-to-ledger" in msg["text"]          # the notification fallback
+
+
+def test_identical_failures_are_grouped_per_window_with_a_count(app, target, slack):
+    _, report = _dead(app, target, 5)
+    alert_dead_letters(app, report.dead)
+    assert len(slack.messages) == 1                         # one message, not five
+    assert flush_grouped(app) == 0                          # the window is still open
+    assert flush_grouped(app, now=time.time() + 601) == 1   # closed: the count goes out
+    extra = slack.messages[1]
+    assert "4 more dead-lettered for charges-to-ledger -> ledger_api (post) with the same error" in extra["text"]
+    assert "ledgerflow dlq replay --all --flow charges-to-ledger" in json.dumps(extra["blocks"])
+    assert flush_grouped(app, now=time.time() + 1200) == 0  # nothing reported twice
+    # a different error is a different group
+    _, report = _dead(app, target, 1, mode="401", start=10)
+    alert_dead_letters(app, report.dead)
+    assert len(slack.messages) == 3 and "HTTP 401" in slack.texts()[2]
+
+
+def test_grouping_state_is_in_the_store_and_shared(app, store_url):
+    a = Alert("dead", "f", "t", "HTTP 500 for ch_3MqLmn2eZvKYlo2C0 after 6 attempts", window=60)
+    b = Alert("dead", "f", "t", "HTTP 500 for ch_9ZzzzzzzzzzzzzzzZ after 6 attempts", window=60)
+    assert a.group_key == b.group_key                       # ids and numbers masked
+    assert record(app.store, a, now=1000.0) == (1, 0)
+    from runner.store.db import Store
+    other = Store(store_url)                                # another worker process
+    try:
+        assert record(other, b, now=1010.0) is None
+        assert record(other, b, now=1020.0) is None
+    finally:
+        other.close()
+    assert record(app.store, a, now=1061.0) == (1, 2)       # new window; two were never reported
+
+
+def test_no_personal_data_in_alerts(target, slack, tmp_path, store_url, monkeypatch):
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    monkeypatch.setenv("TEST_SLACK_WEBHOOK", slack.url + WEBHOOK_PATH)
+    app = load_app(http_project(tmp_path / "pii", target.url, slack=webhook_section(slack), mapping=PII_MAPPING))
+    _, report = _dead(app, target, 1, mode="422-pii")
+    alert_dead_letters(app, report.dead)
+    (text,) = slack.texts()
+    assert "HTTP 422" in text
+    for secret in ("jane.doe@example.com", "4242 4242 4242 4242", "Jane Doe"):
+        assert secret not in text
+    alert_flow_run_failed(app, flow_name="ledgerflow-deliver", run_id=None, run_name="brave-fox",
+                          message="customer bob@example.org card 4000056655665556 failed")
+    assert "bob@example.org" not in slack.texts()[1] and "4000056655665556" not in slack.texts()[1]
+    assert "Flow run failed: ledgerflow-deliver" in slack.texts()[1]
+
+
+def test_bot_token_and_channel(target, slack, tmp_path, store_url, monkeypatch):
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    monkeypatch.setenv("TEST_SLACK_BOT", BOT_TOKEN)
+    section = (f"slack:\n  bot_token: {{env: TEST_SLACK_BOT}}\n  channel: \"#alerts\"\n"
+               f"  api_url: {slack.url}/api/\n")
+    app = load_app(http_project(tmp_path / "p", target.url, slack=section))
+    _, report = _dead(app, target, 1)
+    assert alert_dead_letters(app, report.dead) == 1
+    (msg,) = slack.messages
+    assert msg["via"] == "api" and msg["channel"] == "#finance-ops"   # the flow's alert.slack wins
+    assert msg["blocks"][0]["text"]["text"] == "Dead-lettered: charges-to-ledger"
+    # Slack's documented failures are logged, never raised into delivery
+    monkeypatch.setenv("TEST_SLACK_BOT", "xoxb-wrong")
+    app2 = load_app(http_project(tmp_path / "p2", target.url, slack=section))
+    assert send_alert(app2, Alert("run-failed", "other", None, "boom")) is False
+    assert slack.rejected[-1] == ("api", "invalid_auth")
+    app.close()
+    app2.close()
+
+
+def test_throttled_slack_is_retried_by_slack_sdk(app, target, slack):
+    slack.throttle_next(1)
+    _, report = _dead(app, target, 1)
+    assert alert_dead_letters(app, report.dead) == 1 and len(slack.messages) == 1
+
+
+def test_without_slack_settings_nothing_is_sent(target, slack, tmp_path, store_url, monkeypatch):
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    app = load_app(http_project(tmp_path / "p", target.url))
+    _, report = _dead(app, target, 1)
+    assert alert_dead_letters(app, report.dead) == 0 and slack.messages == []
+
+
+@pytest.mark.prefect
+def test_delivery_flow_run_alerts_on_dead_letters(prefect_api, app, target, slack):
+    from runner.worker import DeliveryLoop, LoopSettings
+    ids = plan_charges(app, 2)
+    target.fail(app.store.delivery(ids[0])["idempotency_key"], "400")
+    DeliveryLoop(app, LoopSettings(batch_size=10), worker="w", dispatch=False).run(until_idle=True)
+    (msg,) = slack.messages
+    run_id = app.store.attempts_of(ids[0])[0]["flow_run_id"]
+    assert f"/runs/flow-run/{run_id}" in json.dumps(msg["blocks"])
