@@ -1,0 +1,176 @@
+"""Scheduled flows as Prefect deployments, the generic entrypoint, the embedded Prefect server."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runner.cli import main
+from tests.delivery_helpers import FLOW, http_project, load_app, plan_charges
+from tests.helpers_project import write
+from tests.standins.flaky_target import FlakyTarget
+from tests.standins.slack import WEBHOOK_PATH, SlackStandIn
+from tests.support.servers import free_port, serve_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NIGHTLY = FLOW.replace("name: charges-to-ledger", "name: nightly-ledger").replace(
+    "trigger:\n  stripe: [charge.succeeded]",
+    'trigger:\n  schedule: {cron: "30 6 * * 1-5", timezone: Europe/Paris, parameters: {lookback_days: 3}}')
+RECONCILE = NIGHTLY.replace("name: nightly-ledger", "name: nightly-recon").replace(
+    "retry:", "reconcile: {mode: summary}\nretry:")
+
+
+@pytest.fixture
+def target():
+    t = FlakyTarget(hang=2.0)
+    with serve_app(t.app) as srv:
+        t.url = srv.url
+        yield t
+
+
+@pytest.fixture
+def project(target, tmp_path, store_url, monkeypatch):
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    pf = http_project(tmp_path / "p", target.url)
+    write(pf.parent, "flows/nightly-ledger.yaml", NIGHTLY)
+    monkeypatch.setenv("LEDGERFLOW_PROJECT", str(pf))
+    return pf
+
+
+def test_shipped_prefect_yaml_lists_every_scheduled_flow(monkeypatch):
+    from runner.app import App
+    from runner.deployments import prefect_yaml
+    from runner.spec import load_project
+    app = App(load_project(ROOT / "ledgerflow.yaml"))
+    assert (ROOT / "prefect.yaml").read_text() == prefect_yaml(app), \
+        "prefect.yaml is stale: run `ledgerflow deploy --check --write-prefect-yaml`"
+
+
+def test_prefect_yaml_from_flows(project):
+    import yaml
+    from runner.deployments import prefect_yaml
+    doc = yaml.safe_load(prefect_yaml(load_app(project)))
+    (dep,) = doc["deployments"]
+    assert dep["name"] == "nightly-ledger" and dep["entrypoint"] == "runner/scheduled.py:scheduled_run"
+    assert dep["parameters"] == {"flow_file": "flows/nightly-ledger.yaml", "params": {"lookback_days": 3}}
+    assert dep["schedules"] == [{"cron": "30 6 * * 1-5", "timezone": "Europe/Paris", "active": True}]
+
+
+@pytest.mark.prefect
+def test_deploy_registers_a_deployment_per_scheduled_flow(prefect_api, project, capsys):
+    assert main(["deploy"]) == 0
+    out = capsys.readouterr().out
+    assert "nightly-ledger: flows/nightly-ledger.yaml  cron '30 6 * * 1-5' (Europe/Paris)" in out
+    assert "registered ledgerflow-scheduled/nightly-ledger" in out
+    from prefect.client.orchestration import get_client
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name("ledgerflow-scheduled/nightly-ledger")
+    assert dep.entrypoint == "runner.scheduled.scheduled_run"
+    (sched,) = dep.schedules
+    assert sched.schedule.cron == "30 6 * * 1-5" and sched.schedule.timezone == "Europe/Paris" and sched.active
+    assert dep.parameters["flow_file"].endswith("flows/nightly-ledger.yaml")
+    assert dep.parameters["params"] == {"lookback_days": 3}
+    props = dep.parameter_openapi_schema["properties"]
+    assert {"flow_file", "since", "until", "params"} <= set(props)     # a date range can be given in the UI
+    # deploying again updates, not duplicates
+    assert main(["deploy"]) == 0
+    with get_client(sync_client=True) as client:
+        again = client.read_deployment_by_name("ledgerflow-scheduled/nightly-ledger")
+    assert again.id == dep.id
+
+
+def test_deploy_with_no_scheduled_flow(project, capsys):
+    (project.parent / "flows/nightly-ledger.yaml").unlink()
+    assert main(["deploy", "--check"]) == 0
+    assert "nothing to deploy" in capsys.readouterr().out
+
+
+def test_reconcile_flows_run_the_reconciliation_with_the_date_range(project, monkeypatch):
+    from runner.scheduled import run_scheduled
+    write(project.parent, "flows/nightly-recon.yaml", RECONCILE)
+    calls = []
+    fake = types.ModuleType("runner.reconcile")
+    fake.run_from_flow = lambda app, flow, params: calls.append((flow.name, params)) or "2 payouts reconciled"
+    monkeypatch.setitem(sys.modules, "runner.reconcile", fake)
+    import runner
+    monkeypatch.setattr(runner, "reconcile", fake, raising=False)
+    app = load_app(project)
+    out = run_scheduled(app, app.flow("nightly-recon"), {"since": "2026-01-01", "until": None, "lookback_days": 3})
+    assert calls == [("nightly-recon", {"since": "2026-01-01", "lookback_days": 3})]
+    assert out["kind"] == "reconcile"
+
+
+@pytest.mark.prefect
+def test_default_scheduled_run_delivers_what_is_due(prefect_api, project, target):
+    from runner.scheduled import scheduled_run
+    app = load_app(project)
+    ids = plan_charges(app, 3)
+    from runner import prefect_flows
+    prefect_flows._APPS.pop(str(project), None)
+    out = scheduled_run(flow_file=str(project.parent / "flows/nightly-ledger.yaml"), project_file=str(project))
+    assert out["kind"] == "deliver" and out["delivered"] == 3
+    assert [app.store.delivery(i)["state"] for i in ids] == ["sent"] * 3 and target.created == 3
+
+
+@pytest.mark.prefect
+def test_a_failed_scheduled_run_sends_a_slack_alert(prefect_api, project, target, monkeypatch):
+    slack = SlackStandIn()
+    with serve_app(slack.app) as srv:
+        monkeypatch.setenv("TEST_SLACK_WEBHOOK", srv.url + WEBHOOK_PATH)
+        project.write_text(project.read_text() + "slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n")
+        write(project.parent, "flows/nightly-recon.yaml", RECONCILE)
+
+        def broken(app, flow, params):
+            raise RuntimeError("Stripe API unreachable for customer jane@example.com")
+        fake = types.ModuleType("runner.reconcile")
+        fake.run_from_flow = broken
+        monkeypatch.setitem(sys.modules, "runner.reconcile", fake)
+        import runner
+        monkeypatch.setattr(runner, "reconcile", fake, raising=False)
+        from runner import prefect_flows
+        from runner.scheduled import scheduled_run
+        prefect_flows._APPS.pop(str(project), None)
+        state = scheduled_run(flow_file=str(project.parent / "flows/nightly-recon.yaml"), project_file=str(project),
+                              return_state=True)
+        assert state.is_failed()
+    (msg,) = slack.messages
+    text = msg["text"] + json.dumps(msg["blocks"])
+    assert "Flow run failed: nightly-recon" in text and "Stripe API unreachable" in text
+    assert "jane@example.com" not in text
+    assert "/runs/flow-run/" in text
+
+
+def test_embedded_prefect_server_starts_under_the_state_dir(tmp_path, monkeypatch, capsys):
+    """No PREFECT_API_URL: a real `prefect server start` with its SQLite under the state folder."""
+    from runner import prefect_server
+    monkeypatch.setattr(prefect_server, "configured_api_url", lambda: None)
+    used = []
+    monkeypatch.setattr(prefect_server, "use_api", used.append)     # keep this test process's settings
+    port = free_port()
+    srv = prefect_server.EmbeddedPrefect(tmp_path / ".state", port=port, startup_timeout=120)
+    try:
+        srv.start()
+        assert used == [f"http://127.0.0.1:{port}/api"]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json() is True
+        assert (tmp_path / ".state/prefect/prefect.db").exists()
+        out = capsys.readouterr().out
+        assert f"Prefect UI: http://127.0.0.1:{port}" in out and "/deployments" in out
+    finally:
+        srv.stop()
+    assert srv.process is None and not prefect_server.healthy(f"http://127.0.0.1:{port}/api")
+
+
+def test_embedded_prefect_server_is_not_started_when_an_api_is_configured(tmp_path, monkeypatch, capsys):
+    from runner import prefect_server
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.internal:4200/api")
+    srv = prefect_server.EmbeddedPrefect(tmp_path / ".state")
+    srv.start()
+    assert srv.process is None and srv.external
+    assert "Prefect UI: http://prefect.internal:4200" in capsys.readouterr().out
+    assert not (tmp_path / ".state/prefect").exists()
