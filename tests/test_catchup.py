@@ -178,3 +178,10 @@ def test_background_service_is_off_without_api_key_and_runs_with_it(stand, make_
     finally:
         svc.stop()
     assert svc.last is not None and svc.last.inserted == 1
+
+
+def test_cli_says_plainly_when_since_is_beyond_retention(stand, make_app, capsys):
+    make_app(accounts=())
+    assert main(["stripe", "catch-up", "--since", "2020-01-01"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: --since 2020-01-01 00:00 UTC is older than Stripe's 30-day event retention")

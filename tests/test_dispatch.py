@@ -168,3 +168,15 @@ def test_the_background_service_dispatches_what_arrives(app):
     assert app.store.get_event(eid)["status"] == "dispatched"
     with app.store.engine.connect() as c:
         assert c.execute(select(deliveries.c.flow).where(deliveries.c.event_id == eid)).scalars().all() == ["charges"]
+
+
+def test_cli_dispatch_reports_and_fails_on_plan_errors(app, capsys, monkeypatch):
+    from runner.cli import main
+    monkeypatch.setenv("LEDGERFLOW_PROJECT", str(app.project.path))
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", app.project.store_url)
+    put(app, event_from_fixture("charge.succeeded"))
+    bad = put(app, event_from_fixture("charge.refunded", overrides={"metadata": {}}))
+    assert main(["stripe", "dispatch"]) == 1
+    out = capsys.readouterr().out
+    assert "2 event(s): 1 dispatched" in out and "1 failed" in out
+    assert f"{bad}: flow refunds-by-order: flows/broken.yaml:" in out
