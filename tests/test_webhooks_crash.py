@@ -11,7 +11,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from runner.fixtures import event_from_fixture
 from runner.store.db import Store

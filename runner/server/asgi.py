@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from contextlib import asynccontextmanager
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from .. import serve_hooks
-from ..stripe_config import Endpoint, StripeSettings, stripe_settings
+from ..stripe_config import StripeSettings, stripe_settings
 from ..webhooks import Rejected, verify
 from .inbox_writer import InboxUnavailable, InboxWriter
 
