@@ -21,22 +21,33 @@ KEY_VALUE = re.compile(r"""(?P<key>["']?\b""" + PERSONAL_KEYS + r"""["']?\s*[:=]
 CARD_LAST4 = re.compile(r"(?P<key>[\"']?last4[\"']?\s*[:=]\s*)[\"']?\d{4}[\"']?", re.IGNORECASE)
 
 
-_PERSONAL_KEY = re.compile(r"^" + PERSONAL_KEYS + r"$", re.IGNORECASE)
+# what a person's name or address looks like (two words), as opposed to an id such as cus_T0 or a code
+_HUMAN = re.compile(r"[^\W\d_]{2,}\s+[^\W\d_]{2,}")
+
+
+_PERSON_KEYS = {"name", "customer", "customer_name", "billing_name", "shipping_name", "cardholder",
+                "cardholder_name", "first_name", "last_name", "full_name", "contact_name", "display_name",
+                "email", "phone", "address", "line1", "line2", "givenname", "familyname", "primaryemailaddr"}
 
 
 def personal_values(payload: Any) -> set[str]:
-    """String values a payload holds under personal-looking keys (names, emails, phones, addresses)."""
+    """Values that identify a person: emails anywhere; multi-word values under a person's-name
+    or address key, or under any ``*name`` key inside a customer object (CustomerRef.FullName).
+    Account, item and class names are not personal and stay readable in errors."""
     found: set[str] = set()
 
-    def walk(value: Any, key: str = "") -> None:
+    def walk(value: Any, key: str = "", in_customer: bool = False) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(v, str(k))
+                walk(v, str(k), in_customer or "customer" in str(k).lower())
         elif isinstance(value, list):
             for v in value:
-                walk(v, key)
-        elif isinstance(value, str) and len(value.strip()) >= 3 and (_PERSONAL_KEY.match(key) or "@" in value):
-            found.add(value.strip())
+                walk(v, key, in_customer)
+        elif isinstance(value, str):
+            k = key.lower()
+            personal_key = k in _PERSON_KEYS or (in_customer and k.endswith("name"))
+            if EMAIL.search(value) or (personal_key and _HUMAN.search(value)):
+                found.add(value.strip())
 
     walk(payload)
     return found

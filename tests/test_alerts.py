@@ -160,3 +160,17 @@ def test_delivery_flow_run_alerts_on_dead_letters(prefect_api, app, target, slac
     (msg,) = slack.messages
     run_id = app.store.attempts_of(ids[0])[0]["flow_run_id"]
     assert f"/runs/flow-run/{run_id}" in json.dumps(msg["blocks"])
+
+
+def test_scrub_removes_people_but_keeps_ids_and_account_names_readable():
+    from runner.redact import personal_values, scrub
+    payload = {"CustomerRef": {"FullName": "Jane Doe"}, "AccountRef": {"FullName": "Stripe Clearing"},
+               "customer": "cus_T0", "email": "jane@example.com", "memo": "Order 42"}
+    known = personal_values(payload)
+    assert known == {"Jane Doe", "jane@example.com"}
+    text = ('invalid reference to Customer "Jane Doe" (jane@example.com) and Account "Stripe Clearing" for '
+            'cus_T0, card 4000 0566 5566 5556, phone: "+1 415 555 0101", ch_3MqLmn2eZvKYlo2C0 at 1767225600')
+    out = scrub(text, known)
+    assert "Jane Doe" not in out and "jane@example.com" not in out and "4000 0566" not in out
+    assert "415 555" not in out
+    assert "Stripe Clearing" in out and "cus_T0" in out and "ch_3MqLmn2eZvKYlo2C0" in out and "1767225600" in out
