@@ -111,19 +111,23 @@ class ScheduleRunner:
         self._runner = None
 
     def start(self) -> None:
-        deps = runner_deployments(self.app)
-        if not deps:
+        if not scheduled_flows(self.app):
             return
         from prefect.runner import Runner
         self._runner = Runner(name="ledgerflow-serve", query_seconds=5, pause_on_shutdown=False)
         started = threading.Event()
+        names: list[str] = []
 
         def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
+            # built here, in a thread without a running event loop: Prefect's dual sync/async
+            # methods would hand back coroutines inside serve's own (async) start-up
             try:
+                deps = runner_deployments(self.app)
+                names.extend(d.name for d in deps)
+                self._loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(self._loop)
                 for dep in deps:
-                    self._loop.run_until_complete(self._runner.add_deployment(dep))
+                    self._loop.run_until_complete(self._runner.aadd_deployment(dep))
                 started.set()
                 self._loop.run_until_complete(self._runner.start())
             except Exception:  # noqa: BLE001
@@ -134,13 +138,15 @@ class ScheduleRunner:
         self._thread = threading.Thread(target=run, name="ledgerflow-schedules", daemon=True)
         self._thread.start()
         started.wait(60)
-        log.info("schedules: %s", ", ".join(d.name for d in deps))
+        log.info("schedules served: %s", ", ".join(names) or "none")
 
     def stop(self) -> None:
         if self._runner is not None and self._loop is not None and self._loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(self._runner.stop(), self._loop)
+            fut = asyncio.run_coroutine_threadsafe(self._runner.astop(), self._loop)
             try:
                 fut.result(timeout=20)
+            except RuntimeError:      # stopped before it had started: nothing to stop
+                pass
             except Exception:  # noqa: BLE001
                 log.exception("stopping the schedule runner")
         if self._thread is not None:
