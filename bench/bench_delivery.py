@@ -104,7 +104,7 @@ def one_worker_prefect(app, n: int) -> tuple[float, int]:
     return time.perf_counter() - t, loop.batches
 
 
-def two_workers_pg(pf: Path, pg_url: str, n: int) -> float | None:
+def two_workers_pg(pf: Path, pg_url: str, n: int) -> tuple[float, int]:
     from prefect.settings import get_current_settings
     app = fresh_app(pf, pg_url)
     seed(app, n)
@@ -120,6 +120,7 @@ def two_workers_pg(pf: Path, pg_url: str, n: int) -> float | None:
     with app.store.engine.connect() as c:
         first, last, done, workers = c.execute(select(func.min(attempts.c.at), func.max(attempts.c.at),
                                                       func.count(), func.count(attempts.c.worker.distinct()))).one()
+    app.close()
     if done != n:
         print(f"  two workers: only {done} of {n} delivered")
     return n / max(last - first, 1e-9), workers
@@ -171,7 +172,6 @@ def main() -> None:
                     took, batches = one_worker_prefect(app, n)
                     print(f"  1 worker, flow run per batch (PostgreSQL): {n / took:6.0f} ops/s")
                     app.close()
-                    rate, workers = two_workers_pg(pf, pg_url + "?" if False else pg_url, 0) if False else (None, 0)
                     db2 = pg_database()
                     if db2:
                         rate, workers = two_workers_pg(pf, db2[0], n)
