@@ -12,6 +12,12 @@ For each pending event, every flow whose trigger matches plans it
   (``ledgerflow stripe dispatch --retry-failed``) repeats nothing, because
   delivery rows are keyed by idempotency key.
 
+A flow with a ``reconcile:`` section (payout reconciliation) is not planned
+event by event: its payout.* events start a reconciliation of that payout
+(``runner.scheduled.run_scheduled``; inside a Prefect flow run when a Prefect
+API is configured, as under ``ledgerflow serve``, so its report artifacts show
+in the UI). The reconciler writes its own booking rows.
+
 Delivering the rows (connectors, retries, the dead-letter queue) is the
 delivery loop's job; this module only writes them.
 """
@@ -55,6 +61,13 @@ def _plan(app: Any, row: dict) -> tuple[str, list, str | None, list[str]]:
         return "ignored", [], None, []
     ops, errors, planned = [], [], []
     for flow in flows:
+        if flow.raw.get("reconcile") is not None:
+            try:
+                reconcile_payout(app, flow, event)
+                planned.append(flow.name)
+            except Exception as exc:  # noqa: BLE001 - keep the event, say why
+                errors.append(f"flow {flow.name}: reconciliation failed: {type(exc).__name__}: {exc}")
+            continue
         try:
             flow_ops = app.plan_event(event, flow)
         except LedgerflowError as exc:
@@ -68,7 +81,17 @@ def _plan(app: Any, row: dict) -> tuple[str, list, str | None, list[str]]:
             ops.extend(flow_ops)
     if errors:
         return "failed", ops, "\n".join(errors), planned
-    return ("dispatched" if ops else "ignored"), ops, None, planned
+    return ("dispatched" if ops or planned else "ignored"), ops, None, planned
+
+
+def reconcile_payout(app: Any, flow: Any, event: dict) -> Any:
+    """Reconcile the payout an event names, with the reconciliation flow's policy."""
+    import os
+
+    from .scheduled import run_scheduled, scheduled_run
+    if os.environ.get("PREFECT_API_URL"):
+        return scheduled_run(flow_file=str(flow.path), project_file=str(app.project.path), params={"event": event})
+    return run_scheduled(app, flow, {"event": event})
 
 
 def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = ("pending",)) -> DispatchSummary:

@@ -226,6 +226,7 @@ class Flow:
     alert: dict[str, Any]
     vars: dict[str, Any]
     raw: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None       # the flow file, absolute
 
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.stripe_types)
@@ -392,7 +393,7 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
                 stripe_types=list(trigger.get("stripe", [])), schedule=schedule,
                 manual=bool(trigger.get("manual", False)), filter=flt, lookups=lookups, routes=routes,
                 retry=retry, alert=dict(data.get("alert") or {}), vars={**project.vars, **(data.get("vars") or {})},
-                raw=data)
+                raw=data, path=p.resolve())
 
 
 def _pinpoint(problems: list[Problem], mapping: Mapping_, name: str) -> None:
