@@ -3,17 +3,25 @@
 A flow run per batch, a task per connector call batch; per-operation state
 lives in the store. Importing this module imports Prefect: the CLI does it
 only in commands that run flows.
+
+The delivery flow is an ``async`` flow whose body is plain synchronous code:
+Prefect's synchronous flow engine joins its heartbeat thread on exit, and that
+thread sleeps in one-second steps, which made every batch cost about a second
+on top of its work; the async engine does not wait for it (measured here:
+1.14 s versus 0.19 s for an empty flow run). ``deliver_batch`` is the
+synchronous entry point every caller uses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections import defaultdict
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
@@ -74,10 +82,17 @@ def _alert_failed_run(flow_, run, state) -> None:
         logging.getLogger("ledgerflow.alerts").exception("could not send the failed-run alert")
 
 
-@flow(name="ledgerflow-deliver", log_prints=False, persist_result=False,
-      on_failure=[_alert_failed_run], on_crashed=[_alert_failed_run])
 def deliver_batch(project_file: str | None = None, delivery_ids: list[int] | None = None,
                   limit: int = 100, lease_seconds: float = 300.0, claimed_by: str | None = None) -> dict:
+    """Deliver one batch in its own Prefect flow run (see ``deliver_batch_flow``)."""
+    return asyncio.run(deliver_batch_flow(project_file=project_file, delivery_ids=delivery_ids, limit=limit,
+                                          lease_seconds=lease_seconds, claimed_by=claimed_by))
+
+
+@flow(name="ledgerflow-deliver", log_prints=False, persist_result=False,
+      on_failure=[_alert_failed_run], on_crashed=[_alert_failed_run])
+async def deliver_batch_flow(project_file: str | None = None, delivery_ids: list[int] | None = None,
+                             limit: int = 100, lease_seconds: float = 300.0, claimed_by: str | None = None) -> dict:
     """Deliver one batch and leave an artifact (delivered, retried, dead by flow and target).
 
     With ``claimed_by`` the ids were claimed by that worker already; otherwise
@@ -108,7 +123,7 @@ def deliver_batch(project_file: str | None = None, delivery_ids: list[int] | Non
     if rows:
         table = [{"flow": f, "target": c, "delivered": n["delivered"], "retried": n["retried"], "dead": n["dead"]}
                  for (f, c), n in sorted(report.counts().items())]
-        create_table_artifact(table=table, key=ARTIFACT_KEY,
+        await acreate_table_artifact(table=table, key=ARTIFACT_KEY,
                               description=f"{len(rows)} deliveries: {len(report.sent)} delivered, "
                                           f"{len(report.retried)} to retry, {len(report.dead)} dead-lettered")
         get_run_logger().info("batch of %d: %d delivered, %d to retry, %d dead", len(rows), len(report.sent),

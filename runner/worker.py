@@ -26,6 +26,8 @@ class LoopSettings:
     poll_interval: float = 0.5     # seconds to sleep when nothing is due
     lease: float = 300.0           # seconds a claim holds before another worker may take it
     alert_flush_every: float = 10.0
+    concurrency: int = 2           # batches in flight at once (a flow run each): Prefect's per-run
+                                   # latency is waiting on its API, so batches overlap well
 
 
 def push_types() -> list[str]:
@@ -57,6 +59,7 @@ class DeliveryLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_flush = 0.0
+        self._count_lock = threading.Lock()
         self.batches = 0
         self.delivered = 0
 
@@ -71,19 +74,21 @@ class DeliveryLoop:
         from .prefect_flows import deliver_batch
         result = deliver_batch(project_file=self.project_file, delivery_ids=ids, limit=len(ids),
                                lease_seconds=self.settings.lease, claimed_by=self.worker)
-        self.batches += 1
-        self.delivered += len(result["sent"])
+        with self._count_lock:
+            self.batches += 1
+            self.delivered += len(result["sent"])
         return result
 
-    def tick(self) -> int:
-        """Dispatch, claim one batch and deliver it; the number of deliveries claimed."""
-        if self.dispatch:
+    def tick(self, lead: bool = True) -> int:
+        """Dispatch, claim one batch and deliver it; the number of deliveries claimed.
+        Only the lead lane dispatches and flushes grouped alerts."""
+        if lead and self.dispatch:
             try:
                 dispatch_pending(self.app, self.settings.batch_size)
             except Exception:  # noqa: BLE001 - keep delivering what is already planned
                 log.exception("dispatching pending events failed")
         now = time.time()
-        if now - self._last_flush >= self.settings.alert_flush_every:
+        if lead and now - self._last_flush >= self.settings.alert_flush_every:
             self._last_flush = now
             try:
                 from .alerts import flush_grouped
@@ -119,10 +124,22 @@ class DeliveryLoop:
     # ---- loops -----------------------------------------------------------------
 
     def run(self, *, until_idle: bool = False, max_batches: int | None = None) -> None:
-        """Loop until stopped (or, with ``until_idle``, until nothing is due)."""
+        """Loop until stopped (or, with ``until_idle``, until nothing is due), with
+        ``settings.concurrency`` lanes, each claiming and delivering its own batches."""
+        lanes = max(1, self.settings.concurrency)
+        if lanes == 1:
+            return self._lane(until_idle, max_batches, True)
+        threads = [threading.Thread(target=self._lane, args=(until_idle, max_batches, i == 0),
+                                    name=f"ledgerflow-delivery-{i}", daemon=True) for i in range(lanes)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _lane(self, until_idle: bool, max_batches: int | None, lead: bool) -> None:
         while not self._stop.is_set():
             try:
-                claimed = self.tick()
+                claimed = self.tick(lead)
             except Exception:  # noqa: BLE001 - a failed batch is retried after its lease
                 log.exception("delivery batch failed; its claims are released when the lease ends")
                 claimed = 0

@@ -196,3 +196,17 @@ def test_worker_killed_mid_batch_then_restarted_delivers_everything_exactly_once
         for did in ids:                                            # ...and each recorded once, as sent
             assert [a["outcome"] for a in app.store.attempts_of(did)] == ["sent"]
         app.close()
+
+
+@pytest.mark.prefect
+def test_lanes_overlap_batches_and_deliver_each_operation_once(prefect_api, target, tmp_path, store_url, monkeypatch):
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    app = load_app(http_project(tmp_path / "p", target.url))
+    ids = plan_charges(app, 40)
+    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=3), worker="w1", dispatch=False)
+    loop.run(until_idle=True)
+    assert loop.batches == 8 and loop.delivered == 40
+    assert target.created == 40                      # each operation reached the target once
+    assert all(app.store.delivery(i)["state"] == "sent" for i in ids)
+    assert all(len(app.store.attempts_of(i)) == 1 for i in ids)
+    app.close()
