@@ -42,12 +42,9 @@ def ensure_limits(app) -> list[str]:
     if not wanted:
         return []
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
     with get_client(sync_client=True) as client:
-        for name, limit, decay in wanted:
+        for name, limit, decay in wanted:   # creates, or updates a limit whose values changed
             client.upsert_global_concurrency_limit_by_name(name, limit, slot_decay_per_second=decay)
-            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(
-                limit=limit, slot_decay_per_second=decay))
     return [w[0] for w in wanted]
 
 
