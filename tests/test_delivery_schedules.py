@@ -174,3 +174,38 @@ def test_embedded_prefect_server_is_not_started_when_an_api_is_configured(tmp_pa
     assert srv.process is None and srv.external
     assert "Prefect UI: http://prefect.internal:4200" in capsys.readouterr().out
     assert not (tmp_path / ".state/prefect").exists()
+
+
+@pytest.mark.prefect
+def test_a_run_started_by_hand_like_the_ui_is_executed_by_serves_schedule_runner(prefect_api, project, target):
+    """What the UI's *Run > Custom run* does: create a flow run of the deployment with
+    parameters; the runner inside `ledgerflow serve` picks it up and executes it."""
+    import time as _time
+
+    from prefect.client.orchestration import get_client
+
+    from runner.deployments import ScheduleRunner
+    app = load_app(project)
+    ids = plan_charges(app, 2)
+    runner = ScheduleRunner(app)
+    runner.start()
+    try:
+        with get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name("ledgerflow-scheduled/nightly-ledger")
+            run = client.create_flow_run_from_deployment(dep.id, parameters={"since": "2026-01-01",
+                                                                             "until": "2026-01-31"})
+            deadline = _time.time() + 180
+            while _time.time() < deadline:
+                state = client.read_flow_run(run.id).state
+                if state and state.is_final():
+                    break
+                _time.sleep(1)
+    finally:
+        runner.stop()
+    assert state.is_completed(), state
+    assert client_params(run) == {"since": "2026-01-01", "until": "2026-01-31"}
+    assert [app.store.delivery(i)["state"] for i in ids] == ["sent"] * 2 and target.created == 2
+
+
+def client_params(run) -> dict:
+    return {k: run.parameters[k] for k in ("since", "until")}
