@@ -16,7 +16,6 @@ successful one ended (kept in the store), minus an hour of overlap.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -24,6 +23,7 @@ from typing import Any
 
 from . import jsonio
 from .errors import LedgerflowError
+from .services import PeriodicService
 from .stripe_config import stripe_settings
 
 log = logging.getLogger("ledgerflow.catchup")
@@ -222,34 +222,21 @@ def scheduled_pass(app: Any, *, client: Any = None, now: float | None = None) ->
     return summary
 
 
-class CatchUpService:
+class CatchUpService(PeriodicService):
     """Runs ``scheduled_pass`` at start and then every ``interval`` seconds."""
 
+    name = "stripe-catch-up"
+
     def __init__(self, app: Any, interval: float):
+        super().__init__(interval)
         self.app = app
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last: CatchUpSummary | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stripe-catch-up", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last = scheduled_pass(self.app)
-                for line in self.last.lines():
-                    log.info("catch-up: %s", line)
-            except Exception as exc:  # noqa: BLE001 - try again next interval
-                log.error("catch-up failed: %s", exc)
-            self._stop.wait(self.interval)
+    def run_pass(self) -> bool:
+        self.last = scheduled_pass(self.app)
+        for line in self.last.lines():
+            log.info("catch-up: %s", line)
+        return False
 
 
 class _Off:

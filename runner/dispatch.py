@@ -25,12 +25,12 @@ delivery loop's job; this module only writes them.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import jsonio
 from .errors import LedgerflowError
+from .services import PeriodicService
 
 log = logging.getLogger("ledgerflow.dispatch")
 
@@ -128,36 +128,22 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
     return summary
 
 
-class DispatchService:
-    """Runs ``dispatch_pending`` every ``interval`` seconds in a thread (a serve_hooks BACKGROUND service)."""
+class DispatchService(PeriodicService):
+    """Runs ``dispatch_pending`` every ``interval`` seconds (a serve_hooks BACKGROUND service);
+    failed passes leave the events pending."""
+
+    name = "dispatcher"
 
     def __init__(self, app: Any, interval: float = 0.5, limit: int = 500):
+        super().__init__(interval)
         self.app = app
-        self.interval = interval
         self.limit = limit
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                s = dispatch_pending(self.app, self.limit)
-                if s.events:
-                    log.info("dispatch: %s", s.line())
-                    if s.events == self.limit:
-                        continue          # more waiting: go again at once
-            except Exception:  # noqa: BLE001 - keep the service alive; the events stay pending
-                log.exception("dispatch pass failed")
-            self._stop.wait(self.interval)
+    def run_pass(self) -> bool:
+        s = dispatch_pending(self.app, self.limit)
+        if s.events:
+            log.info("dispatch: %s", s.line())
+        return s.events == self.limit          # more waiting: go again at once
 
 
 def background(app: Any) -> DispatchService:

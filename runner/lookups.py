@@ -12,6 +12,18 @@ from .spec import Flow
 from .templating import TemplateProblem
 
 
+def render_params(lk: Any, values: dict[str, Any], flow: Flow) -> dict[str, Any]:
+    """A look-up's parameters rendered for one event; errors name the flow line."""
+    params: dict[str, Any] = {}
+    for k, compiled in lk.params.items():
+        try:
+            params[k] = compiled(values) if callable(compiled) else compiled
+        except TemplateProblem as exc:
+            line, col = flow.doc.where(("lookups", lk.name, lk.kind, k))
+            raise RenderError(str(exc), Problem(flow.file, line, col, f"lookups.{lk.name}.{k}: {exc}")) from None
+    return params
+
+
 def resolve_lookups(event: Mapping[str, Any], flow: Flow, ctx: PlanContext,
                     pinned: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Results by look-up name. ``pinned`` results (from a flow test) win."""
@@ -22,13 +34,7 @@ def resolve_lookups(event: Mapping[str, Any], flow: Flow, ctx: PlanContext,
         if lk.name in pinned:
             results[lk.name] = pinned[lk.name]
             continue
-        params = {}
-        for k, compiled in lk.params.items():
-            try:
-                params[k] = compiled(values) if callable(compiled) else compiled
-            except TemplateProblem as exc:
-                line, col = flow.doc.where(("lookups", lk.name, lk.kind, k))
-                raise RenderError(str(exc), Problem(flow.file, line, col, f"lookups.{lk.name}.{k}: {exc}")) from None
+        params = render_params(lk, values, flow)
         if lk.kind == "fx":
             on = date.fromisoformat(str(params.get("on"))[:10]) if params.get("on") else date.today()
             name = lk.provider or ctx.settings.get("fx_provider", "ecb")

@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import EventError, LedgerflowError, Problem, RenderError
+from ..errors import EventError, LedgerflowError
 from .compare import plain
 
 
@@ -55,22 +55,15 @@ def pinned_lookups(case_lookups: Mapping[str, Any], event: Mapping[str, Any], fl
 
 def _fx_rate(lk: Any, value: Any, event: Mapping[str, Any], flow: Any, ctx: Any) -> Any:
     from ..fx import Rate
+    from ..lookups import render_params
     from ..planner import template_context
-    from ..templating import TemplateProblem
 
     spec = value if isinstance(value, Mapping) else {"rate": value}
     try:
         rate = Decimal(str(spec.get("rate")).strip())
     except InvalidOperation:
         raise LedgerflowError(f"lookups.{lk.name}: expected a rate such as \"1.0834\", got {spec.get('rate')!r}") from None
-    values = template_context(event, flow, ctx)
-    params: dict[str, Any] = {}
-    for k, compiled in lk.params.items():
-        try:
-            params[k] = compiled(values) if callable(compiled) else compiled
-        except TemplateProblem as exc:
-            line, col = flow.doc.where(("lookups", lk.name, lk.kind, k))
-            raise RenderError(str(exc), Problem(flow.file, line, col, f"lookups.{lk.name}.{k}: {exc}")) from None
+    params = render_params(lk, template_context(event, flow, ctx), flow)
     on = spec.get("date") or str(params.get("on") or "")[:10]
     return Rate(str(spec.get("base") or params.get("from", "")).upper(), str(spec.get("quote") or params.get("to", "")).upper(),
                 rate, str(spec.get("source") or "pinned"), str(on))
