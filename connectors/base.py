@@ -50,6 +50,7 @@ class Item:
     payload: dict[str, Any]
     attempts: int = 0               # attempts made before this one
     target_ref: str | None = None   # what an earlier attempt learned, if anything
+    created_at: float | None = None  # when the operation was planned (stable across retries)
 
 
 @dataclass

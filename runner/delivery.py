@@ -89,7 +89,8 @@ def deliver_rows(app, rows: list[dict], *, worker: str, flow_run_id: str | None 
 
 def deliver_group(app, connection: str, group: list[dict], *, worker: str,
                   flow_run_id: str | None = None) -> BatchReport:
-    items = [Item(r["id"], r["idempotency_key"], r["action"], r["payload"], r["attempts"], r.get("target_ref"))
+    items = [Item(r["id"], r["idempotency_key"], r["action"], r["payload"], r["attempts"], r.get("target_ref"),
+                  r.get("created_at"))
              for r in group]
     try:
         outcomes = app.connector(connection).deliver(items)

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import jsonio
 from .errors import LedgerflowError
+from .redact import personal_values
 from .services import PeriodicService
 
 log = logging.getLogger("ledgerflow.dispatch")
@@ -80,7 +81,8 @@ def _plan(app: Any, row: dict) -> tuple[str, list, str | None, list[str]]:
             planned.append(flow.name)
             ops.extend(flow_ops)
     if errors:
-        return "failed", ops, "\n".join(errors), planned
+        from .redact import scrub     # plan errors may quote event values: no personal data kept or logged
+        return "failed", ops, scrub("\n".join(errors), personal_values(event)), planned
     return ("dispatched" if ops or planned else "ignored"), ops, None, planned
 
 
@@ -124,7 +126,7 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
             if error:
                 summary.errors[row["event_id"]] = error
     for event_id, error in summary.errors.items():
-        log.error("event %s failed to plan: %s", event_id, error)
+        log.error("event %s failed to plan: %s", event_id, error)   # scrubbed in _plan
     return summary
 
 

@@ -105,9 +105,12 @@ def replay(app, delivery_id: int, *, actor: str | None = None) -> Replayed:
     changed = replanned and jsonio.loads(values["payload"]) != row["payload"]
     now = time.time()
     with app.store.tx(immediate=True) as c:
+        # attempts keep counting (a target that answers a repeated request id with its original fault,
+        # as QuickBooks Online does, must see a new attempt), and the flow's budget starts afresh
+        budget = int(values.pop("max_attempts", None) or row["max_attempts"])
         res = c.execute(update(d).where(and_(d.c.id == delivery_id, d.c.state == "dead")).values(
-            **values, state="pending", attempts=0, next_attempt_at=now, last_error=None, error_kind=None,
-            claimed_by=None, lease_until=None, updated_at=now))
+            **values, state="pending", max_attempts=d.c.attempts + budget, next_attempt_at=now, last_error=None,
+            error_kind=None, claimed_by=None, lease_until=None, updated_at=now))
         if res.rowcount != 1:
             raise DlqError(f"delivery {delivery_id} left the dead-letter queue meanwhile (replayed by someone else?)")
     app.store.audit("dlq.replay", str(delivery_id),

@@ -180,3 +180,33 @@ def test_cli_dispatch_reports_and_fails_on_plan_errors(app, capsys, monkeypatch)
     out = capsys.readouterr().out
     assert "2 event(s): 1 dispatched" in out and "1 failed" in out
     assert f"{bad}: flow refunds-by-order: flows/broken.yaml:" in out
+
+
+def test_a_plan_error_quoting_event_data_is_kept_without_personal_data(tmp_path, monkeypatch):
+    """The error is stored on the inbox event and logged: no email or customer name in it."""
+    import json as _json
+
+    from runner.app import App
+    from runner.spec import load_project
+    from tests.helpers_project import charge_event, make_project, write
+    make_project(tmp_path)
+    write(tmp_path, "flows/f.yaml", """\
+name: f
+trigger: {stripe: [charge.succeeded]}
+routes:
+  - name: r
+    target: csv
+    action: row
+    mapping: mappings/m.yaml
+""")
+    write(tmp_path, "mappings/m.yaml", 'amount: "{{ charge.billing_details.email | money(charge.currency) }}"\n'
+                                       'who: "{{ charge.billing_details.name | money(charge.currency) }}"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", f"sqlite:///{tmp_path / 's.db'}")
+    app = App(load_project(tmp_path / "ledgerflow.yaml"))
+    ev = charge_event(billing_details={"email": "jane.doe@example.com", "name": "Jane Doe"})
+    app.store.add_event(ev, _json.dumps(ev), "webhook:stripe")
+    assert dispatch_pending(app, 10).failed == 1
+    error = app.store.get_event(ev["id"])["error"]
+    assert "mappings/m.yaml:1:9: amount: money: amount: expected a number, got" in error
+    assert "jane.doe@example.com" not in error and "[redacted" in error

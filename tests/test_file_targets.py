@@ -130,3 +130,25 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
         ledger.atomic_write(target, b"new content")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.iif"]
+
+
+def test_a_retry_after_midnight_goes_to_the_same_file_and_is_not_written_twice(tmp_path):
+    """The file is the day the operation was planned, not the day of the attempt."""
+    from datetime import datetime as dt
+    c = CsvConnector("bank", {"directory": "out"}, runtime(tmp_path))
+    planned = dt(2024, 5, 1, 23, 59, 59, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+    first = bank_item(1)
+    first.created_at = planned
+    assert c.deliver([first])[0].ok                       # ...then the worker crashed before recording it
+    retry = bank_item(1)
+    retry.created_at, retry.attempts = planned, 1          # retried after midnight
+    (again,) = c.deliver([retry])
+    assert again.ok and again.detail["duplicate"]
+    assert [p.name for p in sorted((tmp_path / "out").glob("*.csv"))] == ["bank-qbo_bank_row-2024-05-01.csv"]
+    j = Item(2, "j", "journal", {"date": "2024-05-01", "lines": [{"account": "A", "amount": Decimal("1")},
+                                                                  {"account": "B", "amount": Decimal("-1")}]},
+             created_at=planned)
+    i = IifConnector("qb", {"directory": "iif"}, runtime(tmp_path))
+    assert i.deliver([j])[0].ok
+    assert [p.name for p in (tmp_path / "iif").glob("*.iif")] == ["qb-2024-05-01.iif"]
+    assert i.deliver([j])[0].detail["duplicate"]

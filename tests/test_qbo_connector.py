@@ -215,3 +215,25 @@ def test_foreign_currency_without_multicurrency_is_a_clear_delivery_error(qbo):
     assert out.ok
     doc = qbo.company.all("SalesReceipt")[0]
     assert doc["CurrencyRef"] == {"value": "EUR"} and doc["ExchangeRate"] == Decimal("1.0834")
+
+
+def test_lost_response_without_docnumber_is_found_by_date_and_marker(qbo):
+    payload = receipt("ch-0009")
+    payload.pop("DocNumber")
+    payload["TxnDate"] = "2024-05-03"
+    qbo.standin.lose.append("salesreceipt")
+    assert not qbo.connector().deliver([item(9, payload)])[0].ok
+    [retry] = qbo.connector().deliver([item(9, payload, attempts=1)])
+    assert retry.ok and retry.detail == {"existing": True}
+    assert len(qbo.company.all("SalesReceipt")) == 1          # not booked twice
+
+
+def test_a_replayed_fix_is_sent_with_a_new_requestid(qbo):
+    bad = receipt("ch-0010")
+    bad["Line"][0].pop("Amount")
+    [first] = qbo.connector().deliver([item(10, bad)])
+    assert not first.ok and first.error.kind == ErrorKind.PERMANENT
+    # the dead-letter replay keeps counting attempts: Intuit would answer the first requestid's fault again
+    [fixed] = qbo.connector().deliver([item(10, receipt("ch-0010"), attempts=1)])
+    assert fixed.ok, fixed.error
+    assert len(qbo.company.all("SalesReceipt")) == 1

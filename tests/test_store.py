@@ -57,6 +57,9 @@ def test_claim_leases_and_expired_leases_are_released(store):
     # worker-a dies; after its lease, its rows are claimable again
     later = store.claim("worker-c", limit=10, now=time.time() + 61)
     assert sorted(r["id"] for r in later) == sorted(r["id"] for r in a + b)
+    # the dead workers' attempts may have reached the target: counted, so connectors look before resending
+    assert all(r["attempts"] == 1 and "lease expired" in r["last_error"] for r in later)
+    assert [x["outcome"] for x in store.attempts_of(later[0]["id"])] == ["lost"]
 
 
 def test_finish_records_attempts_and_ignores_a_stale_worker(store):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
 
 from .csv_actions import ACTIONS, QBO_BANK
-from .ledger import KeyedFile
+from .ledger import KeyedFile, file_day
 
 
 def _cell(value) -> str:
@@ -29,9 +28,9 @@ class CsvConnector(Connector):
     type = "csv"
     actions = ACTIONS
 
-    def _file_for(self, action: str) -> KeyedFile:
-        tz = ZoneInfo(self.runtime.settings.get("timezone", "UTC"))
-        today = datetime.now(tz).date().isoformat()
+    def _file_for(self, item: Item) -> KeyedFile:
+        action = item.action
+        today = file_day(item.created_at, self.runtime.settings.get("timezone", "UTC"))
         directory = Path(self.runtime.project_dir) / self.config.get("directory", f"out/{self.name}")
         prefix = self.config.get("prefix", self.name)
         return KeyedFile(directory / f"{prefix}-{action}-{today}.csv")
@@ -54,7 +53,7 @@ class CsvConnector(Connector):
                 outcomes[item.delivery_id] = Outcome.failed(item, TargetError(
                     f"csv has no action {item.action!r}", ErrorKind.PERMANENT))
                 continue
-            kf = self._file_for(item.action)
+            kf = self._file_for(item)
             columns, values = self._row(item)
             entry = by_file.setdefault(kf.path, (kf, columns, []))
             if entry[1] != columns:

@@ -5,15 +5,14 @@ atomic appends, no idempotency key written twice (see ledger.py)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
 
 from .iif_actions import ACTIONS, _balanced
-from .ledger import KeyedFile
+from .ledger import KeyedFile, file_day
 
 COLUMNS = ["TRNSTYPE", "DATE", "ACCNT", "NAME", "CLASS", "AMOUNT", "DOCNUM", "MEMO"]
 HEADER = ("!TRNS\t" + "\t".join(COLUMNS) + "\r\n"
@@ -59,9 +58,8 @@ class IifConnector(Connector):
     type = "iif"
     actions = ACTIONS
 
-    def _file(self) -> KeyedFile:
-        tz = ZoneInfo(self.runtime.settings.get("timezone", "UTC"))
-        today = datetime.now(tz).date().isoformat()
+    def _file(self, item: Item) -> KeyedFile:
+        today = file_day(item.created_at, self.runtime.settings.get("timezone", "UTC"))
         directory = Path(self.runtime.project_dir) / self.config.get("directory", f"out/{self.name}")
         return KeyedFile(directory / f"{self.config.get('prefix', self.name)}-{today}.iif")
 
@@ -78,15 +76,18 @@ class IifConnector(Connector):
             except (KeyError, ValueError) as exc:
                 outcomes[item.delivery_id] = Outcome.failed(item, TargetError(
                     f"payload cannot be written as IIF: {exc}", ErrorKind.PERMANENT))
-        if entries:
-            kf = self._file()
+        by_file: dict[Path, tuple[KeyedFile, list]] = {}
+        for it, chunk in entries:
+            kf = self._file(it)
+            by_file.setdefault(kf.path, (kf, []))[1].append((it, chunk))
+        for kf, group in by_file.values():
             try:
-                written = kf.append([(it.idempotency_key, chunk) for it, chunk in entries],
+                written = kf.append([(it.idempotency_key, chunk) for it, chunk in group],
                                     header=lambda: HEADER.encode())
-                for it, _ in entries:
+                for it, _ in group:
                     outcomes[it.delivery_id] = Outcome.sent(it, f"{kf.path.name}#{it.idempotency_key}",
                                                             duplicate=not written[it.idempotency_key])
             except OSError as exc:
-                for it, _ in entries:
+                for it, _ in group:
                     outcomes[it.delivery_id] = Outcome.failed(it, TargetError(f"cannot write {kf.path}: {exc}"))
         return [outcomes[i.delivery_id] for i in items]

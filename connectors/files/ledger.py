@@ -22,6 +22,16 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def file_day(item_created_at: float | None, tz_name: str) -> str:
+    """The day whose file an operation goes to: the day it was planned, in the project's
+    time zone, so a retry after midnight lands in (and is de-duplicated by) the same file."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+    tz = ZoneInfo(tz_name)
+    when = datetime.fromtimestamp(item_created_at, tz) if item_created_at else datetime.now(tz)
+    return when.date().isoformat()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

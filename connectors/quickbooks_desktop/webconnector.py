@@ -71,10 +71,17 @@ class WebConnectorBackend:
         self.connections = {c.name: c for c in connections}
         self.secrets = secrets
         self.clock = clock
-        self._errors: dict[str, str] = {}      # last error of tickets that have no session row
+        self._errors: dict[str, str] = {}      # last error of tickets that have no session row (bounded)
 
     # ---- authenticate ---------------------------------------------------------
 
+
+    def _remember_error(self, ticket: str | None, message: str, keep: int = 256) -> None:
+        """Anyone can call with made-up tickets: keep only the most recent ones."""
+        self._errors.pop(ticket or "", None)
+        self._errors[ticket or ""] = message
+        while len(self._errors) > keep:
+            self._errors.pop(next(iter(self._errors)))
     def authenticate(self, username: str | None, password: str | None) -> list[str]:
         """[ticket, ""|company file] when there is work, [ticket, "none"] when not, ["", "nvu"] on a bad login."""
         conn = self._login(username or "", password or "")
@@ -114,7 +121,7 @@ class WebConnectorBackend:
         """The next qbXML message for this session ("" for an unknown ticket: QBWC then asks getLastError)."""
         session = self._session(ticket)
         if session is None or session["state"] != "open":
-            self._errors[ticket or ""] = "ledgerflow: unknown or finished Web Connector session; reconnect"
+            self._remember_error(ticket, "ledgerflow: unknown or finished Web Connector session; reconnect")
             return ""
         conn = self.connections[session["connection"]]
         now = self.clock()
@@ -177,7 +184,7 @@ class WebConnectorBackend:
         """Record QuickBooks' answers; percent done (100 ends the session), negative on an error."""
         session = self._session(ticket)
         if session is None or session["state"] != "open":
-            self._errors[ticket or ""] = "ledgerflow: unknown or finished Web Connector session; reconnect"
+            self._remember_error(ticket, "ledgerflow: unknown or finished Web Connector session; reconnect")
             return -1
         conn = self.connections[session["connection"]]
         now = self.clock()

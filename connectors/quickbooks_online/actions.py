@@ -116,9 +116,13 @@ _DOCNUMBER = {"DocNumber": {"type": "string", "minLength": 1, "maxLength": DOCNU
 
 
 def _doc(title: str, required: list[str], props: dict[str, Any], *, docnumber: bool = True) -> dict[str, Any]:
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, "type": "object",
-            "additionalProperties": False, "required": required,
-            "properties": {**_HEADER, **(_DOCNUMBER if docnumber else {}), **props}, "$defs": _DEFS}
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, "type": "object",
+              "additionalProperties": False, "required": required,
+              "properties": {**_HEADER, **(_DOCNUMBER if docnumber else {}), **props}, "$defs": _DEFS}
+    if docnumber:
+        # a retry after a lost response must find the earlier document: by DocNumber, else by date + marker
+        schema["anyOf"] = [{"required": ["DocNumber"]}, {"required": ["TxnDate"]}]
+    return schema
 
 
 def _lines(line_def: str) -> dict[str, Any]:

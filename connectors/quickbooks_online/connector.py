@@ -226,9 +226,9 @@ class QuickBooksOnlineConnector(Connector):
         if dn:
             rows = client.query(f"select * from {w.entity} where DocNumber = {quote(str(dn))}",
                                 what=f"the look-up of {w.what}").get(w.entity) or []
-        elif w.entity == "Transfer" and w.payload.get("TxnDate"):
-            rows = client.query(f"select * from Transfer where TxnDate = {quote(w.payload['TxnDate'])} "
-                                "maxresults 1000", what="the look-up of the Transfer").get("Transfer") or []
+        elif w.payload.get("TxnDate"):   # no DocNumber (a Transfer, a summary journal): date + marker
+            rows = client.query(f"select * from {w.entity} where TxnDate = {quote(w.payload['TxnDate'])} "
+                                "maxresults 1000", what=f"the look-up of {w.what}").get(w.entity) or []
         else:
             rows = []
         ours = [r for r in rows if mark in str(r.get("PrivateNote") or "")]

@@ -14,6 +14,8 @@ from .. import jsonio
 from .tables import attempts, audit, deliveries, inbox, metadata
 
 TERMINAL = ("sent", "dead", "discarded")
+LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease expired); "
+                "the attempt may have reached the target, so the next one checks for it first")
 
 
 def _insert(engine: Engine, table):
@@ -229,6 +231,15 @@ class Store:
             claimed = [r[0] for r in c.execute(q)]
             if not claimed:
                 return []
+            # A row still 'sending' was held by a worker that stopped mid-batch: its attempt may have
+            # reached the target. Count it, so the connector looks for the document before sending again.
+            lost = [r[0] for r in c.execute(select(deliveries.c.id).where(
+                and_(deliveries.c.id.in_(claimed), deliveries.c.state == "sending")))]
+            if lost:
+                c.execute(update(deliveries).where(deliveries.c.id.in_(lost))
+                          .values(attempts=deliveries.c.attempts + 1, last_error=LOST_ATTEMPT, error_kind="retryable"))
+                c.execute(attempts.insert(), [{"delivery_id": i, "attempt": 0, "at": now, "outcome": "lost",
+                                               "error": LOST_ATTEMPT, "worker": worker} for i in lost])
             c.execute(update(deliveries).where(deliveries.c.id.in_(claimed))
                       .values(state="sending", claimed_by=worker, lease_until=now + lease, updated_at=now))
             rows = c.execute(select(deliveries).where(deliveries.c.id.in_(claimed))
