@@ -258,16 +258,10 @@ def check_shape(mapping: Mapping_, schema: Mapping[str, Any], action: str) -> li
     doc = mapping.doc
     problems: list[Problem] = []
 
+    from .schemacheck import resolve_ref
+
     def resolve(s: Mapping[str, Any]) -> Mapping[str, Any]:
-        ref = s.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/"):
-            target: Any = schema
-            for part in ref[2:].split("/"):
-                target = target[part]
-            merged = dict(target)
-            merged.update({k: v for k, v in s.items() if k != "$ref"})
-            return resolve(merged)
-        return s
+        return resolve_ref(s, schema)
 
     def walk(value: Any, s: Mapping[str, Any], path: tuple) -> None:
         s = resolve(s)

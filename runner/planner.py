@@ -223,18 +223,9 @@ def _action(ctype: str, action_name: str):
     return _VALIDATORS[key]
 
 
-def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        return _resolve(target, root)
-    return schema
-
-
 def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
-    schema = _resolve(schema, root)
+    from .schemacheck import resolve_ref
+    schema = resolve_ref(schema, root)
     t = schema.get("type")
     types = t if isinstance(t, list) else [t]
     if isinstance(value, dict):

@@ -68,3 +68,14 @@ def errors(schema: Mapping[str, Any], instance: Any) -> list[Any]:
     if is_valid(schema, instance):
         return []
     return list(iter_errors(schema, instance))
+
+
+def resolve_ref(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A local ``$ref`` ("#/$defs/...") followed, the node's sibling keywords merged over it."""
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return resolve_ref({**target, **{k: v for k, v in node.items() if k != "$ref"}}, root)
+    return node

@@ -293,14 +293,10 @@ def _unknown_fields(case: Case, at: tuple, payload: dict, route: Any, project: A
     root = action.schema
     problems: list[Problem] = []
 
+    from ..schemacheck import resolve_ref
+
     def resolve(s: Mapping[str, Any]) -> Mapping[str, Any]:
-        ref = s.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/"):
-            target: Any = root
-            for part in ref[2:].split("/"):
-                target = target[part]
-            return resolve({**target, **{k: v for k, v in s.items() if k != "$ref"}})
-        return s
+        return resolve_ref(s, root)
 
     def walk(value: Any, s: Mapping[str, Any], path: tuple) -> None:
         s = resolve(s)
