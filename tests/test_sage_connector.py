@@ -260,3 +260,24 @@ def test_ledger_accounts_paged_with_next(sage, make_connector):
 def test_unknown_action_is_permanent(make_connector):
     [out] = make_connector().deliver([item("purchase_invoice", {})])
     assert out.error.kind == ErrorKind.PERMANENT and "no action 'purchase_invoice'" in str(out.error)
+
+
+def test_a_journal_retried_after_the_lookback_window_is_still_found(sage, make_connector):
+    """Sage searches journals by date only: the search reaches back to when the operation was planned."""
+    import time as _time
+    journal = {"date": "2026-03-06", "description": "Stripe payout po_9",
+               "lines": [{"ledger_account": "Operating Bank", "debit": Decimal("11"), "credit": 0},
+                         {"ledger_account": "Stripe Clearing", "debit": 0, "credit": Decimal("11")}]}
+    planned = _time.time() - 60 * 86400                        # planned 60 days ago ...
+    first = item("journal", journal, key="journal:po_9")
+    first.created_at = planned
+    assert make_connector().deliver([first])[0].ok
+    [j] = sage.records("journals")
+    from datetime import datetime as _dt, timezone as _tz
+    j["updated_at"] = j["created_at"] = _dt.fromtimestamp(planned, _tz.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # ... and created back then, beyond the 35-day default window
+    again = item("journal", journal, key="journal:po_9")
+    again.created_at, again.attempts = planned, 3
+    [out] = make_connector().deliver([again])
+    assert out.ok and out.detail.get("duplicate") is True
+    assert len(sage.records("journals")) == 1

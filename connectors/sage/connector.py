@@ -275,8 +275,13 @@ class SageConnector(Connector):
             if line.get("details"):
                 doc["details"] = line["details"]
             lines.append(doc)
+        # Sage cannot search journals by reference: look back far enough to cover the operation's
+        # first attempt (it was planned at item.created_at), and at least journal_lookback_days
         days = float(self.config.get("journal_lookback_days", 35))
-        since = (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        start = datetime.now(timezone.utc) - timedelta(days=days)
+        if item.created_at:
+            start = min(start, datetime.fromtimestamp(item.created_at, timezone.utc) - timedelta(days=1))
+        since = start.strftime("%Y-%m-%dT%H:%M:%S+00:00")
         record, created = self._find_or_create(
             "journals", "journal", short_reference(item.idempotency_key),
             {"updated_or_created_since": since},
