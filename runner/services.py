@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from .errors import LedgerflowError
+
 log = logging.getLogger("ledgerflow.services")
 
 
@@ -38,6 +40,8 @@ class PeriodicService:
             try:
                 if self.run_pass():
                     continue
+            except LedgerflowError as exc:   # a configuration problem: its message says what to fix
+                log.error("%s pass failed: %s", self.name, exc)
             except Exception:  # noqa: BLE001 - keep the service alive
                 log.exception("%s pass failed", self.name)
             self._stop.wait(self.interval)
