@@ -40,68 +40,41 @@ _ENTITY_REF = {
     "anyOf": [{"required": ["value"]}, {"required": ["name"]}],
 }
 _AMOUNT = {"type": "number", "minimum": 0}
+
+
+def _line(detail_type: str, detail_required: list[str], detail_props: dict[str, Any]) -> dict[str, Any]:
+    """A transaction line: Amount, Description, DetailType and its detail object."""
+    detail: dict[str, Any] = {"type": "object", "additionalProperties": False}
+    if detail_required:
+        detail["required"] = detail_required
+    detail["properties"] = detail_props
+    return {"type": "object", "additionalProperties": False, "required": ["Amount", "DetailType", detail_type],
+            "properties": {"Amount": {"$ref": "#/$defs/amount"}, "Description": {"type": "string", "maxLength": 4000},
+                           "DetailType": {"const": detail_type}, detail_type: detail}}
+
 _DEFS: dict[str, Any] = {
     "ref": _REF, "customer_ref": _CUSTOMER_REF, "entity_ref": _ENTITY_REF, "amount": _AMOUNT,
     "currency_ref": {"type": "object", "additionalProperties": False, "required": ["value"],
                      "properties": {"value": {"type": "string", "pattern": "^[A-Z]{3}$"},
                                     "name": {"type": "string"}}},
-    "sales_item_line": {
-        "type": "object", "additionalProperties": False,
-        "required": ["Amount", "DetailType", "SalesItemLineDetail"],
-        "properties": {
-            "Amount": {"$ref": "#/$defs/amount"}, "Description": {"type": "string", "maxLength": 4000},
-            "DetailType": {"const": "SalesItemLineDetail"},
-            "SalesItemLineDetail": {
-                "type": "object", "additionalProperties": False,
-                "properties": {"ItemRef": {"$ref": "#/$defs/ref"}, "ClassRef": {"$ref": "#/$defs/ref"},
-                               "TaxCodeRef": {"$ref": "#/$defs/ref"}, "Qty": {"type": "number"},
-                               "UnitPrice": {"type": "number"}, "ServiceDate": {"type": "string", "format": "date"}}},
-        },
-    },
-    "expense_line": {
-        "type": "object", "additionalProperties": False,
-        "required": ["Amount", "DetailType", "AccountBasedExpenseLineDetail"],
-        "properties": {
-            "Amount": {"$ref": "#/$defs/amount"}, "Description": {"type": "string", "maxLength": 4000},
-            "DetailType": {"const": "AccountBasedExpenseLineDetail"},
-            "AccountBasedExpenseLineDetail": {
-                "type": "object", "additionalProperties": False, "required": ["AccountRef"],
-                "properties": {"AccountRef": {"$ref": "#/$defs/ref"}, "ClassRef": {"$ref": "#/$defs/ref"},
-                               "CustomerRef": {"$ref": "#/$defs/customer_ref"},
-                               "TaxCodeRef": {"$ref": "#/$defs/ref"},
-                               "BillableStatus": {"enum": ["Billable", "NotBillable", "HasBeenBilled"]}}},
-        },
-    },
-    "journal_line": {
-        "type": "object", "additionalProperties": False,
-        "required": ["Amount", "DetailType", "JournalEntryLineDetail"],
-        "properties": {
-            "Amount": {"$ref": "#/$defs/amount"}, "Description": {"type": "string", "maxLength": 4000},
-            "DetailType": {"const": "JournalEntryLineDetail"},
-            "JournalEntryLineDetail": {
-                "type": "object", "additionalProperties": False, "required": ["PostingType", "AccountRef"],
-                "properties": {"PostingType": {"enum": ["Debit", "Credit"]}, "AccountRef": {"$ref": "#/$defs/ref"},
-                               "ClassRef": {"$ref": "#/$defs/ref"}, "DepartmentRef": {"$ref": "#/$defs/ref"},
-                               "Entity": {"type": "object", "additionalProperties": False,
-                                          "required": ["EntityRef"],
-                                          "properties": {"Type": {"enum": ["Vendor", "Customer", "Employee"]},
-                                                         "EntityRef": {"$ref": "#/$defs/entity_ref"}}}}},
-        },
-    },
-    "deposit_line": {
-        "type": "object", "additionalProperties": False,
-        "required": ["Amount", "DetailType", "DepositLineDetail"],
-        "properties": {
-            "Amount": {"$ref": "#/$defs/amount"}, "Description": {"type": "string", "maxLength": 4000},
-            "DetailType": {"const": "DepositLineDetail"},
-            "DepositLineDetail": {
-                "type": "object", "additionalProperties": False, "required": ["AccountRef"],
-                "properties": {"AccountRef": {"$ref": "#/$defs/ref"}, "ClassRef": {"$ref": "#/$defs/ref"},
-                               "Entity": {"$ref": "#/$defs/entity_ref"},
-                               "PaymentMethodRef": {"$ref": "#/$defs/ref"},
-                               "CheckNum": {"type": "string", "maxLength": 21}}},
-        },
-    },
+    "sales_item_line": _line("SalesItemLineDetail", [], {
+        "ItemRef": {"$ref": "#/$defs/ref"}, "ClassRef": {"$ref": "#/$defs/ref"},
+        "TaxCodeRef": {"$ref": "#/$defs/ref"}, "Qty": {"type": "number"},
+        "UnitPrice": {"type": "number"}, "ServiceDate": {"type": "string", "format": "date"}}),
+    "expense_line": _line("AccountBasedExpenseLineDetail", ["AccountRef"], {
+        "AccountRef": {"$ref": "#/$defs/ref"}, "ClassRef": {"$ref": "#/$defs/ref"},
+        "CustomerRef": {"$ref": "#/$defs/customer_ref"}, "TaxCodeRef": {"$ref": "#/$defs/ref"},
+        "BillableStatus": {"enum": ["Billable", "NotBillable", "HasBeenBilled"]}}),
+    "journal_line": _line("JournalEntryLineDetail", ["PostingType", "AccountRef"], {
+        "PostingType": {"enum": ["Debit", "Credit"]}, "AccountRef": {"$ref": "#/$defs/ref"},
+        "ClassRef": {"$ref": "#/$defs/ref"}, "DepartmentRef": {"$ref": "#/$defs/ref"},
+        "Entity": {"type": "object", "additionalProperties": False, "required": ["EntityRef"],
+                   "properties": {"Type": {"enum": ["Vendor", "Customer", "Employee"]},
+                                  "EntityRef": {"$ref": "#/$defs/entity_ref"}}}}),
+    "deposit_line": _line("DepositLineDetail", ["AccountRef"], {
+        "AccountRef": {"$ref": "#/$defs/ref"}, "ClassRef": {"$ref": "#/$defs/ref"},
+        "Entity": {"$ref": "#/$defs/entity_ref"}, "PaymentMethodRef": {"$ref": "#/$defs/ref"},
+        "CheckNum": {"type": "string", "maxLength": 21}}),
 }
 
 _HEADER: dict[str, Any] = {

@@ -53,15 +53,19 @@ PAYMENT = {
     "properties": {"bank_account": NAME_OR_CODE, "amount": POSITIVE, "date": DATE},
 }
 
+_DOCUMENT_HEADER = {      # what an invoice and a credit note share
+    "date": DATE,
+    "contact": CONTACT,
+    "currency": CURRENCY,
+    "exchange_rate": {"type": "number", "exclusiveMinimum": 0},
+    "notes": {"type": "string", "maxLength": 2000},
+}
+
 SALES_INVOICE_PAYMENT = {
     "type": "object", "additionalProperties": False,
     "required": ["date", "contact", "lines"],
     "properties": {
-        "date": DATE,
-        "contact": CONTACT,
-        "currency": CURRENCY,
-        "exchange_rate": {"type": "number", "exclusiveMinimum": 0},
-        "notes": {"type": "string", "maxLength": 2000},
+        **_DOCUMENT_HEADER,
         "lines": {"type": "array", "minItems": 1, "items": LINE},
         "payment": {**PAYMENT, "description": "The receipt allocated to the invoice (into the clearing account)."},
     },
@@ -71,11 +75,7 @@ CREDIT_NOTE_REFUND = {
     "type": "object", "additionalProperties": False,
     "required": ["date", "contact", "lines"],
     "properties": {
-        "date": DATE,
-        "contact": CONTACT,
-        "currency": CURRENCY,
-        "exchange_rate": {"type": "number", "exclusiveMinimum": 0},
-        "notes": {"type": "string", "maxLength": 2000},
+        **_DOCUMENT_HEADER,
         "original_invoice_key": {"type": "string", "minLength": 1,
                                  "description": "Idempotency key of the operation that booked the original "
                                                 "invoice; when found, the credit note is linked to it."},
