@@ -105,3 +105,14 @@ def project_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(dest)
     monkeypatch.setenv("LEDGERFLOW_PROJECT", str(dest / "ledgerflow.yaml"))
     return dest
+
+
+@pytest.fixture
+def target():
+    """An HTTP target that fails on demand (tests/standins/flaky_target.py), on a loopback port."""
+    from tests.standins.flaky_target import FlakyTarget
+    from tests.support.servers import serve_app
+    t = FlakyTarget(hang=2.0)
+    with serve_app(t.app) as srv:
+        t.url = srv.url
+        yield t

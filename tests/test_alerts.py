@@ -11,7 +11,6 @@ import pytest
 from runner.alerts import Alert, alert_dead_letters, alert_flow_run_failed, flush_grouped, record, send_alert
 from runner.delivery import deliver_rows
 from tests.delivery_helpers import PII_MAPPING, http_project, load_app, plan_charges
-from tests.standins.flaky_target import FlakyTarget
 from tests.standins.slack import BOT_TOKEN, WEBHOOK_PATH, SlackStandIn
 from tests.support.servers import serve_app
 
@@ -22,14 +21,6 @@ def slack():
     with serve_app(s.app) as srv:
         s.url = srv.url
         yield s
-
-
-@pytest.fixture
-def target():
-    t = FlakyTarget(hang=2.0)
-    with serve_app(t.app) as srv:
-        t.url = srv.url
-        yield t
 
 
 def webhook_section(slack) -> str:

@@ -14,18 +14,8 @@ from connectors.http_post.connector import classify, retry_after_seconds
 from runner.delivery import decide, deliver_rows
 from runner.spec import RetryPolicy
 from tests.delivery_helpers import PII_MAPPING, http_project, load_app, plan_charges
-from tests.standins.flaky_target import FlakyTarget
-from tests.support.servers import serve_app
 
 WORKER = "test-worker"
-
-
-@pytest.fixture
-def target():
-    t = FlakyTarget(hang=2.0)
-    with serve_app(t.app) as srv:
-        t.url = srv.url
-        yield t
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 from runner.cli import main
 from tests.delivery_helpers import FLOW, http_project, load_app, plan_charges
 from tests.helpers_project import write
-from tests.standins.flaky_target import FlakyTarget
 from tests.standins.slack import WEBHOOK_PATH, SlackStandIn
 from tests.support.servers import free_port, serve_app
 
@@ -24,14 +23,6 @@ NIGHTLY = FLOW.replace("name: charges-to-ledger", "name: nightly-ledger").replac
     'trigger:\n  schedule: {cron: "30 6 * * 1-5", timezone: Europe/Paris, parameters: {lookback_days: 3}}')
 RECONCILE = NIGHTLY.replace("name: nightly-ledger", "name: nightly-recon").replace(
     "retry:", "reconcile: {mode: summary}\nretry:")
-
-
-@pytest.fixture
-def target():
-    t = FlakyTarget(hang=2.0)
-    with serve_app(t.app) as srv:
-        t.url = srv.url
-        yield t
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 
@@ -20,14 +19,6 @@ from tests.standins.flaky_target import FlakyTarget
 from tests.support.servers import serve_app
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def target():
-    t = FlakyTarget(hang=2.0)
-    with serve_app(t.app) as srv:
-        t.url = srv.url
-        yield t
 
 
 def _artifacts(run_ids: list[str]) -> list[dict]:
