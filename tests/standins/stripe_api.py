@@ -16,7 +16,24 @@ documents it, failures included:
   ``types[]``;
 * injected failures (:meth:`StripeStandin.inject`): 429 with Stripe's
   ``rate_limit`` body (and ``Retry-After`` when asked), 500/503 with
-  ``api_error`` bodies.
+  ``api_error`` bodies;
+* an optional rate limiter (``StripeStandin(rate_limit=100)``): Stripe's
+  basic limiter allows 100 read requests per second in live mode (25 in test
+  mode) per account (https://docs.stripe.com/rate-limits). Modelled as a
+  token bucket (burst = one second's worth) per API key, or per
+  ``(key, Stripe-Account)`` with ``rate_limit_per="account"``; a request over
+  the limit gets 429 with Stripe's body ``{"error": {"type":
+  "invalid_request_error", "code": "rate_limit", "message": ...}}`` (Stripe
+  documents no ``Retry-After`` for it; ``rate_limit_retry_after=`` adds one);
+* an optional per-request latency (``latency=0.02``: every answer takes
+  20 ms, an ``asyncio.sleep`` so concurrent requests overlap as they would);
+* counters for benchmarks (:meth:`StripeStandin.stats`): requests answered,
+  429s, other errors, per path prefix (``/v1/balance_transactions``...), and
+  the busiest second;
+* application fee refunds (``fee_refund``, ``fr_...``) under
+  ``/v1/application_fees/{fee}/refunds[/{fr}]`` (Stripe has no top-level
+  list for them); they are also retrievable as a balance transaction's
+  ``source`` via ``expand``.
 
 The store is in memory, per scope (``None`` = the platform, or an account id)
 and resource; lists keep a sorted copy and an id -> position index, so paging
@@ -29,9 +46,11 @@ Use with the official SDK::
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -52,6 +71,10 @@ RESOURCES = {
     "customers": "customer", "topups": "topup",
 }
 OBJECT_TO_RESOURCE = {v: k for k, v in RESOURCES.items()}
+# stored, but served only nested under their parent (/v1/application_fees/{fee}/refunds)
+OBJECT_TO_RESOURCE["fee_refund"] = "fee_refunds"
+RATE_LIMIT_MESSAGE = ("Request rate limit exceeded. Learn more about rate limits here "
+                      "https://stripe.com/docs/rate-limits.")
 # object types whose balance transactions point at them as ``source``
 _RANGE_OPS = ("gt", "gte", "lt", "lte")
 
@@ -90,6 +113,29 @@ class _Fault:
     retry_after: int | None
 
 
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, burst: float, now: float):
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def path_prefix(path: str) -> str:
+    """``/v1/balance_transactions/txn_1`` -> ``/v1/balance_transactions`` (what the counters key on)."""
+    parts = path.split("/")
+    return "/".join(parts[:3]) if len(parts) >= 3 else path
+
+
 class StripeError(Exception):
     def __init__(self, status: int, body: dict, headers: dict | None = None):
         self.status, self.body, self.headers = status, body, headers or {}
@@ -105,8 +151,30 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", **ex
 class StripeStandin:
     """In-memory Stripe. Add objects with :meth:`add`; serve :attr:`app`."""
 
-    def __init__(self, api_keys: Iterable[str] = (DEFAULT_KEY,)) -> None:
+    def __init__(self, api_keys: Iterable[str] = (DEFAULT_KEY,), *, rate_limit: float | None = None,
+                 rate_limit_per: str = "key", rate_limit_burst: float | None = None,
+                 rate_limit_retry_after: int | None = None, latency: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``rate_limit``: requests per second per bucket (None: no limiter; Stripe's live-mode read
+        limit is 100, test mode 25). ``rate_limit_per``: ``"key"`` (one bucket per API key, what
+        a platform's key sees) or ``"account"`` (one per key and ``Stripe-Account``).
+        ``rate_limit_burst``: bucket size (default: one second's worth). ``latency``: seconds every
+        answer takes."""
+        if rate_limit_per not in ("key", "account"):
+            raise ValueError(f"rate_limit_per: 'key' or 'account', not {rate_limit_per!r}")
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError("rate_limit must be positive (or None for no limit)")
         self.api_keys = set(api_keys)
+        self.rate_limit, self.rate_limit_per = rate_limit, rate_limit_per
+        self.rate_limit_burst = rate_limit_burst if rate_limit_burst is not None else (rate_limit or 0)
+        self.rate_limit_retry_after = rate_limit_retry_after
+        self.latency = latency
+        self._clock = clock
+        self._buckets: dict[tuple[str, str | None], _Bucket] = {}
+        self.requests: Counter[str] = Counter()      # path prefix -> requests answered (any status)
+        self.limited: Counter[str] = Counter()       # path prefix -> 429s (rate limiter or injected)
+        self.errors: Counter[str] = Counter()        # path prefix -> other non-2xx answers
+        self._per_second: Counter[int] = Counter()   # whole clock second -> requests answered
         self._scopes: dict[str | None, dict[str, _Collection]] = {}
         self._by_id: dict[str | None, dict[str, dict]] = {}
         self._by_payout: dict[tuple[str | None, str], _Collection] = {}
@@ -117,6 +185,8 @@ class StripeStandin:
         self.app = Starlette(routes=[
             Route("/v1/{resource}", self._list, methods=["GET"]),
             Route("/v1/{resource}/{obj_id}", self._retrieve, methods=["GET"]),
+            Route("/v1/application_fees/{fee_id}/refunds", self._fee_refunds, methods=["GET"]),
+            Route("/v1/application_fees/{fee_id}/refunds/{obj_id}", self._fee_refund, methods=["GET"]),
         ])
 
     # ---- data ------------------------------------------------------------------
@@ -151,6 +221,25 @@ class StripeStandin:
     def objects(self, resource: str, account: str | None = None) -> list[dict]:
         return list(self._scopes.get(account, {}).get(resource, _Collection()).ordered()[0])
 
+    def stats(self) -> dict:
+        """How busy Stripe was kept: totals, per path prefix, and the busiest second."""
+        prefixes = sorted(set(self.requests) | set(self.limited))
+        return {
+            "requests": sum(self.requests.values()), "limited": sum(self.limited.values()),
+            "errors": sum(self.errors.values()),
+            "served": sum(self.requests.values()) - sum(self.limited.values()) - sum(self.errors.values()),
+            "peak_per_second": max(self._per_second.values(), default=0),
+            "by_prefix": {p: {"requests": self.requests[p], "limited": self.limited[p],
+                              "errors": self.errors[p]} for p in prefixes},
+        }
+
+    def reset_stats(self) -> None:
+        self.requests.clear()
+        self.limited.clear()
+        self.errors.clear()
+        self._per_second.clear()
+        self.calls.clear()
+
     def inject(self, status: int, count: int = 1, *, path_prefix: str | None = None,
                retry_after: int | None = None) -> None:
         """Fail the next ``count`` matching requests with ``status`` (429, 500, 503...)."""
@@ -174,13 +263,30 @@ class StripeStandin:
                          code="account_invalid")
         return account
 
+    def _throttle(self, request: Request, account: str | None) -> None:
+        """Stripe's rate limiter: 429 ``rate_limit`` when the caller's bucket is empty."""
+        if self.rate_limit is None:
+            return
+        key = request.headers.get("authorization", "")[7:].strip()
+        bucket_key = (key, account if self.rate_limit_per == "account" else None)
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(bucket_key)
+            if bucket is None:
+                bucket = self._buckets[bucket_key] = _Bucket(self.rate_limit, max(1.0, self.rate_limit_burst), now)
+            ok = bucket.take(now)
+        if not ok:
+            err = _error(429, RATE_LIMIT_MESSAGE, code="rate_limit")
+            if self.rate_limit_retry_after is not None:
+                err.headers["Retry-After"] = str(self.rate_limit_retry_after)
+            raise err
+
     def _fault(self, path: str) -> None:
         for f in self._faults:
             if f.remaining > 0 and (f.path_prefix is None or path.startswith(f.path_prefix)):
                 f.remaining -= 1
                 if f.status == 429:
-                    err = _error(429, "Request rate limit exceeded. Learn more about rate limits here "
-                                      "https://stripe.com/docs/rate-limits.", code="rate_limit")
+                    err = _error(429, RATE_LIMIT_MESSAGE, code="rate_limit")
                     if f.retry_after is not None:
                         err.headers["Retry-After"] = str(f.retry_after)
                     raise err
@@ -189,8 +295,10 @@ class StripeStandin:
 
     async def _handle(self, request: Request, fn: Callable[[Request, str | None], Any]) -> Response:
         request_id = "req_" + uuid.uuid4().hex[:14]
+        prefix = path_prefix(request.url.path)
         try:
             account = self._authorize(request)
+            self._throttle(request, account)
             self._fault(request.url.path)
             body = fn(request, account)
             status, headers = 200, {}
@@ -199,6 +307,14 @@ class StripeStandin:
             body["error"].setdefault("request_log_url",
                                      f"https://dashboard.stripe.com/test/logs/{request_id}")
         headers["Request-Id"] = request_id
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        self.requests[prefix] += 1
+        self._per_second[int(self._clock())] += 1
+        if status == 429:
+            self.limited[prefix] += 1
+        elif status >= 300:
+            self.errors[prefix] += 1
         return Response(json.dumps(body, separators=(",", ":")), status, headers=headers,
                         media_type="application/json")
 
@@ -207,6 +323,35 @@ class StripeStandin:
 
     async def _retrieve(self, request: Request) -> Response:
         return await self._handle(request, self._do_retrieve)
+
+    async def _fee_refunds(self, request: Request) -> Response:
+        return await self._handle(request, self._do_fee_refunds)
+
+    async def _fee_refund(self, request: Request) -> Response:
+        return await self._handle(request, self._do_fee_refund)
+
+    def _fee(self, request: Request, account: str | None) -> str:
+        fee_id = request.path_params["fee_id"]
+        fee = self._by_id.get(account, {}).get(fee_id)
+        if fee is None or fee.get("object") != "application_fee":
+            raise _error(404, f"No such application fee: '{fee_id}'", code="resource_missing", param="id")
+        return fee_id
+
+    def _do_fee_refunds(self, request: Request, account: str | None) -> dict:
+        fee_id = self._fee(request, account)
+        self.calls["GET /v1/application_fees/:id/refunds"] += 1
+        return self._do_list(request, account, resource="fee_refunds",
+                             extra=lambda o: o.get("fee") == fee_id,
+                             url=f"/v1/application_fees/{fee_id}/refunds")
+
+    def _do_fee_refund(self, request: Request, account: str | None) -> dict:
+        fee_id = self._fee(request, account)
+        self.calls["GET /v1/application_fees/:id/refunds/:id"] += 1
+        obj_id = request.path_params["obj_id"]
+        obj = self._by_id.get(account, {}).get(obj_id)
+        if obj is None or obj.get("object") != "fee_refund" or obj.get("fee") != fee_id:
+            raise _error(404, f"No such fee refund: '{obj_id}'", code="resource_missing", param="id")
+        return self._expand(obj, _expands(request), account, prefix="")
 
     def _resource(self, request: Request) -> str:
         resource = request.path_params["resource"]
@@ -225,9 +370,11 @@ class StripeStandin:
                          param="id")
         return self._expand(obj, _expands(request), account, prefix="")
 
-    def _do_list(self, request: Request, account: str | None) -> dict:
-        resource = self._resource(request)
-        self.calls[f"GET /v1/{resource}"] += 1
+    def _do_list(self, request: Request, account: str | None, *, resource: str | None = None,
+                 extra: Callable[[dict], bool] | None = None, url: str | None = None) -> dict:
+        if resource is None:
+            resource = self._resource(request)
+            self.calls[f"GET /v1/{resource}"] += 1
         q = request.query_params
         limit = _int(q.get("limit", "10"), "limit")
         if not 1 <= limit <= 100:
@@ -253,10 +400,12 @@ class StripeStandin:
             coll = self._scopes.get(account, {}).get(resource)
         items, pos = coll.ordered() if coll is not None else ([], {})
         keep = _filters(resource, q)
+        if extra is not None:
+            base, keep = keep, (lambda o: base(o) and extra(o))
         cursor = q.get("starting_after") or q.get("ending_before")
         if cursor:
             if cursor not in pos:
-                raise _error(400, f"No such {RESOURCES[resource].replace('_', ' ')}: '{cursor}'",
+                raise _error(400, f"No such {RESOURCES.get(resource, 'fee_refund').replace('_', ' ')}: '{cursor}'",
                              code="resource_missing", param="starting_after" if q.get("starting_after")
                              else "ending_before")
         page: list[dict] = []
@@ -282,7 +431,7 @@ class StripeStandin:
                 i += 1
         expands = [e[len("data."):] for e in _expands(request) if e.startswith("data.")]
         data = [self._expand(o, expands, account, prefix="") for o in page]
-        return {"object": "list", "data": data, "has_more": has_more, "url": f"/v1/{resource}"}
+        return {"object": "list", "data": data, "has_more": has_more, "url": url or f"/v1/{resource}"}
 
     def _expand(self, obj: dict, expands: list[str], account: str | None, prefix: str) -> dict:
         if not expands:
