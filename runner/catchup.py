@@ -109,6 +109,9 @@ def catch_up(app: Any, since: Any, until: Any = None, *, client: Any = None, now
     now = time.time() if now is None else now
     since_ts = to_timestamp(since)
     until_ts = to_timestamp(until, "--until") if until is not None else None
+    if until_ts is not None and until_ts < since_ts:
+        raise LedgerflowError(f"--until {_iso(until_ts)} is earlier than --since {_iso(since_ts)}: "
+                              "the window would be empty; swap them or leave --until out (now)")
     summary = CatchUpSummary(since_ts, until_ts)
     oldest = int(now) - RETENTION_SECONDS
     if since_ts < oldest:

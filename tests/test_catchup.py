@@ -185,3 +185,14 @@ def test_cli_says_plainly_when_since_is_beyond_retention(stand, make_app, capsys
     assert main(["stripe", "catch-up", "--since", "2020-01-01"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("note: --since 2020-01-01 00:00 UTC is older than Stripe's 30-day event retention")
+
+
+def test_until_earlier_than_since_is_an_error_not_an_empty_window(stand, make_app, capsys):
+    """issue #14 item 11: --until before --since used to be accepted and fetch nothing, silently."""
+    app = make_app(accounts=())
+    with pytest.raises(LedgerflowError, match=r"--until 2026-11-01 00:00 UTC is earlier than --since 2026-11-20"):
+        catch_up(app, "2026-11-20", until="2026-11-01")
+    assert main(["stripe", "catch-up", "--since", "2026-11-20", "--until", "2026-11-01"]) != 0
+    err = capsys.readouterr().err
+    assert "is earlier than --since" in err
+    assert sum(stand.requests.values()) == 0                                 # nothing was asked of Stripe
