@@ -29,10 +29,17 @@ class App:
         from .secrets import SecretResolver
         return SecretResolver()
 
+    @cached_property
+    def postings(self):
+        """The accounting model's source of postings (balance transactions cached in the store)."""
+        from .posting.source import PostingSource
+        return PostingSource.for_app(self)
+
     def context(self, lookups: dict | None = None, params: dict | None = None) -> PlanContext:
         return PlanContext(settings=self.project.settings,
                            connection_types={k: v.get("type") for k, v in self.project.connections.items()},
-                           lookups=lookups or {}, params=params or {}, connections=self.project.connections)
+                           lookups=lookups or {}, params=params or {}, connections=self.project.connections,
+                           postings=self.postings)
 
     def flow_dir(self) -> Path:
         return self.project.dir / "flows"
@@ -74,8 +81,11 @@ class App:
                    params: dict | None = None) -> list[Operation]:
         from .lookups import resolve_lookups
         ctx = self.context(params=params)
+        pinned = dict(pinned_lookups or {})
+        if "balance_transaction" in pinned:       # a flow test pins the balance transaction
+            ctx.pinned_bt = pinned.pop("balance_transaction")
         if flow.lookups:
-            ctx.lookups = resolve_lookups(event, flow, ctx, pinned_lookups)
+            ctx.lookups = resolve_lookups(event, flow, ctx, pinned, lazy=True)
         return plan(event, flow, ctx)
 
     # ---- connectors ------------------------------------------------------------

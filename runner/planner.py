@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from .errors import EventError, Problem, RenderError
 from .mapping import field_name
+from .posting.source import LazyDocument, LazyPosting
 from .spec import Flow, Route
 from .templating import Scope, TemplateProblem, environment
 
@@ -47,6 +48,21 @@ class PlanContext:
     lookups: Mapping[str, Any] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
     connections: Mapping[str, Any] = field(default_factory=dict)   # connection configs, for payload_check hooks
+    postings: Any = None                  # posting.source.PostingSource: `posting` and `doc` in templates
+    pinned_bt: Mapping[str, Any] | None = None   # a flow test's pinned balance transaction
+
+    def books_of(self, connection: str) -> str:
+        """Whose books a connection holds: a connected account's (accounting.connect.account_books)
+        or the platform's."""
+        books = getattr(getattr(self.postings, "policy", None), "account_books", None) or {}
+        for account, conn in books.items():
+            if conn == connection:
+                return account
+        return "platform"
+
+    def multicurrency(self, connection: str) -> bool:
+        cfg = self.connections.get(connection) or {}
+        return bool(cfg.get("multicurrency", False)) if isinstance(cfg, Mapping) else False
 
 
 def object_name(event: Mapping[str, Any]) -> str | None:
@@ -79,7 +95,16 @@ def template_context(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> 
     if name:
         values[name] = obj
     values.update(ctx.lookups)
+    values["posting"] = LazyPosting(lambda: _posting(event, ctx))
     return values
+
+
+def _posting(event: Mapping[str, Any], ctx: PlanContext):
+    from .posting.model import PostingError
+    if ctx.postings is None:
+        raise PostingError("templates read `posting`, but this planner was given no accounting model "
+                           "(App.context() gives one)")
+    return ctx.postings.for_event(event, ctx.pinned_bt)
 
 
 def _eval(compiled, values: dict, flow: Flow, path: tuple, what: str) -> Any:
@@ -111,6 +136,11 @@ def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operati
     ops = []
     for i, route in routes_firing(event, flow, scope):
         values["route"] = {"name": route.name}       # the Jinja context reads `values` live
+        if flow.reads_posting:
+            # the Connect policy, not a filter, decides whose books a movement belongs to
+            if values["posting"].books != ctx.books_of(route.target):
+                continue
+            values["doc"] = LazyDocument(values["posting"], ctx.multicurrency(route.target))
         payload = route.mapping.render(scope)
         if route.idempotency_key is not None:
             key = str(_eval(route.idempotency_key, scope, flow, ("routes", i, "idempotency_key"),
@@ -118,6 +148,10 @@ def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operati
             if not key:
                 line, col = flow.doc.where(("routes", i, "idempotency_key"))
                 raise RenderError("", Problem(flow.file, line, col, f"routes[{i}].idempotency_key rendered empty"))
+        elif flow.reads_posting:
+            # the movement's own id: charge.succeeded and payment_intent.succeeded of one payment, or
+            # refund.created and refund.updated of one refund, book it once
+            key = f"{flow.name}:{route.name}:{values['posting'].key}"
         else:
             key = f"{flow.name}:{route.name}:{event['id']}"
         ctype = ctx.connection_types[route.target]

@@ -26,7 +26,7 @@ SCHEMA_DIR = Path(__file__).parent / "schema"
 
 # Names a template may read besides lookups: the event, its object under the
 # object's own name, settings and vars.
-BASE_NAMES = {"event", "data", "object", "account", "settings", "vars", "lookups", "flow", "route",
+BASE_NAMES = {"event", "data", "object", "account", "settings", "vars", "lookups", "flow", "route", "posting", "doc",
               "params"}
 # Stripe object types a flow's event may carry (event.data.object.object,
 # dots as underscores). A name outside this set and the flow's look-ups is a typo.
@@ -227,6 +227,7 @@ class Flow:
     vars: dict[str, Any]
     raw: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None       # the flow file, absolute
+    reads_posting: bool = False    # a template reads `posting` or `doc` (the accounting model)
 
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.stripe_types)
@@ -295,10 +296,12 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
     env = project.env()
     lookup_names = set((data.get("lookups") or {}).keys())
     allowed = BASE_NAMES | STRIPE_OBJECTS | lookup_names
+    read: set[str] = set()      # every top-level name the flow's templates read
 
     def compile_at(source: str, path: tuple, expression: bool) -> Compiled | None:
         try:
             compiled = Compiled(env, source, expression=expression)
+            read.update(referenced_names(env, source, expression=expression))
         except TemplateProblem as exc:
             problems.append(doc.problem(path, f"{field_name(path)}: {exc}"))
             return None
@@ -357,6 +360,7 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
         except SpecError as exc:
             problems.extend(exc.problems)
         if mapping is not None:
+            read.update(mapping.names)
             if check_names:
                 for name in sorted(mapping.names - allowed):
                     problems.append(Problem(mapping.file, 1, 1, f"undefined name {name!r} (used by flow "
@@ -393,7 +397,7 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
                 stripe_types=list(trigger.get("stripe", [])), schedule=schedule,
                 manual=bool(trigger.get("manual", False)), filter=flt, lookups=lookups, routes=routes,
                 retry=retry, alert=dict(data.get("alert") or {}), vars={**project.vars, **(data.get("vars") or {})},
-                raw=data, path=p.resolve())
+                raw=data, path=p.resolve(), reads_posting=bool(read & {"posting", "doc"}))
 
 
 def _pinpoint(problems: list[Problem], mapping: Mapping_, name: str) -> None:

@@ -131,8 +131,8 @@ def test_event_lacking_a_field_names_the_mapping_line(app):
     del ev["data"]["object"]["currency"]
     with pytest.raises(RenderError) as exc:
         app.plan_event(ev, app.flow("charges"))
-    # the look-up reads charge.currency first: the flow file, line 5
-    assert str(exc.value).startswith("flows/charges.yaml:5:")
+    # look-ups are lazy: the mapping reads charge.currency first (its file and line)
+    assert str(exc.value).startswith("mappings/row.yaml:3:")
     assert "currency" in str(exc.value)
 
 

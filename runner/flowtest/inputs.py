@@ -48,6 +48,9 @@ def pinned_lookups(case_lookups: Mapping[str, Any], event: Mapping[str, Any], fl
     kinds = {lk.name: lk for lk in flow.lookups}
     out: dict[str, Any] = {}
     for name, value in case_lookups.items():
+        if name == "balance_transaction" and name not in kinds:
+            out[name] = plain(value)
+            continue
         lk = kinds[name]
         out[name] = _fx_rate(lk, plain(value), event, flow, ctx) if lk.kind == "fx" else plain(value)
     return out

@@ -258,6 +258,8 @@ def _build(case: Case, item: dict, default_flow: Any, inline: bool, flows: FlowI
 
     flow = case.flow
     lookup_names = {lk.name for lk in flow.lookups}
+    if flow.reads_posting:
+        lookup_names.add("balance_transaction")     # the posting's balance transaction, pinned
     for name in (item.get("lookups") or {}):
         if name not in lookup_names:
             case.problems.append(case.problem(("lookups", name), f"lookups.{name}: flow {flow.name} has no look-up "

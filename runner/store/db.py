@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select,
 from sqlalchemy.engine import Connection, Engine
 
 from .. import jsonio
-from .tables import attempts, audit, deliveries, inbox, metadata
+from .tables import attempts, audit, deliveries, inbox, kv, metadata
 
 TERMINAL = ("sent", "dead", "discarded")
 LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease expired); "
@@ -321,6 +321,30 @@ class Store:
         with self.tx() as c:
             c.execute(audit.insert().values(at=time.time(), actor=actor or getpass.getuser(), action=action,
                                             subject=subject, detail=detail))
+
+    # ---- the key/value cache ---------------------------------------------------------
+
+    def kv_get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, str]:
+        keys = sorted(set(keys))
+        out: dict[str, str] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                out.update(c.execute(select(kv.c.key, kv.c.value).where(
+                    and_(kv.c.namespace == namespace, kv.c.key.in_(chunk)))).all())
+        return out
+
+    def kv_put_many(self, namespace: str, values: dict[str, str]) -> None:
+        """Insert or replace; one transaction."""
+        if not values:
+            return
+        now = time.time()
+        with self.tx() as c:
+            stmt = _insert(self.engine, kv)
+            stmt = stmt.on_conflict_do_update(index_elements=[kv.c.namespace, kv.c.key],
+                                              set_={"value": stmt.excluded.value, "updated_at": now})
+            c.execute(stmt, [{"namespace": namespace, "key": k, "value": v, "updated_at": now}
+                             for k, v in values.items()])
 
     # ---- helpers -------------------------------------------------------------
 
