@@ -7,7 +7,7 @@ stripe:
   max_body_bytes: 1048576                 # larger webhook bodies get 413
   endpoints:                              # one path per Stripe webhook endpoint
     platform: {path: /webhooks/stripe, secrets: [{env: STRIPE_WEBHOOK_SECRET}]}
-    connect:  {path: /webhooks/stripe/connect, tolerance: 300,
+    connect:  {path: /webhooks/stripe/connect, tolerance: 300, future_tolerance: 300,
                secrets: [{env: STRIPE_CONNECT_WEBHOOK_SECRET}, {env: STRIPE_CONNECT_WEBHOOK_SECRET_OLD}]}
   connected_accounts: [acct_1Nv0FGQ9RKHgCVdK]
   catch_up: {interval: 1h, lookback: 3d}
@@ -26,6 +26,7 @@ from .spec import parse_duration
 
 DEFAULT_PATH = "/webhooks/stripe"
 DEFAULT_TOLERANCE = 300
+DEFAULT_FUTURE_TOLERANCE = 300      # seconds a signature's timestamp may be ahead of our clock
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_SECRET_REF = {"env": "STRIPE_WEBHOOK_SECRET"}
 
@@ -36,6 +37,7 @@ class Endpoint:
     path: str
     secret_refs: list[dict]
     tolerance: int = DEFAULT_TOLERANCE
+    future_tolerance: int = DEFAULT_FUTURE_TOLERANCE
     secrets: list[str] = field(default_factory=list)   # filled by resolve_secrets
 
     @property
@@ -79,7 +81,8 @@ def stripe_settings(raw: Mapping[str, Any] | None, file: str = "ledgerflow.yaml"
         cfg = cfg or {}
         endpoints.append(Endpoint(name=name, path=cfg.get("path") or f"{DEFAULT_PATH}/{name}",
                                   secret_refs=list(cfg.get("secrets") or []),
-                                  tolerance=int(cfg.get("tolerance", DEFAULT_TOLERANCE))))
+                                  tolerance=int(cfg.get("tolerance", DEFAULT_TOLERANCE)),
+                                  future_tolerance=int(cfg.get("future_tolerance", DEFAULT_FUTURE_TOLERANCE))))
     if not endpoints:
         endpoints = [Endpoint("stripe", DEFAULT_PATH, [DEFAULT_SECRET_REF])]
     for ep in endpoints:

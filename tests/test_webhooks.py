@@ -353,3 +353,63 @@ def test_writer_commits_the_rest_of_a_batch_one_by_one_when_a_row_fails(store):
     out = writer._insert(batch)
     assert out[0] is True and isinstance(out[1], InboxUnavailable) and out[2] is True and out[3] is False
     assert store.event_ids(["evt_a", "evt_b", "evt_bad"]) == {"evt_a", "evt_b"}
+
+
+# ---- issue #14: signed but odd bodies are 400s with a reason, never 500 or a 503 that Stripe retries ----------
+
+def _odd_bodies() -> list[tuple[str, str, str]]:
+    ev = charge_event(overrides={"amount": 40})
+    text = jsonio.dumps(ev)
+    deep = text.replace('"data": {', '"deep": ' + "[" * 200_000 + "]" * 200_000 + ', "data": {', 1)
+    big = dict(ev, created=2 ** 63)
+    nul = dict(ev, id="evt_nul\u0000byte")
+    nan = text.replace('"created": ', '"created": NaN, "x": ', 1)
+    surrogate = text.replace(f'"id": "{ev["id"]}"', '"id": "evt_\\ud800lone"', 1)
+    newline = dict(ev, type="charge.succeeded\nforged: line")
+    return [("deep", deep, f"body is nested more than 64 levels deep"),
+            ("created", jsonio.dumps(big), "body: the event's created must be a unix timestamp"),
+            ("negative created", jsonio.dumps(dict(ev, created=-1)), "body: the event's created must be"),
+            ("nul", jsonio.dumps(nul), "body: the event's id contains control characters"),
+            ("nan", nan, "body is not JSON (NaN is not a JSON number)"),
+            ("surrogate", surrogate, "body: the event's id contains an unpaired surrogate"),
+            ("newline", jsonio.dumps(newline), "body: the event's type contains control characters")]
+
+
+@pytest.mark.parametrize("name", [n for n, _, _ in _odd_bodies()])
+def test_signed_odd_bodies_get_400_with_the_reason(receiver, name):
+    client, store = receiver
+    body, reason = next((b, r) for n, b, r in _odd_bodies() if n == name)
+    r = client.post("/webhooks/stripe", content=(s := signed(body))[0], headers=s[1])
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+    assert r.json()["error"].startswith(reason)
+    assert store.count_events() == 0
+    ok = charge_event(overrides={"amount": 41})                       # and the next one is fine
+    assert client.post("/webhooks/stripe", content=(s := signed(ok))[0], headers=s[1]).status_code == 200
+
+
+def test_a_timestamp_far_in_the_future_is_rejected(receiver):
+    client, store = receiver
+    now = int(time.time())
+    soon = charge_event(overrides={"amount": 42})
+    r = client.post("/webhooks/stripe", content=(s := signed(soon, t=now + 200))[0], headers=s[1])
+    assert r.status_code == 200                                        # clock skew within 300 s is fine
+    future = charge_event(overrides={"amount": 43})
+    r = client.post("/webhooks/stripe", content=(s := signed(future, t=now + 3600))[0], headers=s[1])
+    assert (r.status_code, r.json()["error"]) == (400, "timestamp more than 300s in the future")
+    assert store.get_event(future["id"]) is None
+    assert client.get("/healthz").json()["rejected"] == {"timestamp in the future": 1}
+
+
+def test_future_tolerance_is_configurable_per_endpoint(tmp_path, store_url, monkeypatch, stripe_fixtures):
+    set_secrets(monkeypatch)
+    app = App(load_project(stripe_project(tmp_path / "proj", store_url)))
+    app.project.raw["stripe"]["endpoints"]["connect"]["future_tolerance"] = 30
+    with serve_app(build_asgi(app, background=False)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        now = int(time.time())
+        ev = charge_event(account="acct_1Future", overrides={"amount": 44})
+        r = client.post("/webhooks/stripe/connect", content=(s := signed(ev, CONNECT, t=now + 120))[0],
+                        headers=s[1])
+        assert (r.status_code, r.json()["error"]) == (400, "timestamp more than 30s in the future")
+        r = client.post("/webhooks/stripe", content=(s := signed(ev, NEW, t=now + 120))[0], headers=s[1])
+        assert r.status_code == 200                                     # the platform endpoint keeps 300 s

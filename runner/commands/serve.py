@@ -9,7 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="receive Stripe webhooks and run the background services (dispatch, "
                                      "catch-up, delivery...)")
     p.add_argument("--host", help="address to listen on (default: serve.host or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: serve.port or 8000)")
+    p.add_argument("--port", type=int, help="port (default: serve.port or 8000); the Web Connector listens on "
+                                            "serve.qbwc.host:port when that is set")
     p.add_argument("--no-background", action="store_true",
                    help="only receive webhooks into the inbox; start no background service")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -17,13 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args) -> int:
+    import asyncio
     import logging
     import sys
 
-    import uvicorn
-
     from ..app import App
-    from ..server import build_asgi
+    from ..server.listeners import build_servers, serve_all
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # no line per API call
@@ -31,12 +31,12 @@ def cmd_serve(args) -> int:
     sys.setswitchinterval(0.001)
     app = App()
     app.flows()                      # a broken flow stops start-up with file:line:col problems
-    asgi = build_asgi(app, background=not args.no_background)
     serve = app.project.raw.get("serve") or {}
     host = args.host or serve.get("host", "127.0.0.1")
     port = args.port or int(serve.get("port", 8000))
-    for path in asgi.paths:
-        logging.getLogger("ledgerflow.serve").info("Stripe webhooks: POST http://%s:%d%s", host, port, path)
-    uvicorn.run(asgi, host=host, port=port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=10)
+    servers = build_servers(app, host, port, background=not args.no_background, log_level=args.log_level)
+    try:
+        asyncio.run(serve_all(servers))
+    except KeyboardInterrupt:
+        pass
     return 0

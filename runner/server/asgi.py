@@ -3,11 +3,15 @@
 * ``POST`` on each configured Stripe endpoint path (and always ``/webhooks/stripe``):
   verify, queue in the inbox through the group-commit writer, answer 200 once
   the event is committed (a duplicate id also gets 200 and changes nothing).
-  Bad requests get 400/413 with a short reason; they are counted and logged
-  without their bodies, and never queued. If the inbox cannot commit, 503 so
-  Stripe retries.
-* ``GET /healthz``: liveness and the receiver's counters.
-* every ``serve_hooks.ASGI_MOUNTS`` entry is mounted; every
+  Bad requests get 400/408/413 with a short reason; they are counted (under a
+  fixed label) and logged without their bodies, and never queued. If the inbox
+  cannot commit, 503 so Stripe retries. A Content-Length over the limit is
+  refused before anything is read; a body is streamed with a size cap and a
+  deadline (``serve.limits.body_timeout``).
+* ``GET /healthz``: liveness and the receiver's counters (fixed labels and
+  numbers only: no addresses, ids or anything a sender wrote).
+* every ``serve_hooks.ASGI_MOUNTS`` entry is mounted (unless ``mounts`` names
+  the ones served elsewhere, as the Web Connector on ``serve.qbwc``); every
   ``serve_hooks.BACKGROUND`` service is started with the app and stopped with it.
 """
 
@@ -28,6 +32,7 @@ from .. import serve_hooks
 from ..stripe_config import StripeSettings, stripe_settings
 from ..webhooks import Rejected, verify
 from .inbox_writer import InboxUnavailable, InboxWriter
+from .limits import BodyTimeout, BodyTooLarge, Disconnected, Limits, declared_length, read_body
 
 log = logging.getLogger("ledgerflow.webhooks")
 
@@ -37,13 +42,15 @@ class Receiver:
     no routing tables, request objects or middleware per event); every other
     request, and the lifespan, goes to ``fallback``."""
 
-    def __init__(self, settings: StripeSettings, writer: InboxWriter, fallback: Any = None):
+    def __init__(self, settings: StripeSettings, writer: InboxWriter, fallback: Any = None,
+                 limits: Limits | None = None):
         self.settings = settings
         self.writer = writer
         self.fallback = fallback
+        self.limits = limits or Limits()
         self.stats: Counter = Counter()
         self.rejects: Counter = Counter()
-        self.paths = {path: [(ep, list(ep.secrets), ep.tolerance) for ep in eps]
+        self.paths = {path: [(ep, list(ep.secrets), ep.tolerance, ep.future_tolerance) for ep in eps]
                       for path, eps in settings.routes().items()}
 
     async def __call__(self, scope, receive, send) -> None:
@@ -56,19 +63,18 @@ class Receiver:
         path = scope["path"]
         max_bytes = self.settings.max_body_bytes
         try:
-            header, declared = None, None
+            header = None
             for k, v in scope["headers"]:
                 if k == b"stripe-signature":
                     header = v.decode("latin-1")
-                elif k == b"content-length":
-                    declared = v
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            declared = declared_length(scope["headers"])
+            if declared is not None and declared > max_bytes:
                 raise Rejected(413, f"body larger than {max_bytes} bytes")
-            body = await _read_body(receive, max_bytes)
+            body = await _read_body(receive, max_bytes, self.limits.body_timeout)
             verified, source, last = None, None, None
-            for ep, secrets, tolerance in self.paths[path]:
+            for ep, secrets, tolerance, future in self.paths[path]:
                 try:
-                    verified = verify(body, header, secrets, tolerance, max_bytes)
+                    verified = verify(body, header, secrets, tolerance, max_bytes, future)
                     source = ep.source
                     break
                 except Rejected as exc:
@@ -90,27 +96,23 @@ class Receiver:
         await _respond(send, 200, {"received": True, "id": verified.event["id"], "duplicate": not new})
 
     def _reject(self, scope, path: str, exc: Rejected) -> None:
-        self.rejects[exc.reason.split(" (")[0]] += 1
+        kind = exc.kind.split(" (")[0]          # a fixed label: never anything the sender wrote
+        self.rejects[kind] += 1
         total = sum(self.rejects.values())
         client = scope.get("client")
         log.warning("rejected webhook POST %s from %s: %d %s (rejected so far: %d)", path,
-                    client[0] if client else "?", exc.status, exc.reason, total)
+                    client[0] if client else "?", exc.status, kind, total)
 
 
-async def _read_body(receive, max_bytes: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Rejected(400, "client disconnected before the body was complete")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > max_bytes:
-                raise Rejected(413, f"body larger than {max_bytes} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+async def _read_body(receive, max_bytes: int, timeout: float) -> bytes:
+    try:
+        return await read_body(receive, max_bytes, timeout)
+    except Disconnected:
+        raise Rejected(400, "client disconnected before the body was complete") from None
+    except BodyTooLarge:
+        raise Rejected(413, f"body larger than {max_bytes} bytes") from None
+    except BodyTimeout:
+        raise Rejected(408, f"body not received within {timeout:g}s", "body not received in time") from None
 
 
 async def _respond(send, status: int, payload: dict, extra: list | None = None) -> None:
@@ -122,17 +124,20 @@ async def _respond(send, status: int, payload: dict, extra: list | None = None) 
 
 
 def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: bool = True,
-               mounts: bool = True) -> Receiver:
+               mounts: bool | list[str] = True, limits: Limits | None = None) -> Receiver:
     """The ASGI app for ``ledgerflow serve`` over a loaded ``App``.
 
     ``background=False`` leaves the serve_hooks background services off (tests
-    of the receiver alone); the inbox writer always runs.
+    of the receiver alone); the inbox writer always runs. ``mounts`` is True
+    (every serve_hooks mount), False, or the list of mounts to include.
     """
     settings = settings or stripe_settings(app.project.raw.get("stripe"), app.project.file)
     if not all(ep.secrets for ep in settings.endpoints):
         settings.resolve_secrets(app.secrets)
+    if limits is None:
+        limits = Limits.from_config((app.project.raw.get("serve") or {}).get("limits"))
     writer = InboxWriter(app.store)
-    receiver = Receiver(settings, writer)
+    receiver = Receiver(settings, writer, limits=limits)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "accepted": receiver.stats["accepted"],
@@ -140,10 +145,10 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
                              "rejected": dict(receiver.rejects), "batches": writer.batches})
 
     routes: list[Any] = [Route("/healthz", healthz, methods=["GET"])]
-    if mounts:
-        for ref in serve_hooks.ASGI_MOUNTS:
-            prefix, sub = serve_hooks.load(ref)(app)
-            routes.append(Mount(prefix, app=sub))
+    refs = serve_hooks.ASGI_MOUNTS if mounts is True else (list(mounts) if mounts else [])
+    for ref in refs:
+        prefix, sub = serve_hooks.load(ref)(app)
+        routes.append(Mount(prefix, app=sub))
 
     @asynccontextmanager
     async def lifespan(_: Starlette):

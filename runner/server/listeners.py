@@ -1,0 +1,65 @@
+"""The listeners of ``ledgerflow serve``: the webhooks (with /healthz and the mounts) and,
+when ``serve.qbwc.port`` is set, the Web Connector on its own host and port.
+
+Both are uvicorn servers in one event loop, with the same limits
+(``runner.server.limits``); when one stops (a signal, a failed bind), the other
+is stopped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from .. import serve_hooks
+from .asgi import build_asgi
+from .limits import Limits, Listener, serve_settings
+
+log = logging.getLogger("ledgerflow.serve")
+
+QBWC_MOUNT = "connectors.quickbooks_desktop.service:mount"
+
+
+def build_servers(app: Any, host: str, port: int, *, background: bool = True, log_level: str = "info",
+                  limits: Limits | None = None, qbwc: Listener | None | bool = True) -> list[uvicorn.Server]:
+    """The uvicorn servers to run: [webhooks] or [webhooks, Web Connector].
+
+    ``qbwc=True`` reads ``serve.qbwc`` from the project; a ``Listener`` overrides it; None/False keeps the
+    Web Connector beside the webhooks."""
+    cfg_limits, cfg_qbwc = serve_settings(app.project.raw.get("serve"))
+    limits = limits or cfg_limits
+    listener = cfg_qbwc if qbwc is True else (qbwc or None)
+    separate = listener is not None and QBWC_MOUNT in serve_hooks.ASGI_MOUNTS
+    mounts = [m for m in serve_hooks.ASGI_MOUNTS if not (separate and m == QBWC_MOUNT)]
+    asgi = build_asgi(app, background=background, mounts=mounts, limits=limits)
+    common = dict(log_level=log_level, access_log=False, timeout_graceful_shutdown=10, **limits.uvicorn_options())
+    servers = [uvicorn.Server(uvicorn.Config(asgi, host=host, port=port, **common))]
+    for path in asgi.paths:
+        log.info("Stripe webhooks: POST http://%s:%d%s", host, port, path)
+    if separate:
+        prefix, sub = serve_hooks.load(QBWC_MOUNT)(app)
+        qapp = Starlette(routes=[Mount(prefix, app=sub)])
+        servers.append(uvicorn.Server(uvicorn.Config(qapp, host=listener.host, port=listener.port, lifespan="off",
+                                                     **common)))
+        log.info("QuickBooks Web Connector: http://%s:%d%s/ (its own listener; not on %s:%d)",
+                 listener.host, listener.port, prefix, host, port)
+    return servers
+
+
+async def serve_all(servers: list[uvicorn.Server]) -> None:
+    """Run every server until one of them stops; then stop the others."""
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for s in servers:
+            s.should_exit = True
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+            raise r
