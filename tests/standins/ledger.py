@@ -96,3 +96,20 @@ def trial_balance(txns: Iterable[JournalTxn], home_currency: str = "USD") -> Tri
                 balances[name] += pos.units.number
     _ = data
     return TrialBalance(dict(balances), [getattr(e, "message", str(e)) for e in errors])
+
+
+CENT = Decimal("0.01")
+
+
+def to_home(foreign: list[Decimal], rate: Decimal, *, absorb: int) -> list[Decimal]:
+    """Home-currency amounts for one document's postings (foreign amounts summing to zero),
+    each ``amount x rate`` rounded half-up to the cent, line by line. Rounding each line can
+    leave the document a cent or so out of balance; the posting at index ``absorb`` takes
+    the difference, so every document balances in the home currency."""
+    from decimal import ROUND_HALF_UP
+
+    home = [(a * rate).quantize(CENT, rounding=ROUND_HALF_UP) for a in foreign]
+    diff = -sum(home, Decimal(0))
+    if diff and home:
+        home[absorb] += diff
+    return home
