@@ -17,7 +17,9 @@ Protocol
   refresh tokens rotate at every use (a spent one answers ``400 invalid_grant``);
   ``/oauth2/auth/central`` redirects back with a code.
 * ``/v3.1/...``: Bearer token required (``401`` once it has expired), and the ``X-Business``
-  header selecting the business (this stand-in insists on it; Sage falls back to the lead business).
+  header selecting the business. This stand-in insists on it (400 ``MissingHeader``); Sage itself
+  routes a request without it to the user's lead business (developer.sage.com/accounting/
+  announcements/2019-03-27), so that 400 is a [STAND-IN] strictness, kept for an existing test.
 * Lists [REF]: ``items_per_page`` (1..200, default 20) and ``page``; answers ``{$total, $page,
   $next, $back, $itemsPerPage, $items}``; items carry ``id``, ``displayed_as`` and ``$path`` plus
   what ``attributes`` asks for. Filters: ``search``, ``contact_id``, ``contact_type_id``,
