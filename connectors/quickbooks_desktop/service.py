@@ -3,11 +3,20 @@
 ``POST`` a SOAP envelope (document/literal, namespace http://developer.intuit.com/,
 ``SOAPAction`` as in the WSDL); ``GET ?wsdl`` for the service description;
 ``GET .../support`` for the AppSupport page the .qwc file names. Mounted
-into ``ledgerflow serve`` at ``/qbwc`` through ``runner.serve_hooks``.
+into ``ledgerflow serve`` at ``/qbwc`` through ``runner.serve_hooks`` (or on its
+own listener, ``serve.qbwc.host``/``port``).
+
+The endpoint is reachable before any login, so: a Content-Length over
+``serve.qbwc.max_body_bytes`` is refused (413) before the body is read, a body
+is streamed with that cap and ``serve.limits.body_timeout`` (408), a request
+that is not one of our SOAP calls gets a SOAP fault with HTTP 400 (server
+faults keep 500), and a refused login is answered only after
+``login_failure_delay`` (without holding a worker thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from xml.sax.saxutils import escape
@@ -19,7 +28,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from .webconnector import WebConnectorBackend, connections_of
+from runner.server.limits import (BodyTimeout, BodyTooLarge, Disconnected, Limits, declared_length,
+                                  read_body)
+
+from .webconnector import ServiceSettings, WebConnectorBackend, connections_of
 from .wsdl import NS, OPERATIONS, build_wsdl
 
 log = logging.getLogger("ledgerflow.qbwc")
@@ -27,7 +39,7 @@ log = logging.getLogger("ledgerflow.qbwc")
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 MOUNT_PATH = "/qbwc"
 SERVER_VERSION = "ledgerflow QuickBooks Web Connector service 1.0"
-MAX_BODY = 50 * 1024 * 1024          # qbXML responses for a big batch can be large; not unbounded
+MAX_BODY = ServiceSettings.max_body_bytes   # default; qbXML responses for a big batch can be large, not unbounded
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=False)
 
 
@@ -44,10 +56,12 @@ def _envelope(body_xml: str) -> str:
             f'<soap:Body>{body_xml}</soap:Body></soap:Envelope>')
 
 
-def fault_response(code: str, message: str) -> Response:
+def fault_response(code: str, message: str, status: int | None = None) -> Response:
+    """A SOAP fault; a fault of the caller's making (Client, VersionMismatch) is a 4xx, ours a 500."""
     body = (f"<soap:Fault><faultcode>soap:{code}</faultcode><faultstring>{escape(message)}</faultstring>"
             "</soap:Fault>")
-    return Response(_envelope(body), status_code=500, media_type="text/xml; charset=utf-8")
+    status = status or (500 if code == "Server" else 400)
+    return Response(_envelope(body), status_code=status, media_type="text/xml; charset=utf-8")
 
 
 def result_xml(op: str, result: Any) -> str:
@@ -95,13 +109,13 @@ def _int(value: str | None, name: str) -> int | None:
         raise SoapFault("Client", f"{name}: expected an integer, got {value!r}") from None
 
 
-def dispatch(backend: WebConnectorBackend, op: str, p: dict[str, str | None]) -> Any:
+def dispatch(backend: WebConnectorBackend, op: str, p: dict[str, str | None], client: str | None = None) -> Any:
     if op == "serverVersion":
         return SERVER_VERSION
     if op == "clientVersion":
         return ""                      # any Web Connector version is fine
     if op == "authenticate":
-        return backend.authenticate(p["strUserName"], p["strPassword"])
+        return backend.authenticate(p["strUserName"], p["strPassword"], client)
     if op == "sendRequestXML":
         return backend.send_request(p["ticket"], p["strHCPResponse"], p["strCompanyFileName"], p["qbXMLCountry"],
                                     _int(p["qbXMLMajorVers"], "qbXMLMajorVers"),
@@ -115,19 +129,33 @@ def dispatch(backend: WebConnectorBackend, op: str, p: dict[str, str | None]) ->
     return backend.close(p["ticket"])
 
 
-def build_service(backend: WebConnectorBackend) -> Starlette:
+def build_service(backend: WebConnectorBackend, limits: Limits | None = None) -> Starlette:
+    limits = limits or Limits()
+    max_body = backend.settings.max_body_bytes
+
     async def endpoint(request: Request) -> Response:
         if request.method == "GET":
             if "wsdl" in {k.lower() for k in request.query_params.keys()}:
                 address = str(request.url.replace(query=""))
                 return Response(build_wsdl(address), media_type="text/xml; charset=utf-8")
             return PlainTextResponse("QuickBooks Web Connector endpoint (SOAP 1.1). WSDL: ?wsdl\n")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return fault_response("Client", f"request larger than {MAX_BODY} bytes")
+        declared = declared_length(request.scope["headers"])
+        if declared is not None and declared > max_body:
+            return fault_response("Client", f"request larger than {max_body} bytes", 413)
+        try:
+            body = await read_body(request.receive, max_body, limits.body_timeout)
+        except BodyTooLarge:
+            return fault_response("Client", f"request larger than {max_body} bytes", 413)
+        except BodyTimeout:
+            return fault_response("Client", f"request body not received within {limits.body_timeout:g}s", 408)
+        except Disconnected:
+            return fault_response("Client", "client disconnected before the body was complete")
+        client = request.client.host if request.client else None
         try:
             op, params = parse_call(body, request.headers.get("soapaction"))
-            result = await run_in_threadpool(dispatch, backend, op, params)
+            result = await run_in_threadpool(dispatch, backend, op, params, client)
+            if op == "authenticate" and result == ["", "nvu"] and backend.settings.login_failure_delay > 0:
+                await asyncio.sleep(backend.settings.login_failure_delay)    # throttles guessing, holds no thread
         except SoapFault as exc:
             return fault_response(exc.code, str(exc))
         except Exception:  # noqa: BLE001 - the Web Connector gets a fault, the log gets the trace
@@ -144,9 +172,12 @@ def build_service(backend: WebConnectorBackend) -> Starlette:
 
 
 def backend_for(app) -> WebConnectorBackend:
-    return WebConnectorBackend(app.store, connections_of(app.project.connections), app.secrets)
+    serve = app.project.raw.get("serve") or {}
+    return WebConnectorBackend(app.store, connections_of(app.project.connections), app.secrets,
+                               settings=ServiceSettings.from_config(serve.get("qbwc")))
 
 
 def mount(app) -> tuple[str, Starlette]:
     """``runner.serve_hooks.ASGI_MOUNTS`` entry: the Web Connector service at /qbwc."""
-    return MOUNT_PATH, build_service(backend_for(app))
+    serve = app.project.raw.get("serve") or {}
+    return MOUNT_PATH, build_service(backend_for(app), Limits.from_config(serve.get("limits")))

@@ -7,21 +7,40 @@ session claims due deliveries under its ticket; the requestID -> delivery
 mapping lives in the store (``qbwc_requests``), so a restart or a broken-off
 session loses nothing, and a transaction whose fate is unknown is queried
 before it is added again.
+
+Hardening (issue #14):
+
+* a transaction naming a customer whose delivery is still outstanding waits for
+  it: it is kept out of the message that adds the customer, and put back until
+  the customer's next attempt when the customer got a busy answer;
+* an hresult for a whole message (QuickBooks could not parse it) is narrowed
+  down by bisection, so one bad request does not fail the others;
+* 3170 ("in use by another user") retries at the next poll like 3175;
+* requests QuickBooks did not answer are logged, reported through the
+  percentage (negative) and getLastError, and retried (queried first);
+* logins are throttled (a delay on every refusal, a lockout per address and per
+  user name after repeated failures), every configured secret is resolved and
+  compared in constant time whatever the user name, and tickets expire;
+* everything logged from a caller is stripped of control characters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import re
 import secrets as pysecrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import String, and_, cast, func, or_, select, update
 
 from connectors.base import ErrorKind, Outcome, TargetError
 from runner.delivery import decide
+from runner.store.tables import attempts as _attempts
 from runner.store.tables import deliveries, qbwc_requests, qbwc_sessions
 
 from . import qbxml
@@ -31,6 +50,102 @@ log = logging.getLogger("ledgerflow.qbwc")
 
 TYPE = "quickbooks_desktop"
 MAX_ROUND_TRIPS = 10_000
+# busy answers: the record or list is held by someone else; try again at the next poll (3170: "in use by
+# another user" is not in qbxml.BUSY_CODES)
+RETRY_CODES = frozenset(qbxml.BUSY_CODES | {3170})
+PARSE_ERROR = 0x80040400          # QBXMLRP2: "QuickBooks found an error when parsing the provided XML text stream"
+SESSION_ERRORS = range(0x80040401, 0x80040500)   # QBXMLRP2 session/company-file errors: QuickBooks is not reachable
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean(text: Any, limit: int = 300) -> str:
+    """``text`` fit for a log line: control characters (newlines included) become spaces, at most ``limit``."""
+    t = _CONTROL.sub(" ", str(text if text is not None else "")).strip()
+    return t if len(t) <= limit else t[:limit] + "..."
+
+
+def hresult_code(hresult: str | None) -> int | None:
+    """An HRESULT as an unsigned 32-bit number: '0x80040400', '80040400' or '-2147220480'."""
+    t = (hresult or "").strip().lower()
+    try:
+        if t.startswith("0x"):
+            return int(t, 16) & 0xFFFFFFFF
+        if t.lstrip("-").isdigit():
+            return int(t) & 0xFFFFFFFF
+        if t and all(c in "0123456789abcdef" for c in t) and len(t) == 8:
+            return int(t, 16)
+    except ValueError:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """``serve.qbwc``: login throttling, session lifetime and the request size limit."""
+
+    login_max_failures: int = 5            # per address; per user name it is four times this
+    login_lockout: float = 300.0           # seconds; doubles with each further lockout, up to an hour
+    login_failure_delay: float = 1.0       # seconds a refused login waits before it is answered (service)
+    session_idle_timeout: float = 1800.0
+    session_max_age: float = 8 * 3600.0
+    max_body_bytes: int = 50 * 1024 * 1024
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any] | None) -> "ServiceSettings":
+        raw = raw or {}
+        kw = {}
+        for name, default in cls.__dataclass_fields__.items():
+            if name in raw and raw[name] is not None:
+                kw[name] = type(default.default)(raw[name])
+        return cls(**kw)
+
+
+class LoginGuard:
+    """Failed logins per address and per user name; a lockout refuses even the right password.
+
+    Memory is bounded (the least recently seen keys are forgotten first)."""
+
+    MAX_KEYS = 10_000
+    MAX_LOCKOUT = 3600.0
+
+    def __init__(self, max_failures: int = 5, lockout: float = 300.0):
+        self.max_failures = max_failures
+        self.lockout = lockout
+        self._fails: OrderedDict[tuple, list[float]] = OrderedDict()
+        self._locked: OrderedDict[tuple, tuple[float, int]] = OrderedDict()    # key -> (until, lockouts so far)
+
+    @staticmethod
+    def keys(client: str | None, username: str) -> list[tuple]:
+        user = hashlib.sha256(username.strip().lower().encode("utf-8", "replace")).hexdigest()[:32]
+        return [("addr", client or "?"), ("user", user)]
+
+    def _limit(self, key: tuple) -> int:
+        return self.max_failures * (4 if key[0] == "user" else 1)
+
+    def locked_until(self, keys: Iterable[tuple], now: float) -> float | None:
+        until = [self._locked[k][0] for k in keys if k in self._locked and self._locked[k][0] > now]
+        return max(until) if until else None
+
+    def failed(self, keys: Iterable[tuple], now: float) -> float | None:
+        """Count a failure; the lockout end when this failure starts one."""
+        started = None
+        for k in keys:
+            times = [t for t in self._fails.pop(k, []) if t > now - self.lockout] + [now]
+            if len(times) >= self._limit(k):
+                n = self._locked.pop(k, (0.0, 0))[1] + 1
+                until = now + min(self.MAX_LOCKOUT, self.lockout * 2 ** (n - 1))
+                self._locked[k] = (until, n)
+                started = max(started or 0.0, until)
+                times = []
+            self._fails[k] = times
+        for d in (self._fails, self._locked):
+            while len(d) > self.MAX_KEYS:
+                d.popitem(last=False)
+        return started
+
+    def succeeded(self, keys: Iterable[tuple]) -> None:
+        for k in keys:
+            self._fails.pop(k, None)
 
 
 @dataclass(frozen=True)
@@ -66,12 +181,16 @@ class WebConnectorBackend:
     """What each Web Connector SOAP operation does, against the store."""
 
     def __init__(self, store, connections: list[QbdConnection], secrets, *,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, settings: ServiceSettings | None = None):
         self.store = store
         self.connections = {c.name: c for c in connections}
         self.secrets = secrets
         self.clock = clock
+        self.settings = settings or ServiceSettings()
+        self.guard = LoginGuard(self.settings.login_max_failures, self.settings.login_lockout)
         self._errors: dict[str, str] = {}      # last error of tickets that have no session row (bounded)
+        self._isolate: dict[str, list[list[int]]] = {}   # ticket -> groups of deliveries to send apart (bisection)
+        self.counters = {"logins": 0, "logins_refused": 0, "logins_locked": 0, "lockouts": 0}
 
     # ---- authenticate ---------------------------------------------------------
 
@@ -82,13 +201,31 @@ class WebConnectorBackend:
         self._errors[ticket or ""] = message
         while len(self._errors) > keep:
             self._errors.pop(next(iter(self._errors)))
-    def authenticate(self, username: str | None, password: str | None) -> list[str]:
-        """[ticket, ""|company file] when there is work, [ticket, "none"] when not, ["", "nvu"] on a bad login."""
-        conn = self._login(username or "", password or "")
-        if conn is None:
-            return ["", "nvu"]
+    def authenticate(self, username: str | None, password: str | None, client: str | None = None) -> list[str]:
+        """[ticket, ""|company file] when there is work, [ticket, "none"] when not, ["", "nvu"] on a bad login
+        (or while the address or user name is locked out)."""
+        username, password = username or "", password or ""
+        keys = self.guard.keys(client, username)
         now = self.clock()
+        until = self.guard.locked_until(keys, now)
+        if until is not None:
+            self.counters["logins_locked"] += 1
+            log.warning("Web Connector login from %s refused: locked out for another %ds after repeated failures",
+                        clean(client, 64), int(until - now) + 1)
+            return ["", "nvu"]
+        conn = self._login(username, password)
+        if conn is None:
+            self.counters["logins_refused"] += 1
+            started = self.guard.failed(keys, now)
+            if started is not None:
+                self.counters["lockouts"] += 1
+                log.warning("Web Connector logins from %s (or for that user name) locked out for %ds after "
+                            "repeated failures", clean(client, 64), int(started - now))
+            return ["", "nvu"]
+        self.guard.succeeded(keys)
+        self.counters["logins"] += 1
         self._abandon_open_sessions(conn, now)
+        now = self.clock()              # the held deliveries went back as due at a reading no later than this
         ticket = pysecrets.token_urlsafe(24)
         work = self._due_count(conn, now) > 0
         with self.store.tx(immediate=True) as c:
@@ -98,30 +235,42 @@ class WebConnectorBackend:
         return [ticket, conn.company_file if work else "none"]
 
     def _login(self, username: str, password: str) -> QbdConnection | None:
-        found = None
-        for conn in self.connections.values():    # compare against every user: no early exit to time
-            if hmac.compare_digest(conn.username.encode(), username.encode()):
-                found = conn
-        if found is None:
-            return None
-        try:
-            expected = self.secrets.resolve(found.password, f"connections.{found.name}.password")
-        except Exception as exc:  # noqa: BLE001 - a missing secret is a failed login, and is logged
-            log.error("Web Connector login for connection %s refused: %s", found.name, exc)
-            return None
-        if not hmac.compare_digest(expected.encode(), password.encode()):
-            log.warning("Web Connector login for connection %s refused: wrong password", found.name)
-            return None
-        return found
+        """The connection these credentials open. Every connection's secret is resolved and compared, in
+        constant time and over digests of equal length, whatever the user name: no early exit to time."""
+        user_d = hashlib.sha256(username.encode("utf-8", "surrogatepass")).digest()
+        pass_d = hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest()
+        found, user_known, missing = None, None, None
+        for conn in self.connections.values() or [None]:
+            expected, resolved = "\x00 no secret", False
+            if conn is not None:
+                try:
+                    expected, resolved = self.secrets.resolve(conn.password, f"connections.{conn.name}.password"), True
+                except Exception as exc:  # noqa: BLE001 - a missing secret is a failed login, and is logged
+                    missing = (conn, exc)
+            user_ok = conn is not None and hmac.compare_digest(
+                hashlib.sha256(conn.username.encode("utf-8", "surrogatepass")).digest(), user_d)
+            pass_ok = hmac.compare_digest(hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest(), pass_d)
+            if user_ok:
+                user_known = conn
+                if pass_ok and resolved:
+                    found = conn
+        if found is not None:
+            return found
+        if user_known is not None and missing is not None and missing[0] is user_known:
+            log.error("Web Connector login for connection %s refused: %s", user_known.name, clean(missing[1]))
+        elif user_known is not None:
+            log.warning("Web Connector login for connection %s refused: wrong password", user_known.name)
+        else:
+            log.warning("Web Connector login refused: unknown user name")
+        return None
 
     # ---- sendRequestXML -------------------------------------------------------------
 
     def send_request(self, ticket: str | None, hcp_response: str | None = None, company_file: str | None = None,
                      country: str | None = None, major: int | None = None, minor: int | None = None) -> str:
         """The next qbXML message for this session ("" for an unknown ticket: QBWC then asks getLastError)."""
-        session = self._session(ticket)
-        if session is None or session["state"] != "open":
-            self._remember_error(ticket, "ledgerflow: unknown or finished Web Connector session; reconnect")
+        session = self._open_session(ticket)
+        if session is None:
             return ""
         conn = self.connections[session["connection"]]
         now = self.clock()
@@ -130,6 +279,12 @@ class WebConnectorBackend:
             version = qbxml.choose_version(conn.qbxml_version, hcp_response, major, minor)
             self._update_session(ticket, qbxml_version=version, company_file=company_file or None)
         rows = self._next_requests(conn, ticket, now)
+        if not rows:
+            text = ("ledgerflow: nothing can be sent in this session now (what is left waits for the customers "
+                    "it names); the rest follows at the next poll")
+            self._update_session(ticket, last_error=text)
+            self._end(ticket, "closed", text)
+            return ""
         by_id = {d["id"]: d for d in self._deliveries([r["delivery_id"] for r in rows])}
         requests, sent_ids, dead = [], [], []
         for r in rows:
@@ -156,35 +311,113 @@ class WebConnectorBackend:
         return qbxml.message(requests, version)
 
     def _next_requests(self, conn: QbdConnection, ticket: str, now: float) -> list[dict]:
-        """This session's queued follow-ups, topped up with newly claimed deliveries."""
-        queued = self._rows(ticket, "queued")
-        room = conn.requests_per_message - len(queued)
-        if room > 0:
-            claimed = self.store.claim(ticket, limit=room, lease=conn.lease_seconds, connections=[conn.name],
-                                       connector_types=[TYPE], now=now)
-            if claimed:
-                unsure = self._unanswered_adds([d["id"] for d in claimed])
-                with self.store.tx(immediate=True) as c:
-                    for d in claimed:
-                        phase = "query" if d["action"] != "customer" and (d["attempts"] > 0 or d["id"] in unsure) \
-                            else "add"
-                        c.execute(qbwc_requests.insert().values(
-                            ticket=ticket, delivery_id=d["id"], phase=phase, state="queued",
-                            created_at=now, updated_at=now))
-                queued = self._rows(ticket, "queued")
-        actions = {d["id"]: d["action"] for d in self._deliveries([r["delivery_id"] for r in queued])}
-        # customers first: a sales receipt in the same message may name the customer being added
-        queued.sort(key=lambda r: (actions.get(r["delivery_id"]) != "customer", r["id"]))
-        return queued[:conn.requests_per_message]
+        """The next message's requests: this session's queued follow-ups, topped up with newly claimed
+        deliveries, without transactions whose customer is still outstanding (they wait for it)."""
+        for _ in range(3):
+            queued = self._rows(ticket, "queued")
+            room = conn.requests_per_message - len(queued)
+            if room > 0 and not self._isolate.get(ticket):
+                claimed = self.store.claim(ticket, limit=room, lease=conn.lease_seconds, connections=[conn.name],
+                                           connector_types=[TYPE], now=now)
+                if claimed:
+                    self._queue(ticket, claimed, now)
+                    queued = self._rows(ticket, "queued")
+            by_id = {d["id"]: d for d in self._deliveries([r["delivery_id"] for r in queued])}
+            sendable = self._wait_for_customers(conn, ticket, queued, by_id, now)
+            groups = self._isolate.get(ticket)
+            while groups:                       # bisecting a message QuickBooks could not process
+                group = set(groups.pop(0))
+                part = [r for r in sendable if r["delivery_id"] in group]
+                if part:
+                    sendable = part
+                    break
+            if not groups:
+                self._isolate.pop(ticket, None)
+            # customers first: a transaction never travels with the customer it names (see above)
+            sendable.sort(key=lambda r: (by_id[r["delivery_id"]]["action"] != "customer", r["id"]))
+            if sendable:
+                return sendable[:conn.requests_per_message]
+            if not self._due_count(conn, now):
+                return []
+        return []
+
+    def _queue(self, ticket: str, claimed: list[dict], now: float) -> None:
+        unsure = self._unanswered_adds([d["id"] for d in claimed])
+        with self.store.tx(immediate=True) as c:
+            for d in claimed:
+                phase = "query" if d["action"] != "customer" and (d["attempts"] > 0 or d["id"] in unsure) else "add"
+                c.execute(qbwc_requests.insert().values(ticket=ticket, delivery_id=d["id"], phase=phase,
+                                                        state="queued", created_at=now, updated_at=now))
+
+    @staticmethod
+    def _names(payload: Any) -> set[str]:
+        """Customer names a transaction payload refers to (CustomerRef / EntityRef by FullName)."""
+        out: set[str] = set()
+        stack = [payload]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, Mapping):
+                for k, sub in v.items():
+                    if k in ("CustomerRef", "EntityRef") and isinstance(sub, Mapping) and sub.get("FullName"):
+                        out.add(str(sub["FullName"]))
+                    elif isinstance(sub, (Mapping, list)):
+                        stack.append(sub)
+            elif isinstance(v, list):
+                stack.extend(v)
+        return out
+
+    def _wait_for_customers(self, conn: QbdConnection, ticket: str, queued: list[dict], by_id: dict[int, dict],
+                            now: float) -> list[dict]:
+        """Queued rows that may go now. A transaction naming a customer whose delivery is outstanding waits:
+        while that delivery is in this session it stays queued for a later message; when it is due it is
+        claimed into this session; otherwise the transaction goes back until the customer's next attempt."""
+        wanted = {r["id"]: self._names(by_id[r["delivery_id"]]["payload"]) for r in queued
+                  if by_id[r["delivery_id"]]["action"] != "customer"}
+        if not any(wanted.values()):
+            return list(queued)
+        outstanding: dict[str, list[dict]] = {}
+        for d in self.store.deliveries_where(deliveries.c.connection == conn.name, deliveries.c.connector_type == TYPE,
+                                             deliveries.c.action == "customer",
+                                             deliveries.c.state.in_(("pending", "retrying", "sending"))):
+            name = d["payload"].get("Name") if isinstance(d["payload"], Mapping) else None
+            if name is not None:
+                outstanding.setdefault(str(name), []).append(d)
+        sendable, hold, claim = [], {}, set()
+        for r in queued:
+            blockers = [c for n in wanted.get(r["id"], ()) for c in outstanding.get(n, [])]
+            if not blockers:
+                sendable.append(r)
+                continue
+            mine = [c for c in blockers if c["state"] == "sending" and c["claimed_by"] == ticket]
+            due = [c for c in blockers if (c["state"] in ("pending", "retrying") and c["next_attempt_at"] <= now)
+                   or (c["state"] == "sending" and (c["lease_until"] or 0) < now)]
+            if mine or due:
+                claim.update(c["id"] for c in due)       # the customer comes first, in this session
+                continue                                 # stays queued for a later message
+            until = max([c["next_attempt_at"] for c in blockers if c["state"] != "sending"]
+                        + [c["lease_until"] or now for c in blockers if c["state"] == "sending"] + [now])
+            hold[r["id"]] = (r, until, blockers[0]["id"])
+        if claim:
+            got = self.store.claim(ticket, limit=len(claim), lease=conn.lease_seconds, ids=sorted(claim), now=now)
+            if got:
+                self._queue(ticket, got, now)
+        if hold:
+            with self.store.tx(immediate=True) as c:
+                c.execute(update(qbwc_requests).where(qbwc_requests.c.id.in_(list(hold)))
+                          .values(state="released", updated_at=now))
+            self.store.finish([{"id": r["delivery_id"], "state": "retrying", "kind": ErrorKind.RETRYABLE.value,
+                                "error": f"waiting for the customer it names (delivery {cid}) to be in QuickBooks",
+                                "next_attempt_at": until, "counted": False}
+                               for r, until, cid in hold.values()], worker=ticket)
+        return sendable
 
     # ---- receiveResponseXML -----------------------------------------------------------
 
     def receive_response(self, ticket: str | None, response: str | None, hresult: str | None = None,
                          message: str | None = None) -> int:
         """Record QuickBooks' answers; percent done (100 ends the session), negative on an error."""
-        session = self._session(ticket)
-        if session is None or session["state"] != "open":
-            self._remember_error(ticket, "ledgerflow: unknown or finished Web Connector session; reconnect")
+        session = self._open_session(ticket)
+        if session is None:
             return -1
         conn = self.connections[session["connection"]]
         now = self.clock()
@@ -193,8 +426,11 @@ class WebConnectorBackend:
         problem = None
         responses: list[qbxml.Response] = []
         if (hresult or "").strip() or not (response or "").strip():
-            problem = f"QuickBooks could not process the request ({(hresult or '').strip() or 'no hresult'}): " \
-                      f"{(message or '').strip() or 'no response'}"
+            problem = f"QuickBooks could not process the request ({clean(hresult, 40) or 'no hresult'}): " \
+                      f"{clean(message) or 'no response'}"
+            code = hresult_code(hresult)
+            if sent and (hresult or "").strip() and code not in SESSION_ERRORS:
+                return self._narrow_down(conn, ticket, sent, by_delivery, code, problem, now)
         else:
             try:
                 responses = qbxml.parse_response(response or "")
@@ -212,7 +448,7 @@ class WebConnectorBackend:
         for resp in responses:
             r = rows_by_rid.pop(resp.request_id, None)
             if r is None:
-                log.warning("qbXML response for unknown requestID %r ignored", resp.request_id)
+                log.warning("qbXML response for unknown requestID %r ignored", clean(resp.request_id, 40))
                 continue
             d = by_delivery[r["delivery_id"]]
             outcome, next_phase = self._interpret(r, d, resp, conn)
@@ -220,7 +456,21 @@ class WebConnectorBackend:
                 followups.append((r, next_phase, resp.code))
             else:
                 results.append((r, d, outcome, resp.code))
+        missing = list(rows_by_rid.values())
+        if missing:            # no answer: retried at the next poll, queried before any re-add ("sent" adds)
+            note = (f"QuickBooks returned no answer for {len(missing)} of {len(sent)} request(s) "
+                    f"(requestID {', '.join(r['request_id'] for r in missing[:10])}"
+                    f"{', ...' if len(missing) > 10 else ''}); they are retried at the next poll")
+            err = TargetError(note, ErrorKind.RETRYABLE, retry_after=conn.poll_minutes * 60)
+            results += [(r, by_delivery[r["delivery_id"]], Outcome.failed(self._item(by_delivery[r["delivery_id"]]),
+                                                                        err), None) for r in missing]
         self._record(ticket, results, now)
+        if missing:
+            with self.store.tx(immediate=True) as c:     # unanswered adds: the next attempt queries first
+                c.execute(update(qbwc_requests).where(qbwc_requests.c.id.in_([r["id"] for r in missing]))
+                          .values(state="unanswered", updated_at=now))
+            log.warning("Web Connector: %s", note)
+            self._update_session(ticket, last_error=note)
         if followups:
             with self.store.tx(immediate=True) as c:
                 for r, phase, code in followups:
@@ -228,7 +478,46 @@ class WebConnectorBackend:
                               .values(state="answered", status_code=code, updated_at=now))
                     c.execute(qbwc_requests.insert().values(ticket=ticket, delivery_id=r["delivery_id"], phase=phase,
                                                             state="queued", created_at=now, updated_at=now))
-        # requests QuickBooks did not answer stay "sent": their deliveries are queried before any re-add
+        if missing:
+            return -102        # the Web Connector shows getLastError: the operator learns of it
+        self._settle(conn, ticket, now)
+        return self._percent(conn, ticket, now)
+
+    def _settle(self, conn: QbdConnection, ticket: str, now: float) -> None:
+        """Put back, before the percentage is computed, queued transactions that must wait for a customer."""
+        queued = self._rows(ticket, "queued")
+        if queued:
+            by_id = {d["id"]: d for d in self._deliveries([r["delivery_id"] for r in queued])}
+            self._wait_for_customers(conn, ticket, queued, by_id, now)
+
+    def _narrow_down(self, conn: QbdConnection, ticket: str, sent: list[dict], by_delivery: dict[int, dict],
+                     code: int | None, problem: str, now: float) -> int:
+        """QuickBooks refused a whole message: bisect it, so the request at fault is found and the others go.
+        A parse error means nothing of it ran (the requests go again as they were); after any other hresult a
+        transaction add is queried first."""
+        if len(sent) == 1:
+            r = sent[0]
+            d = by_delivery[r["delivery_id"]]
+            kind = ErrorKind.PERMANENT if code == PARSE_ERROR else ErrorKind.RETRYABLE
+            err = TargetError(problem, kind, retry_after=conn.poll_minutes * 60)
+            self._record(ticket, [(r, d, Outcome.failed(self._item(d), err), None)], now)
+            log.warning("Web Connector: delivery %s: %s", d["id"], problem)
+            return self._percent(conn, ticket, now)
+        half = (len(sent) + 1) // 2
+        order = sorted(sent, key=lambda r: (by_delivery[r["delivery_id"]]["action"] != "customer", r["id"]))
+        groups = [[r["delivery_id"] for r in order[:half]], [r["delivery_id"] for r in order[half:]]]
+        self._isolate[ticket] = groups + self._isolate.get(ticket, [])
+        with self.store.tx(immediate=True) as c:
+            c.execute(update(qbwc_requests).where(qbwc_requests.c.id.in_([r["id"] for r in sent]))
+                      .values(state="answered", updated_at=now))
+            for r in sent:
+                phase = r["phase"]
+                if code != PARSE_ERROR and phase == "add" and by_delivery[r["delivery_id"]]["action"] != "customer":
+                    phase = "query"
+                c.execute(qbwc_requests.insert().values(ticket=ticket, delivery_id=r["delivery_id"], phase=phase,
+                                                        state="queued", created_at=now, updated_at=now))
+        log.warning("Web Connector: %s; sending its %d requests in smaller messages to find the one at fault",
+                    problem, len(sent))
         return self._percent(conn, ticket, now)
 
     def _interpret(self, row: dict, d: dict, resp: qbxml.Response,
@@ -256,7 +545,8 @@ class WebConnectorBackend:
                     f"QuickBooks 3100: the name {d['payload'].get('Name')!r} is already used by a vendor, "
                     "employee or other name, not a customer; rename one of them", ErrorKind.PERMANENT)), None
         err = qbxml.classify(resp)
-        if err.kind == ErrorKind.RETRYABLE:
+        if resp.code in RETRY_CODES:
+            err = TargetError(str(err), ErrorKind.RETRYABLE)
             err.retry_after = conn.poll_minutes * 60      # busy or in use: try again at the next poll
         return Outcome.failed(item, err), None
 
@@ -273,7 +563,7 @@ class WebConnectorBackend:
                       .values(done=qbwc_sessions.c.done + len(results), updated_at=now))
         for dec in decisions:
             if dec["state"] == "dead":
-                log.warning("dead-letter: delivery %s (quickbooks_desktop): %s", dec["id"], dec.get("error"))
+                log.warning("dead-letter: delivery %s (quickbooks_desktop): %s", dec["id"], clean(dec.get("error")))
 
     def _percent(self, conn: QbdConnection, ticket: str, now: float) -> int:
         session = self._session(ticket)
@@ -288,7 +578,7 @@ class WebConnectorBackend:
 
     def connection_error(self, ticket: str | None, hresult: str | None, message: str | None) -> str:
         """QBWC could not reach QuickBooks: remember why, give the work back, and stop ("done")."""
-        text = f"QuickBooks connection error {(hresult or '').strip()}: {(message or '').strip()}".strip()
+        text = f"QuickBooks connection error {clean(hresult, 40)}: {clean(message)}".strip()
         if self._session(ticket) is not None:
             self._update_session(ticket, last_error=text)
             self._end(ticket, "closed", text)
@@ -297,6 +587,8 @@ class WebConnectorBackend:
 
     def get_last_error(self, ticket: str | None) -> str:
         session = self._session(ticket)
+        if session is not None and session["state"] == "open":
+            session = self._open_session(ticket) or self._session(ticket)
         if session is None:
             return self._errors.get(ticket or "", "ledgerflow: unknown Web Connector session")
         return session["last_error"] or ""
@@ -307,7 +599,12 @@ class WebConnectorBackend:
             return "OK"
         self._end(ticket, "closed", "the Web Connector closed the session before QuickBooks answered")
         s = self._session(ticket)
-        return f"OK: {s['done']} deliveries recorded in {s['round_trips']} round trips"
+        unanswered = self._unanswered_in(ticket)
+        text = f"OK: {s['done']} deliveries recorded in {s['round_trips']} round trips"
+        if unanswered:
+            text += (f"; QuickBooks did not answer {unanswered} request(s): they are queried and retried at the "
+                     "next poll")
+        return text
 
     # ---- sessions -------------------------------------------------------------------------
 
@@ -317,12 +614,36 @@ class WebConnectorBackend:
             stale = [r[0] for r in c.execute(select(qbwc_sessions.c.ticket).where(and_(
                 qbwc_sessions.c.connection == conn.name, qbwc_sessions.c.state == "open")))]
         for t in stale:
-            self._end(t, "abandoned", "the Web Connector session was broken off; QuickBooks may not have answered")
+            self._end(t, "abandoned", "the Web Connector session was broken off; QuickBooks may not have answered",
+                      now)
 
-    def _end(self, ticket: str, state: str, why: str) -> None:
+    def _open_session(self, ticket: str | None) -> dict | None:
+        """The session when it is open and not expired; else None (and getLastError says why)."""
+        session = self._session(ticket)
+        if session is None or session["state"] != "open":
+            self._remember_error(ticket, "ledgerflow: unknown or finished Web Connector session; reconnect")
+            return None
+        now = self.clock()
+        idle, age = now - (session["updated_at"] or 0), now - (session["created_at"] or 0)
+        if idle > self.settings.session_idle_timeout or age > self.settings.session_max_age:
+            text = ("ledgerflow: the Web Connector session expired (idle "
+                    f"{int(idle)}s, {int(age)}s since login); reconnect")
+            self._update_session(ticket, last_error=text)
+            self._end(ticket, "expired", text)
+            return None
+        return session
+
+    def _unanswered_in(self, ticket: str) -> int:
+        with self.store.engine.connect() as c:
+            return c.execute(select(func.count()).select_from(_attempts).where(and_(
+                _attempts.c.worker == ticket, _attempts.c.error.like("QuickBooks returned no answer%")))
+            ).scalar_one()
+
+    def _end(self, ticket: str, state: str, why: str, now: float | None = None) -> None:
         """Close a session: queued requests are dropped, its claimed deliveries go back for the next poll.
         Requests sent but never answered stay "sent", so their deliveries are queried before a re-add."""
-        now = self.clock()
+        self._isolate.pop(ticket, None)
+        now = self.clock() if now is None else now
         with self.store.tx(immediate=True) as c:
             c.execute(update(qbwc_requests).where(and_(qbwc_requests.c.ticket == ticket,
                                                        qbwc_requests.c.state == "queued"))
@@ -362,7 +683,7 @@ class WebConnectorBackend:
         with self.store.engine.connect() as c:
             return {r[0] for r in c.execute(select(qbwc_requests.c.delivery_id).where(and_(
                 qbwc_requests.c.delivery_id.in_(delivery_ids), qbwc_requests.c.phase == "add",
-                qbwc_requests.c.state == "sent")))}
+                qbwc_requests.c.state.in_(("sent", "unanswered")))))}
 
     def _deliveries(self, ids: list[int]) -> list[dict]:
         return self.store.deliveries_where(deliveries.c.id.in_(ids)) if ids else []
