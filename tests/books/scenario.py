@@ -546,8 +546,9 @@ class _Gen:
                       description="REFUND FOR CHARGE")
         re = {"id": rid, "object": "refund", "amount": amount, "balance_transaction": txn["id"], "charge": ch["id"],
               "created": t, "currency": cur, "customer": None, "customer_account": None,
-              "destination_details": {"card": {"reference_status": "pending", "reference_type": "acquirer_reference_number",
-                                               "type": "refund"}, "type": "card"},
+              "destination_details": {"card": {"reference_status": "pending",
+                                               "reference_type": "acquirer_reference_number", "type": "refund"},
+                                      "type": "card"},
               "metadata": {}, "payment_intent": ch["payment_intent"], "payment_method": ch["payment_method"],
               "reason": "requested_by_customer", "receipt_number": None, "source_transfer_reversal": None,
               "status": "pending", "transfer_reversal": None}
