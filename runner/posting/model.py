@@ -137,6 +137,20 @@ def effective_rate(home: Decimal, foreign: Decimal, home_currency: str) -> Decim
     return exact.quantize(Decimal(1).scaleb(-12), rounding=ROUND_HALF_EVEN)
 
 
+def inverse_rate(home: Decimal, foreign: Decimal, home_currency: str) -> Decimal:
+    """Foreign units per home unit, with the fewest decimals (6 to 12) such that
+    ``foreign / rate`` rounds back to exactly ``home``."""
+    if home == 0:
+        return Decimal(1)
+    q = quantum(home_currency)
+    exact = abs(foreign) / abs(home)
+    for places in range(6, 13):
+        r = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+        if r and (abs(foreign) / r).quantize(q, rounding=ROUND_HALF_EVEN) == abs(home):
+            return r
+    return exact.quantize(Decimal(1).scaleb(-12), rounding=ROUND_HALF_EVEN)
+
+
 @dataclass(frozen=True)
 class DocumentView:
     """The movement as one set of books takes it.
@@ -172,6 +186,14 @@ class DocumentView:
         if not self.foreign:
             return Decimal(1)
         return effective_rate(self.posting.gross, self.posting.presentment_amount, self.posting.currency)
+
+    @property
+    def foreign_per_home(self) -> Decimal:
+        """The other direction (foreign units per home unit, as Sage's ``exchange_rate`` reads),
+        chosen so that amount / rate rounds back to exactly the home amount."""
+        if not self.foreign:
+            return Decimal(1)
+        return inverse_rate(self.posting.gross, self.posting.presentment_amount, self.posting.currency)
 
     @property
     def is_home(self) -> bool:
