@@ -91,6 +91,9 @@ class App:
     # ---- connectors ------------------------------------------------------------
 
     def connector(self, connection: str):
+        if connection not in self._connectors and connection == "(plan)":
+            from .replan import PlanConnector
+            self._connectors[connection] = PlanConnector(self)
         if connection not in self._connectors:
             from connectors import registry
             from connectors.base import Runtime

@@ -30,7 +30,8 @@ from typing import Any
 
 from . import jsonio
 from .errors import LedgerflowError
-from .redact import personal_values
+from .redact import personal_values, scrub
+from .replan import PlanOperation, plan_key
 from .services import PeriodicService
 
 log = logging.getLogger("ledgerflow.dispatch")
@@ -71,19 +72,42 @@ def _plan(app: Any, row: dict) -> tuple[str, list, str | None, list[str]]:
             continue
         try:
             flow_ops = app.plan_event(event, flow)
-        except LedgerflowError as exc:
-            errors.append(f"flow {flow.name}: {exc}")
-            continue
         except Exception as exc:  # noqa: BLE001 - a look-up's network error, say; keep the event
-            errors.append(f"flow {flow.name}: {type(exc).__name__}: {exc}")
+            # contained: this flow's work waits in a plan row (retried, or dead-lettered with an
+            # alert); the other flows' rows for the event are written now
+            text = str(exc) if isinstance(exc, LedgerflowError) else f"{type(exc).__name__}: {exc}"
+            text = scrub(text, personal_values(event))
+            errors.append(f"flow {flow.name}: {text}")
+            ops.append(PlanOperation(flow, event["id"], text))
             continue
         if flow_ops:
             planned.append(flow.name)
             ops.extend(flow_ops)
     if errors:
-        from .redact import scrub     # plan errors may quote event values: no personal data kept or logged
-        return "failed", ops, scrub("\n".join(errors), personal_values(event)), planned
+        return "failed", ops, "\n".join(errors), planned
     return ("dispatched" if ops or planned else "ignored"), ops, None, planned
+
+
+def prefetch(app: Any, rows: list[dict]) -> int:
+    """Fetch, concurrently and within Stripe's read limit, the balance transactions the
+    batch's postings will read (flows that read ``posting`` only); the number wanted."""
+    from .posting.events import MOVEMENTS, movement_of
+    objects = getattr(app.postings, "objects", None)
+    if objects is None:
+        return 0
+    refs = []
+    for row in rows:
+        if row.get("type") not in MOVEMENTS or not any(f.reads_posting for f in app.flows_for(row["type"])):
+            continue
+        try:
+            mv = movement_of(jsonio.loads(row["payload"]))
+        except Exception:  # noqa: BLE001 - planning says what is wrong with it
+            continue
+        if isinstance(mv.bt, str):
+            refs.append((mv.bt, mv.account))
+    if refs:
+        objects.balance_transactions(refs)
+    return len(refs)
 
 
 def reconcile_payout(app: Any, flow: Any, event: dict) -> Any:
@@ -113,6 +137,7 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
     summary = DispatchSummary()
     if not rows:
         return summary
+    prefetch(app, rows)
     results = [(row, *_plan(app, row)) for row in rows]
     with store.tx(immediate=True) as conn:
         for row, status, ops, error, planned in results:
@@ -121,6 +146,8 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
                 summary.operations += len(ops)
                 summary.new_deliveries += sum(1 for _, new in created if new)
             store.mark_event(row["event_id"], status, flows=",".join(planned) or None, error=error, conn=conn)
+            if row.get("status") == "failed":      # re-dispatched: a flow that plans now closes its plan row
+                store.close_plan_rows([plan_key(f, row["event_id"]) for f in planned], conn=conn)
             summary.events += 1
             setattr(summary, status, getattr(summary, status) + 1)
             if error:

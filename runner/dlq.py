@@ -80,6 +80,8 @@ def replan(app, row: dict) -> tuple[dict, bool]:
     event_row = app.store.get_event(row["event_id"]) if row.get("event_id") else None
     if event_row is None:
         return {}, False
+    if row.get("connector_type") == "plan":      # a flow that could not plan: the delivery loop re-plans it
+        return {}, True
     flow = _current_flow(app, row)
     event = jsonio.loads(event_row["payload"])
     try:

@@ -31,6 +31,7 @@ class Operation:
     flow_file: str | None = None
     max_attempts: int | None = None
     retry_policy: str | None = None   # JSON of the flow's retry policy, kept with the delivery
+    posting: dict[str, Any] | None = None   # the movement it books (accounting model), when the flow reads one
 
     def as_dict(self) -> dict[str, Any]:
         return {"flow": self.flow, "route": self.route, "connection": self.connection,
@@ -160,7 +161,8 @@ def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operati
         ops.append(Operation(flow=flow.name, route=route.name, connection=route.target, connector_type=ctype,
                              action=route.action, idempotency_key=key, payload=payload,
                              event_id=event.get("id"), flow_file=flow.file,
-                             max_attempts=flow.retry.attempts, retry_policy=flow.retry.as_json()))
+                             max_attempts=flow.retry.attempts, retry_policy=flow.retry.as_json(),
+                             posting=values["posting"].record() if flow.reads_posting else None))
     return ops
 
 

@@ -119,8 +119,13 @@ def test_a_plan_error_marks_the_event_failed_with_the_place_and_keeps_it(app, tm
     assert row["error"].startswith("flow refunds-by-order: flows/broken.yaml:")
     assert "order_id" in row["error"]
     assert jsonio.loads(row["payload"]) == ev                         # nothing lost
-    # the flow that could plan it still got its delivery row
-    assert [r["flow"] for r in rows_for(app, eid)] == ["refunds"]
+    # the flow that could plan it still got its delivery row; the broken flow's work waits in a plan row
+    rows = {r["flow"]: r for r in rows_for(app, eid)}
+    assert sorted(rows) == ["refunds", "refunds-by-order"]
+    plan_row = rows["refunds-by-order"]
+    assert (plan_row["connection"], plan_row["state"], plan_row["idempotency_key"]) == \
+        ("(plan)", "pending", f"plan:refunds-by-order:{eid}")
+    assert "order_id" in plan_row["payload"]["first_error"]
     # a pending pass leaves the failed event alone; after the fix, --retry-failed plans it, repeating nothing
     assert dispatch_pending(app).events == 0
     write(app.project.dir, "flows/broken.yaml", BROKEN.replace("charge.metadata.order_id", "charge.id"))
@@ -128,7 +133,10 @@ def test_a_plan_error_marks_the_event_failed_with_the_place_and_keeps_it(app, tm
     s = dispatch_pending(app, statuses=("pending", "failed"))
     assert (s.dispatched, s.new_deliveries, s.operations) == (1, 1, 2)
     assert app.store.get_event(eid)["status"] == "dispatched"
-    assert sorted(r["flow"] for r in rows_for(app, eid)) == ["refunds", "refunds-by-order"]
+    rows = rows_for(app, eid)
+    assert sorted(r["flow"] for r in rows if r["connection"] != "(plan)") == ["refunds", "refunds-by-order"]
+    # the plan row is closed: the worker will not plan it a second time
+    assert app.store.delivery_by_key(f"plan:refunds-by-order:{eid}")["state"] == "sent"
 
 
 def test_dispatching_again_repeats_nothing(app):

@@ -97,6 +97,13 @@ class LazyPosting:
             raise AttributeError(name)
         return getattr(self.resolve(), name)
 
+    def record(self) -> dict[str, Any]:
+        """What the store keeps with each delivery of this movement (for reconciliation)."""
+        p = self.resolve()
+        return {"kind": p.kind, "key": p.key, "balance_transaction": p.balance_transaction, "source": p.source,
+                "account": p.account, "books": p.books, "currency": p.currency, "gross": p.gross, "fee": p.fee,
+                "net": p.net, "settlement_currency": p.settlement_currency, "settlement_amount": p.settlement_amount}
+
 
 class LazyDocument:
     """``doc`` in templates: the posting as the route's books take it (see DocumentView)."""

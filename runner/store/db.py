@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select,
 from sqlalchemy.engine import Connection, Engine
 
 from .. import jsonio
-from .tables import attempts, audit, deliveries, inbox, kv, metadata
+from .tables import attempts, audit, deliveries, delivery_postings, inbox, kv, metadata
 
 TERMINAL = ("sent", "dead", "discarded")
 LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease expired); "
@@ -183,7 +183,29 @@ class Store:
                 did = c.execute(select(deliveries.c.id).where(
                     deliveries.c.idempotency_key == op.idempotency_key)).scalar_one()
                 out.append((did, created))
+                posting = getattr(op, "posting", None)
+                if created and posting:
+                    c.execute(_insert(self.engine, delivery_postings).values(
+                        idempotency_key=op.idempotency_key, flow=op.flow, connection=op.connection,
+                        kind=posting["kind"], movement=posting["key"],
+                        balance_transaction=posting.get("balance_transaction"), source=posting.get("source"),
+                        account=posting.get("account"), books=posting["books"], currency=posting["currency"],
+                        gross=str(posting["gross"]), fee=str(posting["fee"]), net=str(posting["net"]),
+                        settlement_currency=posting.get("settlement_currency"),
+                        settlement_amount=str(posting.get("settlement_amount")), created_at=now,
+                    ).on_conflict_do_nothing(index_elements=["idempotency_key"]))
         return out
+
+    def close_plan_rows(self, keys: list[str], conn: Connection | None = None) -> None:
+        """Plan rows (runner/replan.py) whose flow has now planned the event: done."""
+        if not keys:
+            return
+        now = time.time()
+        with self._maybe(conn) as c:
+            c.execute(update(deliveries).where(and_(deliveries.c.idempotency_key.in_(keys),
+                                                    deliveries.c.state.in_(("pending", "retrying", "dead"))))
+                      .values(state="sent", target_ref="planned by dispatch", claimed_by=None, lease_until=None,
+                              updated_at=now, sent_at=now))
 
     def delivery(self, delivery_id: int) -> dict | None:
         with self.engine.connect() as c:

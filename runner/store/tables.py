@@ -204,3 +204,28 @@ recon_results = Table(
     Column("at", Float, nullable=False),
 )
 Index("ix_recon_results_payout", recon_results.c.payout_id, recon_results.c.at)
+
+# The accounting model: the money movement each delivery books (runner/posting), so the payout
+# reconciliation matches a balance transaction to its bookings by the movement's own keys and
+# in the books' currency, whatever the target's payload looks like.
+delivery_postings = Table(
+    "delivery_postings", metadata,
+    Column("idempotency_key", String(255), primary_key=True),   # the delivery's
+    Column("flow", String(255), nullable=False),
+    Column("connection", String(255), nullable=False),
+    Column("kind", String(64), nullable=False),                  # charge, refund, dispute, ...
+    Column("movement", String(255), nullable=False),             # ch_, re_, fee_, fr_, tr_, po_ or txn_ id
+    Column("balance_transaction", String(255)),
+    Column("source", String(255)),
+    Column("account", String(255)),                              # the Stripe account it happened on
+    Column("books", String(255), nullable=False),                # platform | acct_...
+    Column("currency", String(3), nullable=False),               # home currency of every amount below
+    Column("gross", String(40), nullable=False),
+    Column("fee", String(40), nullable=False),
+    Column("net", String(40), nullable=False),
+    Column("settlement_currency", String(3)),
+    Column("settlement_amount", String(40)),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_delivery_postings_bt", delivery_postings.c.balance_transaction)
+Index("ix_delivery_postings_source", delivery_postings.c.source)

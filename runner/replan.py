@@ -1,0 +1,96 @@
+"""A flow that could not plan an event keeps its place in the delivery queue.
+
+When a flow fails to plan an event (a balance transaction Stripe could not give
+yet, a mapping error, a movement the flow cannot book), the dispatcher writes a
+*plan row*: a delivery row of the pseudo-connection ``(plan)`` for that flow and
+event, keyed ``plan:<flow>:<event id>``. The other flows' rows for the event are
+written as usual; nothing waits for the broken flow.
+
+The delivery loop treats plan rows like any other delivery: :class:`PlanConnector`
+plans the stored event again with the current flow files and writes the
+operations' rows; a transient failure (Stripe unreachable, rate limited) is
+retried with the flow's backoff; anything else is dead-lettered with its
+``file:line:col`` message, alerted on Slack like every dead letter, and replayed
+with ``ledgerflow dlq replay ID`` once the flow is fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import ErrorKind, Item, Outcome, TargetError
+
+from . import jsonio
+from .errors import LedgerflowError
+
+CONNECTION = "(plan)"
+TYPE = "plan"
+ROUTE = "(plan)"
+
+
+def plan_key(flow: str, event_id: str) -> str:
+    return f"plan:{flow}:{event_id}"
+
+
+class PlanOperation:
+    """The plan row for (flow, event) as an operation for ``Store.add_deliveries``."""
+
+    def __init__(self, flow: Any, event_id: str, error: str):
+        self.flow = flow.name
+        self.flow_file = flow.file
+        self.route = ROUTE
+        self.connection = CONNECTION
+        self.connector_type = TYPE
+        self.action = "plan"
+        self.idempotency_key = plan_key(flow.name, event_id)
+        self.event_id = event_id
+        self.payload = {"flow": flow.name, "event_id": event_id, "first_error": error}
+        self.max_attempts = flow.retry.attempts
+        self.retry_policy = flow.retry.as_json()
+        self.posting = None
+
+
+def transient(exc: BaseException) -> bool:
+    return bool(getattr(exc, "transient", False))
+
+
+class PlanConnector:
+    """Plans a stored event again with the current flow; writes the operations' rows."""
+
+    type = TYPE
+    actions: dict = {}
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    def deliver(self, items: list[Item]) -> list[Outcome]:
+        return [self._one(item) for item in items]
+
+    def _one(self, item: Item) -> Outcome:
+        app = self.app
+        flow_name = item.payload.get("flow")
+        event_id = item.payload.get("event_id")
+        row = app.store.get_event(event_id) if event_id else None
+        if row is None:
+            return Outcome.failed(item, TargetError(f"event {event_id} is no longer in the inbox",
+                                                    ErrorKind.PERMANENT))
+        flows = app.flows(reload=True)
+        if flow_name not in flows:
+            return Outcome.failed(item, TargetError(f"flow {flow_name!r} no longer exists under {app.flow_dir()}; "
+                                                    f"discard this with `ledgerflow dlq discard {item.delivery_id} "
+                                                    "--reason ...`", ErrorKind.PERMANENT))
+        try:
+            ops = app.plan_event(jsonio.loads(row["payload"]), flows[flow_name])
+        except LedgerflowError as exc:
+            kind = ErrorKind.RETRYABLE if transient(exc) else ErrorKind.PERMANENT
+            fix = "" if transient(exc) else (f" — fix the flow or mapping (check it with `ledgerflow preview "
+                                              f"{flows[flow_name].file} --event ...`), then `ledgerflow dlq replay "
+                                              f"{item.delivery_id}`")
+            return Outcome.failed(item, TargetError(f"flow {flow_name} cannot plan event {event_id}: {exc}{fix}",
+                                                    kind))
+        created = app.store.add_deliveries(ops) if ops else []
+        new = sum(1 for _, c in created if c)
+        return Outcome.sent(item, f"planned {len(ops)} operation(s), {new} new")
+
+    def close(self) -> None:
+        pass
