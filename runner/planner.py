@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from .errors import EventError, Problem, RenderError
 from .mapping import field_name
+from .posting.events import MOVEMENTS
 from .posting.source import LazyDocument, LazyPosting
 from .spec import Flow, Route
 from .templating import Scope, TemplateProblem, environment
@@ -130,6 +131,8 @@ def routes_firing(event: Mapping[str, Any], flow: Flow, values: dict) -> list[tu
 
 def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operation]:
     """The operations this event produces through this flow (empty when filtered out)."""
+    if flow.reads_posting and event.get("type") not in MOVEMENTS:
+        return []          # a wildcard trigger (charge.*) brings events that move no money: nothing to book
     values = template_context(event, flow, ctx)
     scope = Scope(environment(ctx.settings.get("timezone", "UTC")), values)
     if flow.filter is not None and not _eval(flow.filter, scope, flow, ("filter",), "filter"):

@@ -40,6 +40,7 @@ def validate_paths(paths: list[str] | None) -> tuple[list[Problem], int]:
         else:
             problems.append(Problem(str(t), 1, 1, "no such file or folder"))
     counted = 1
+    flows = []
     for f in files:
         counted += 1
         kind = _kind(f)
@@ -49,7 +50,10 @@ def validate_paths(paths: list[str] | None) -> tuple[list[Problem], int]:
             elif kind == "mapping":
                 MAPPINGS.get(f, _display(f), project.env())
             else:
-                load_flow(f, project)
+                flows.append(load_flow(f, project))
         except SpecError as exc:
             problems.extend(exc.problems)
+    if len(flows) > 1:
+        from .posting.overlap import overlap_problems     # one booking per movement per set of books
+        problems.extend(overlap_problems(flows))
     return sorted(set(problems)), counted

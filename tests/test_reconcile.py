@@ -90,10 +90,16 @@ def test_bookings_per_transaction_mode(project_dir, monkeypatch, store_url, stan
     assert sum(Decimal(str(l["amount"])) for l in j["lines"]) == 0
     fees = next(l for l in j["lines"] if l["account"] == "Stripe Fees")
     assert fees["amount"] > 0
-    # failed, reversed, manual payouts: nothing booked
+    # reversed and manual payouts: nothing booked; a failed payout: the transfer out (its own balance
+    # transaction) and the transfer back (the payout_failure one), so clearing mirrors both and the bank nets 0
     for r in report.results:
-        if r.status in ("failed", "reversed", "unreconcilable"):
+        if r.status in ("reversed", "unreconcilable"):
             assert not [k for k in by_key if r.payout_id in k]
+        if r.status == "failed":
+            out = by_key[f"{FLOW}:transfer:recon_{r.payout_id}"]["payload"]
+            back = by_key[f"{FLOW}:transfer:recon_{r.payout_id}_failed"]["payload"]
+            assert (out["from_account"], out["to_account"]) == (back["to_account"], back["from_account"])
+            assert out["amount"] == back["amount"] == r.amount_major
     # a second run books nothing twice
     before = len(ours)
     reconcile(app, _flow(app), since=_since())

@@ -101,3 +101,45 @@ def dig(payload: Any, path: str) -> Any:
                 return None
             cur = cur[int(index)]
     return cur
+
+
+@dataclass
+class PostedBooking:
+    """A delivery that booked a movement through the accounting model (``delivery_postings``)."""
+
+    delivery_id: int
+    state: str
+    flow: str
+    connection: str
+    kind: str
+    movement: str
+    balance_transaction: str | None
+    source: str | None
+    settlement_amount: str | None
+    last_error: str | None = None
+
+
+def postings_for(store, txn_ids: Iterable[str], source_ids: Iterable[str], books: str,
+                 exclude_flow: str | None = None) -> dict[str, list[PostedBooking]]:
+    """balance transaction id or source id -> the deliveries that booked it, in these books."""
+    from ..store.tables import delivery_postings as dp
+    txn_ids = sorted({i for i in txn_ids if i})
+    source_ids = sorted({i for i in source_ids if i})
+    out: dict[str, list[PostedBooking]] = {}
+    if not txn_ids and not source_ids:
+        return out
+    cond = dp.c.balance_transaction.in_(txn_ids)
+    if source_ids:
+        cond = cond | dp.c.source.in_(source_ids)
+    q = (select(deliveries.c.id, deliveries.c.state, dp.c.flow, dp.c.connection, dp.c.kind, dp.c.movement,
+                dp.c.balance_transaction, dp.c.source, dp.c.settlement_amount, deliveries.c.last_error)
+         .select_from(dp.join(deliveries, deliveries.c.idempotency_key == dp.c.idempotency_key))
+         .where(and_(cond, dp.c.books == books)))
+    if exclude_flow:
+        q = q.where(dp.c.flow != exclude_flow)
+    with store.engine.connect() as c:
+        for r in c.execute(q):
+            b = PostedBooking(*r)
+            for key in {b.balance_transaction, b.source} - {None}:
+                out.setdefault(key, []).append(b)
+    return out

@@ -43,6 +43,7 @@ class Check:
     detail: str = ""
     fix: str = ""
     fx_diff: Decimal = Decimal(0)       # clearing-account correction, settlement currency (signed)
+    fee_booked: bool = False            # the booking carried the fee too (the accounting model)
 
     @property
     def is_exception(self) -> bool:
@@ -59,13 +60,17 @@ def source_ids(txn: Mapping[str, Any]) -> list[str]:
     return [src] if isinstance(src, str) else []
 
 
-def classify(txn: Mapping[str, Any], booked: Mapping[str, list[Booked]], policy: Policy) -> Check:
+def classify(txn: Mapping[str, Any], booked: Mapping[str, list[Booked]], policy: Policy,
+             posted: Mapping[str, list[Any]] | None = None) -> Check:
     cat = txn.get("reporting_category") or txn.get("type") or "other"
     ids = source_ids(txn)
     check = Check(txn["id"], cat, MATCHED, ids[0] if ids else None)
     if policy.mode == "summary":
         check.kind = IN_SUMMARY
         return check
+    mine = _posted(txn, ids, cat, posted or {})
+    if mine:
+        return _classify_posted(txn, mine, check)
     types = policy.expect.get(cat)
     if types is None:
         if policy.unbooked == "journal":
@@ -118,6 +123,47 @@ def classify(txn: Mapping[str, Any], booked: Mapping[str, list[Booked]], policy:
     return check
 
 
+def _posted(txn: Mapping[str, Any], ids: list[str], category: str, posted: Mapping[str, list[Any]]) -> list[Any]:
+    """The accounting model's bookings of this transaction: by its own id, else by its source
+    when the booking was of the same kind of movement (a refund's re_, a charge's ch_)."""
+    own = posted.get(txn["id"], [])
+    if own:
+        return own
+    return [b for i in ids for b in posted.get(i, []) if b.kind == category and not b.balance_transaction]
+
+
+def _classify_posted(txn: Mapping[str, Any], bookings: list[Any], check: Check) -> Check:
+    """Booked through the accounting model: the posting was built from this very balance
+    transaction, in the books' currency; what is left to check is that it was delivered and
+    that Stripe's amount has not changed since."""
+    sent = [b for b in bookings if b.state == "sent"]
+    if not sent:
+        check.kind = BOOKED_LATE
+        dead = [b for b in bookings if b.state == "dead"]
+        b = dead[0] if dead else bookings[0]
+        check.detail = f"delivery {b.delivery_id} ({b.flow} -> {b.connection}) is {b.state}" + (
+            f": {b.last_error}" if dead and b.last_error else "")
+        check.fix = (f"ledgerflow dlq replay {b.delivery_id}" if dead else
+                     f"wait for the delivery loop (ledgerflow serve), or ledgerflow dlq replay {b.delivery_id}")
+        return check
+    settle = str(txn["currency"]).upper()
+    stripe_amount = from_minor(int(txn["amount"]), settle)
+    for b in sent:
+        try:
+            booked = to_decimal(b.settlement_amount, "booked amount")
+        except MoneyError:
+            continue
+        if booked != stripe_amount:
+            check.kind = MISMATCH
+            check.detail = (f"delivery {b.delivery_id} ({b.flow}) booked {booked} {settle}, "
+                            f"Stripe's transaction is {stripe_amount} {settle}")
+            check.fix = (f"compare the booking of {check.object_id} (delivery {b.delivery_id}, flow {b.flow}) with "
+                         "the Stripe transaction and correct it in the books")
+            return check
+    check.kind, check.fee_booked = MATCHED, True
+    return check
+
+
 def _compare(txn: Mapping[str, Any], b: Booked, policy: Policy, check: Check) -> tuple[str, str, Decimal]:
     spec = policy.booked_amount.get(f"{b.connector_type}.{b.action}")
     if spec is None:
@@ -129,7 +175,8 @@ def _compare(txn: Mapping[str, Any], b: Booked, policy: Policy, check: Check) ->
         raw = dig(b.payload, spec["amount"])
         booked = abs(to_decimal(raw, "booked amount"))
         cur_raw = dig(b.payload, spec["currency"]) if spec.get("currency") else None
-        cur = str(cur_raw).upper() if cur_raw else presentment
+        # a booking that names no currency is in the books' currency (home), never assumed to be Stripe's
+        cur = str(cur_raw).upper() if cur_raw else policy.home_currency
         rate_raw = dig(b.payload, spec["rate"]) if spec.get("rate") else None
         rate = to_decimal(rate_raw, "booked rate") if rate_raw not in (None, "") else None
     except MoneyError as exc:

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from .. import jsonio
 from ..fx import CachedProvider, ChainProvider, FixedProvider, FxError, Rate, provider
 from ..money import from_minor
-from .booked import bookings_for, refresh_index
-from .classify import RECONCILED, UNBALANCED, WITH_PAYOUT, Check, classify, source_ids
+from .booked import bookings_for, postings_for, refresh_index
+from .classify import BOOKED_LATE, MATCHED, RECONCILED, UNBALANCED, WITH_PAYOUT, Check, classify, source_ids
 from .journal import Totals, clearing_lines, convert_lines, summary_lines, transfer
 from .policy import Policy
 from .source import StripeReadError, StripeSource
@@ -141,17 +141,22 @@ class Reconciler:
                           else f"reversal of {payout['original_payout']}") + "; the money stayed in Stripe: not booked"
             return self._done(res)
         totals = Totals(cur.lower())
+        objects = getattr(getattr(self.app, "postings", None), "objects", None)
         for page in self.source.payout_transactions(account, payout["id"]):
+            if objects is not None:
+                objects.prefill(page, account)      # the postings' fetches find them here
             included = [t for t in page if not (t.get("type") == "payout" and _src_id(t) == payout["id"])]
             ids = [i for t in included for i in source_ids(t)]
             booked = bookings_for(self.app.store, ids, exclude_flow=self.policy.flow) if ids else {}
+            posted = postings_for(self.app.store, [t["id"] for t in included], ids, account or "platform",
+                                  exclude_flow=self.policy.flow)
             for txn in included:
-                check = classify(txn, booked, self.policy)
+                check = self._check(txn, booked, posted)
                 res.counts[check.kind] += 1
                 if check.is_exception:
                     res.exceptions.append(check)
                 totals.fx_diff += check.fx_diff
-                totals.add(txn, check.kind == WITH_PAYOUT)
+                totals.add(txn, check.kind == WITH_PAYOUT, fee_booked=check.fee_booked)
             self.progress("page", payout=payout, count=len(included))
         res.transactions = totals.count
         res.sum_net = totals.net
@@ -178,6 +183,22 @@ class Reconciler:
         self._book(payout, account, res, totals, arrival)
         return self._done(res)
 
+    def _check(self, txn: dict, booked: dict, posted: dict) -> Check:
+        if (txn.get("reporting_category") == "payout_reversal" and self.policy.mode == "per_transaction"
+                and self.book):
+            # a failed payout's funds coming back: booked by the reconciliation of that payout
+            po = _src_id(txn)
+            key = f"{self.flow.name}:transfer:recon_{po}_failed"
+            row = self.app.store.delivery_by_key(key)
+            check = Check(txn["id"], "payout_reversal", MATCHED, po)
+            if row is None or row["state"] != "sent":
+                check.kind = BOOKED_LATE
+                check.detail = f"the failed payout {po} has not been booked back yet"
+                check.fix = f"ledgerflow reconcile payouts --payout {po}"
+            check.fee_booked = True
+            return check
+        return classify(txn, booked, self.policy, posted)
+
     # ---- booking -------------------------------------------------------------------
 
     def _book(self, payout: dict, account: str | None, res: PayoutResult, totals: Totals, arrival: date) -> None:
@@ -202,12 +223,17 @@ class Reconciler:
         self._write(payout, account, f"recon_{payout['id']}", params, res)
 
     def _book_failed(self, payout: dict, account: str | None, res: PayoutResult) -> None:
-        """A failed payout that was booked as paid gets the reverse transfer."""
+        """A failed payout: the transfer out (its own balance transaction, once) and the reverse
+        transfer (the payout_failure balance transaction), so the clearing account mirrors both."""
         if self.flow is None or self.policy.mode != "per_transaction":
             return
         key = f"{self.flow.name}:transfer:recon_{payout['id']}"
         if self.app.store.delivery_by_key(key) is None:
-            return
+            params = {"reconciled": True, "mode": self.policy.mode, "journal": None, "currency": res.currency,
+                      "date": res.arrival, "transfer": {**transfer(res.amount, res.currency, self.policy),
+                                                        "date": res.arrival, "currency": res.currency,
+                                                        "memo": f"Stripe payout {payout['id']} (failed)"}}
+            self._write(payout, account, f"recon_{payout['id']}", params, res)
         t = transfer(res.amount, res.currency, self.policy)
         t["from_account"], t["to_account"] = t["to_account"], t["from_account"]
         params = {"reconciled": True, "mode": self.policy.mode, "journal": None, "currency": res.currency,

@@ -32,17 +32,20 @@ class Totals:
     currency: str
     count: int = 0
     net: int = 0
-    fee: int = 0
+    fee: int = 0                                      # fees the payout's journal still has to book
+    all_fees: int = 0
     gross: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     unbooked_gross: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     fx_diff: Decimal = Decimal(0)                     # major units, clearing correction
 
-    def add(self, txn: dict, booked_with_payout: bool) -> None:
+    def add(self, txn: dict, booked_with_payout: bool, *, fee_booked: bool = False) -> None:
         cat = txn.get("reporting_category") or txn.get("type") or "other"
         self.count += 1
         self.net += int(txn["net"])
-        self.fee += int(txn["fee"])
+        self.all_fees += int(txn["fee"])
+        if not fee_booked:          # the accounting model books a movement's fee with it
+            self.fee += int(txn["fee"])
         self.gross[cat] += int(txn["amount"])
         self.counts[cat] += 1
         if booked_with_payout:
@@ -66,8 +69,8 @@ def summary_lines(totals: Totals, payout_amount: int, policy: Policy) -> list[Li
         if totals.gross[cat]:
             lines.append(Line(policy.account_for(cat), -from_minor(totals.gross[cat], cur),
                               f"{cat} ({totals.counts[cat]} transactions)"))
-    if totals.fee:
-        lines.append(Line(policy.ledger["fees"], from_minor(totals.fee, cur), "Stripe fees"))
+    if totals.all_fees:
+        lines.append(Line(policy.ledger["fees"], from_minor(totals.all_fees, cur), "Stripe fees"))
     return lines
 
 

@@ -31,6 +31,7 @@ DEFAULT_EXPECT: dict[str, list[str]] = {
     "dispute": ["charge.dispute.funds_withdrawn", "charge.dispute.created"],
     "dispute_reversal": ["charge.dispute.funds_reinstated"],
     "platform_earning": ["application_fee.created"],
+    "platform_earning_refund": ["application_fee.refunded", "application_fee.refund.updated"],
     "transfer": ["transfer.created"],
 }
 

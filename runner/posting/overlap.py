@@ -1,0 +1,69 @@
+"""``validate``: each money movement is booked once per set of books.
+
+Two flows that book the same movement (say ``charge.succeeded`` and
+``payment_intent.succeeded`` of one payment, or a payout flow and the payout
+reconciliation) into the same connection would book it twice: a validation
+error naming both flows, not a surprise in the ledger. So is a flow that reads
+``posting`` but is triggered by an event that is not a money movement
+(``charge.refunded`` carries a cumulative amount).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Iterable
+
+from ..errors import Problem
+from .events import MOVEMENTS, NOT_MOVEMENTS
+
+RECONCILED = ("payout", "payout_reversal")     # what a payout reconciliation flow books
+
+
+def _trigger_where(flow, i: int) -> tuple[int, int]:
+    return flow.doc.where(("trigger", "stripe", i))
+
+
+def flow_movements(flow) -> dict[str, tuple[str, int]]:
+    """movement -> (the trigger pattern that brings it, its index in trigger.stripe)."""
+    out: dict[str, tuple[str, int]] = {}
+    recon = (flow.raw or {}).get("reconcile")
+    if recon is not None:
+        # per-transaction mode books the payout (and a failed payout's return); summary mode books
+        # every movement of the payout in one journal
+        booked = RECONCILED if (recon or {}).get("mode", "per_transaction") != "summary" else \
+            tuple(sorted(set(MOVEMENTS.values())))
+        for m in booked:
+            out[m] = ("reconcile", -1)
+        return out
+    for i, pattern in enumerate(flow.stripe_types):
+        for etype, movement in MOVEMENTS.items():
+            if fnmatch.fnmatchcase(etype, pattern):
+                out.setdefault(movement, (pattern, i))
+    return out
+
+
+def overlap_problems(flows: Iterable) -> list[Problem]:
+    flows = sorted(flows, key=lambda f: f.file)
+    problems: list[Problem] = []
+    claimed: dict[tuple[str, str], object] = {}     # (movement, connection) -> the first flow
+    for flow in flows:
+        if flow.reads_posting:
+            for i, pattern in enumerate(flow.stripe_types):
+                for etype, why in NOT_MOVEMENTS.items():
+                    if fnmatch.fnmatchcase(etype, pattern) and "*" not in pattern:
+                        line, col = _trigger_where(flow, i)
+                        problems.append(Problem(flow.file, line, col, f"trigger.stripe[{i}]: {etype} is not a money "
+                                                                      f"movement, so `posting` cannot book it: {why}"))
+        targets = sorted({r.target for r in flow.routes})
+        for movement, (pattern, i) in flow_movements(flow).items():
+            for target in targets:
+                first = claimed.get((movement, target))
+                if first is None:
+                    claimed[(movement, target)] = flow
+                    continue
+                line, col = _trigger_where(flow, i) if i >= 0 else flow.doc.where(("reconcile",))
+                problems.append(Problem(flow.file, line, col,
+                                        f"flow {flow.name} books {movement} movements into connection {target!r}, "
+                                        f"and so does flow {first.name} ({first.file}): each movement would be "
+                                        f"booked twice; keep one of them (or point one at other books)"))
+    return problems
