@@ -1,9 +1,18 @@
-"""CSV actions. ``row``: one row per operation, the mapping's fields as columns.
+"""CSV actions.
 
-The ``qbo_bank`` preset is QuickBooks Online's bank-transaction upload layout
-(Date, Description, Amount: money in positive, money out negative)."""
+* ``row``: one row per operation, the mapping's fields as columns.
+* ``qbo_bank_row``: QuickBooks Online's bank-transaction upload layout
+  (Date, Description, Amount: money in positive, money out negative).
+* ``journal``: a balanced journal entry, one row per line, in QuickBooks Online's
+  journal-entry import layout (Journal No., Journal Date, Account Name, Debits,
+  Credits, Description, Name): rows sharing a Journal No. are one entry. The
+  payload's lines are signed (debit positive, credit negative) and must sum to zero.
+"""
 
 from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping
 
 from connectors.base import Action
 
@@ -24,8 +33,47 @@ QBO_BANK = {
     },
 }
 
+_TEXT = {"type": "string", "maxLength": 4000}
+
+JOURNAL_LINE = {
+    "type": "object", "additionalProperties": False, "required": ["account", "amount"],
+    "properties": {
+        "account": {"type": "string", "minLength": 1, "maxLength": 100,
+                    "description": "The account's name in the chart of accounts (Parent:Sub for a sub-account)."},
+        "amount": {"type": "number", "description": "Debit positive, credit negative (home currency)."},
+        "memo": _TEXT,
+        "name": {"type": "string", "maxLength": 100, "description": "A customer or vendor (A/R, A/P lines)."},
+    },
+}
+
+JOURNAL = {
+    "type": "object", "additionalProperties": False, "required": ["date", "number", "lines"],
+    "properties": {
+        "date": {"type": "string", "format": "date", "description": "Journal date (ISO; written MM/DD/YYYY)."},
+        "number": {"type": "string", "minLength": 1, "maxLength": 21, "pattern": "^[^\\r\\n]*$",
+                   "description": "Journal No.: groups the entry's rows (QuickBooks Online's DocNumber, 21 max)."},
+        "memo": _TEXT,
+        "lines": {"type": "array", "minItems": 2, "items": JOURNAL_LINE,
+                  "description": "One row each; amounts sum to zero (debits positive, credits negative)."},
+    },
+}
+
+# the journal layout's columns, in QuickBooks Online's journal-entry import order
+JOURNAL_COLUMNS = ["Journal No.", "Journal Date", "Account Name", "Debits", "Credits", "Description", "Name"]
+
+
+def _balanced(payload: Mapping[str, Any]) -> list[str]:
+    lines = payload.get("lines") or []
+    total = sum((Decimal(str(line.get("amount", 0))) for line in lines), Decimal(0))
+    if total != 0:
+        return [f"lines must sum to zero (debits positive, credits negative); they sum to {total}"]
+    return []
+
+
 ACTIONS = {
     "row": Action("row", ROW, "Append one row; columns are the mapping's fields in order."),
     "qbo_bank_row": Action("qbo_bank_row", QBO_BANK,
                            "One line in QuickBooks Online's bank-transaction upload layout."),
+    "journal": Action("journal", JOURNAL, "A balanced journal entry, one row per line, in QuickBooks Online's "
+                                          "journal-entry import layout.", _balanced),
 }

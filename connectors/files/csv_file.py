@@ -1,4 +1,7 @@
-"""CSV target: a file per day per connection, atomic appends, no key written twice."""
+"""CSV target: a file per day per connection and action, atomic appends, no key written twice.
+
+A ``journal`` operation writes all its rows (one per line) as one chunk under one
+key: an entry is in the file whole or not at all."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
 
-from .csv_actions import ACTIONS, QBO_BANK
+from .csv_actions import ACTIONS, JOURNAL_COLUMNS, QBO_BANK, _balanced
 from .ledger import KeyedFile, file_day
 
 
@@ -35,6 +38,21 @@ class CsvConnector(Connector):
         prefix = self.config.get("prefix", self.name)
         return KeyedFile(directory / f"{prefix}-{action}-{today}.csv")
 
+    def _journal(self, item: Item) -> tuple[list[str], list[list[str]]]:
+        payload = item.payload
+        problems = _balanced(payload)
+        if problems:
+            raise TargetError("; ".join(problems), ErrorKind.PERMANENT, field="lines")
+        d = date.fromisoformat(str(payload["date"])).strftime("%m/%d/%Y")
+        rows = []
+        for line in payload["lines"]:
+            amount = Decimal(str(line["amount"]))
+            debit = _cell(amount) if amount > 0 else ""
+            credit = _cell(-amount) if amount < 0 else ""
+            rows.append([_cell(payload["number"]), d, _cell(line["account"]), debit, credit,
+                         _cell(line.get("memo") or payload.get("memo")), _cell(line.get("name"))])
+        return list(JOURNAL_COLUMNS), rows
+
     def _row(self, item: Item) -> tuple[list[str], list[str]]:
         payload = item.payload
         if item.action == "qbo_bank_row":
@@ -54,7 +72,19 @@ class CsvConnector(Connector):
                     f"csv has no action {item.action!r}", ErrorKind.PERMANENT))
                 continue
             kf = self._file_for(item)
-            columns, values = self._row(item)
+            try:
+                if item.action == "journal":
+                    columns, rows = self._journal(item)
+                else:
+                    columns, values = self._row(item)
+                    rows = [values]
+            except TargetError as exc:
+                outcomes[item.delivery_id] = Outcome.failed(item, exc)
+                continue
+            except (KeyError, ValueError, ArithmeticError) as exc:
+                outcomes[item.delivery_id] = Outcome.failed(item, TargetError(
+                    f"payload cannot be written as CSV: {exc}", ErrorKind.PERMANENT))
+                continue
             entry = by_file.setdefault(kf.path, (kf, columns, []))
             if entry[1] != columns:
                 outcomes[item.delivery_id] = Outcome.failed(item, TargetError(
@@ -62,7 +92,7 @@ class CsvConnector(Connector):
                     "per action — give the mapping the same fields in the same order", ErrorKind.PERMANENT))
                 continue
             buf = io.StringIO()
-            csv.writer(buf, lineterminator="\r\n").writerow(values)
+            csv.writer(buf, lineterminator="\r\n").writerows(rows)
             entry[2].append((item, buf.getvalue().encode("utf-8")))
         for kf, columns, rows in by_file.values():
             def header(columns=columns) -> bytes:
