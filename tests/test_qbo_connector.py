@@ -206,15 +206,59 @@ def test_stale_cached_id_is_evicted_and_retried(qbo):
 
 
 def test_foreign_currency_without_multicurrency_is_a_clear_delivery_error(qbo):
-    payload = receipt("ch-0001", CurrencyRef={"value": "EUR"}, ExchangeRate=Decimal("1.0834"))
+    payload = receipt("ch-0001", CurrencyRef={"value": "EUR"}, ExchangeRate=Decimal("1.0834"),
+                      CustomerRef={"name": "Stripe Customers EUR", "currency": "EUR"})
     [out] = qbo.connector().deliver([item(1, payload)])
     assert not out.ok and out.error.kind == ErrorKind.PERMANENT and "multicurrency: false" in str(out.error)
     assert qbo.standin.log == []                               # nothing was sent
     qbo.company.multicurrency = True
     [out] = qbo.connector(multicurrency=True).deliver([item(1, payload)])
-    assert out.ok
+    assert out.ok, out.error
     doc = qbo.company.all("SalesReceipt")[0]
     assert doc["CurrencyRef"] == {"value": "EUR"} and doc["ExchangeRate"] == Decimal("1.0834")
+    customer = qbo.company.find("Customer", "Stripe Customers EUR")
+    assert customer["CurrencyRef"] == {"value": "EUR"} and doc["CustomerRef"]["value"] == customer["Id"]
+
+
+def test_a_foreign_customer_currency_alone_is_refused_without_multicurrency(qbo):
+    payload = receipt("ch-0001", CustomerRef={"name": "Stripe Customers EUR", "currency": "EUR"})
+    [out] = qbo.connector().deliver([item(1, payload)])
+    assert not out.ok and out.error.kind == ErrorKind.PERMANENT and "EUR" in str(out.error)
+    assert qbo.standin.log == []
+
+
+def test_customers_are_per_currency_found_by_name_and_currency(qbo):
+    qbo.company.multicurrency = True
+    conn = qbo.connector(multicurrency=True)
+    usd = receipt("ch-0001", CustomerRef={"name": "Stripe Customers", "currency": "USD"})
+    eur = receipt("ch-0002", CurrencyRef={"value": "EUR"}, ExchangeRate=Decimal("1.0834"),
+                  CustomerRef={"name": "Stripe Customers EUR", "currency": "EUR"})
+    assert all(o.ok for o in conn.deliver([item(1, usd), item(2, eur)]))
+    more = receipt("ch-0003", CurrencyRef={"value": "EUR"}, ExchangeRate=Decimal("1.09"),
+                   CustomerRef={"name": "Stripe Customers EUR", "currency": "EUR"})
+    assert qbo.connector(multicurrency=True).deliver([item(3, more)])[0].ok     # found, not created again
+    customers = {c["DisplayName"]: c["CurrencyRef"]["value"] for c in qbo.company.all("Customer")}
+    assert customers == {"Stripe Customers": "USD", "Stripe Customers EUR": "EUR"}
+    docs = {d["DocNumber"]: d for d in qbo.company.all("SalesReceipt")}
+    assert docs["ch-0002"]["CustomerRef"] == docs["ch-0003"]["CustomerRef"] != docs["ch-0001"]["CustomerRef"]
+
+
+def test_a_customer_of_that_name_in_another_currency_is_a_permanent_error(qbo):
+    qbo.company.multicurrency = True
+    qbo.company.seed_named("Customer", "Stripe Customers", currency="USD")
+    payload = receipt("ch-0001", CurrencyRef={"value": "EUR"}, ExchangeRate=Decimal("1.0834"),
+                      CustomerRef={"name": "Stripe Customers", "currency": "EUR"})
+    [out] = qbo.connector(multicurrency=True).deliver([item(1, payload)])
+    assert not out.ok and out.error.kind == ErrorKind.PERMANENT
+    assert "is in USD, not EUR" in str(out.error) and "Stripe Customers EUR" in str(out.error)
+    assert qbo.company.all("SalesReceipt") == []
+
+
+def test_single_currency_company_gets_its_home_currency_customer(qbo):
+    payload = receipt("ch-0001", CustomerRef={"name": "Stripe Customers", "currency": "USD"})
+    assert qbo.connector().deliver([item(1, payload)])[0].ok
+    sent = [e for e in qbo.standin.log if e["method"] == "POST" and e["path"].endswith("/customer")]
+    assert len(sent) == 1 and qbo.company.find("Customer", "Stripe Customers") is not None
 
 
 def test_lost_response_without_docnumber_is_found_by_date_and_marker(qbo):

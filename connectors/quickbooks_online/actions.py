@@ -6,7 +6,10 @@ unknown keys, so a typo fails at ``validate``/``preview`` rather than as Intuit
 fault 2010 at 3 a.m. References (``AccountRef``, ``ItemRef``, ``ClassRef``,
 ``DepartmentRef``, ``CustomerRef``, ``EntityRef``) take either Intuit's
 ``{value: <Id>}`` or ``{name: "Stripe Clearing"}``, which the connector looks
-up (cached); a ``CustomerRef`` by name/email is found or created.
+up (cached); a ``CustomerRef`` by name/email is found or created, and with
+``currency`` it is found by name *and* currency, or created in that currency
+(QuickBooks ties a customer to one currency; a transaction must use its
+customer's currency).
 
 No HTTP imports here: ``ledgerflow validate`` loads this module only.
 """
@@ -29,9 +32,13 @@ _REF = {
 _CUSTOMER_REF = {
     "type": "object", "additionalProperties": False,
     "properties": {"value": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1},
-                   "email": {"type": "string", "format": "email"}},
+                   "email": {"type": "string", "format": "email"},
+                   "currency": {"type": "string", "pattern": "^[A-Z]{3}$",
+                                "description": "The customer's currency: found by DisplayName and this currency, "
+                                               "created with CurrencyRef (a multicurrency company ties each "
+                                               "customer to one currency)."}},
     "anyOf": [{"required": ["value"]}, {"required": ["name"]}],
-    "description": "An Id, or a DisplayName (and optional email) to find or create the customer by.",
+    "description": "An Id, or a DisplayName (and optional email and currency) to find or create the customer by.",
 }
 _ENTITY_REF = {
     "type": "object", "additionalProperties": False,
@@ -185,12 +192,14 @@ ACTIONS: dict[str, Action] = {
 
 
 def currencies(payload: Any) -> set[str]:
-    """Every CurrencyRef value in a payload."""
+    """Every CurrencyRef value in a payload, and every ``CustomerRef.currency``."""
     found: set[str] = set()
     if isinstance(payload, Mapping):
         for k, v in payload.items():
             if k == "CurrencyRef" and isinstance(v, Mapping) and isinstance(v.get("value"), str):
                 found.add(v["value"])
+            elif k == "CustomerRef" and isinstance(v, Mapping) and isinstance(v.get("currency"), str):
+                found.add(v["currency"])
             else:
                 found |= currencies(v)
     elif isinstance(payload, list):

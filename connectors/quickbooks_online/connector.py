@@ -6,7 +6,8 @@ Per delivery call (one company):
    derived from the idempotency key goes into ``PrivateNote`` as
    ``[ledgerflow <requestid>]``, so a document found later can be proven ours.
 2. Resolve ``{name: ...}`` references to Ids (cached in the store's kv table);
-   ``CustomerRef`` by name/email is found or created.
+   ``CustomerRef`` by name/email is found or created (with ``currency``: by
+   name and currency, created in that currency).
 3. An item retried after a lost response (``attempts > 0``) is first looked
    for: by DocNumber, or for a Transfer (no DocNumber) by date and marker.
 4. Create: one item alone with its own ``requestid`` (a new one per counted
@@ -263,7 +264,9 @@ class QuickBooksOnlineConnector(Connector):
     def _ref(self, client: QboClient, w: _Work, key: str, ref: Mapping[str, Any], owner: Mapping[str, Any]) -> dict:
         name = str(ref["name"])
         if key == "CustomerRef":
-            return {"value": self._find_or_create_customer(client, name, ref.get("email"))}
+            currency = str(ref["currency"]).upper() if ref.get("currency") else None
+            w.names.append((self._customer_ns(currency), name))
+            return {"value": self._find_or_create_customer(client, name, ref.get("email"), currency=currency)}
         if key == "EntityRef":
             etype = ref.get("type") or owner.get("Type") or "Vendor"
             out = {"value": self._lookup(client, w, etype, name, "DisplayName")}
@@ -286,35 +289,66 @@ class QuickBooksOnlineConnector(Connector):
         self._cache_put(client, entity, name, str(rows[0]["Id"]))
         return str(rows[0]["Id"])
 
+    @staticmethod
+    def _customer_ns(currency: str | None) -> str:
+        """The cache's namespace for customers: by name, or by name within one currency."""
+        return "Customer" if not currency else f"Customer@{currency}"
+
+    def _home(self) -> str:
+        return str(self.config.get("home_currency") or self.runtime.settings.get("home_currency") or "USD").upper()
+
+    def _in_currency(self, rows: list[dict], currency: str | None) -> list[dict]:
+        """The rows whose currency is ``currency`` (a customer without CurrencyRef is in the home currency)."""
+        if not currency:
+            return rows
+        home = self._home()
+        return [r for r in rows if str(((r.get("CurrencyRef") or {}).get("value")) or home).upper() == currency]
+
     def _find_or_create_customer(self, client: QboClient, name: str, email: str | None,
-                                 extra: Mapping[str, Any] | None = None) -> str:
-        cached = self._cache_get(client, "Customer", name)
+                                 extra: Mapping[str, Any] | None = None, *, currency: str | None = None) -> str:
+        """The customer's Id: found by DisplayName (else email) and, with ``currency``, in that currency;
+        else created (with CurrencyRef when the currency is foreign or the company is multicurrency).
+        QuickBooks ties a customer to one currency, and DisplayName is unique across customers, so a
+        customer of that name in another currency is a PERMANENT error naming the fix."""
+        ns = self._customer_ns(currency)
+        cached = self._cache_get(client, ns, name)
         if cached:
             return cached
-        rows = client.query(f"select * from Customer where DisplayName = {quote(name)}",
-                            what="the Customer look-up").get("Customer") or []
-        if not rows and email:
-            rows = client.query(f"select * from Customer where PrimaryEmailAddr = {quote(email)}",
-                                what="the Customer look-up").get("Customer") or []
+        named = client.query(f"select * from Customer where DisplayName = {quote(name)}",
+                             what="the Customer look-up").get("Customer") or []
+        rows = self._in_currency(named, currency)
+        if not named and email:
+            rows = self._in_currency(client.query(f"select * from Customer where PrimaryEmailAddr = {quote(email)}",
+                                                  what="the Customer look-up").get("Customer") or [], currency)
+        if named and not rows:
+            other = str(((named[0].get("CurrencyRef") or {}).get("value")) or self._home())
+            raise TargetError(f"the QuickBooks customer {name!r} (Id {named[0].get('Id')}) is in {other}, not "
+                              f"{currency}: a {currency} transaction needs a {currency} customer; name one per "
+                              "currency (the shipped mappings use doc.customer_name(...), e.g. "
+                              f"\"{name} {currency}\")", ErrorKind.PERMANENT, field="CustomerRef")
         if rows:
             cid = str(rows[0]["Id"])
         else:
             body = {**(extra or {}), "DisplayName": name}
             if email:
                 body["PrimaryEmailAddr"] = {"Address": email}
-            rid = request_id("customer:" + hashlib.sha256(f"{client.realm_id}:{name}".encode()).hexdigest())
+            if currency and (currency != self._home() or self.config.get("multicurrency")):
+                body["CurrencyRef"] = {"value": currency}
+            seed = f"{client.realm_id}:{name}" + (f":{currency}" if currency else "")
+            rid = request_id("customer:" + hashlib.sha256(seed.encode()).hexdigest())
             try:
                 cid = str(client.create("Customer", "customer", body, rid)["Id"])
             except QboFault as exc:
                 if exc.code != DUPLICATE_NAME:
                     raise
-                rows = client.query(f"select * from Customer where DisplayName = {quote(name)}",
-                                    what="the Customer look-up").get("Customer") or []
-                if not rows:        # the name belongs to a vendor or employee
-                    raise TargetError(f"{exc}: the display name is taken by a vendor or employee",
+                rows = self._in_currency(client.query(f"select * from Customer where DisplayName = {quote(name)}",
+                                                      what="the Customer look-up").get("Customer") or [], currency)
+                if not rows:        # the name belongs to a vendor or employee, or to a customer in another currency
+                    raise TargetError(f"{exc}: the display name is taken by a vendor or employee"
+                                      + (f", or by a customer not in {currency}" if currency else ""),
                                       ErrorKind.PERMANENT, field="DisplayName") from None
                 cid = str(rows[0]["Id"])
-        self._cache_put(client, "Customer", name, cid)
+        self._cache_put(client, ns, name, cid)
         return cid
 
     def _customer_action(self, client: QboClient, w: _Work) -> Outcome:
@@ -322,7 +356,9 @@ class QuickBooksOnlineConnector(Connector):
         email = (p.get("PrimaryEmailAddr") or {}).get("Address")
         extra = {k: v for k, v in p.items() if k not in ("DisplayName", "PrimaryEmailAddr", "PrivateNote")}
         try:
-            return Outcome.sent(w.item, "Customer:" + self._find_or_create_customer(client, p["DisplayName"], email, extra))
+            currency = (p.get("CurrencyRef") or {}).get("value")
+            return Outcome.sent(w.item, "Customer:" + self._find_or_create_customer(client, p["DisplayName"], email,
+                                                                                    extra, currency=currency))
         except TargetError as exc:
             return Outcome.failed(w.item, exc)
 
