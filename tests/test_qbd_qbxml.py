@@ -27,7 +27,8 @@ REF_ID = {"ListID": "80000001-1700000000", "FullName": "Sales"}
 ADDRESS = {"Addr1": "1 Main St", "Addr2": "Suite 2", "City": "Springfield", "State": "IL", "PostalCode": "62701",
            "Country": "US", "Note": "front desk"}
 SALES_LINE = {"Amount": Decimal("12.5"), "ServiceDate": "2024-03-01", "SalesTaxCodeRef": {"FullName": "Non"},
-              "ClassRef": REF_ID, "Quantity": Decimal("2"), "Desc": "two widgets", "ItemRef": REF_ID}
+              "ClassRef": REF_ID, "Quantity": Decimal("2"), "Desc": "two widgets", "ItemRef": REF_ID,
+              "OverrideItemAccountRef": {"FullName": "Sales"}}
 
 # Every field each action accepts, keys deliberately out of the XSD's order.
 FULL = {
@@ -198,3 +199,41 @@ def test_parse_response_and_classification():
         qbxml.parse_response("<QBXML>")
     with pytest.raises(ValueError, match="no QBXML/QBXMLMsgsRs"):
         qbxml.parse_response("<Other/>")
+
+
+def test_currency_refs_name_quickbooks_currencies_not_iso_codes(schema):
+    """QuickBooks' currency list names its built-in currencies ("Euro"); an ISO code is translated,
+    a name (or a code the table lacks) is written as given."""
+    rq = qbxml.add_request("customer", {"Name": "Stripe Customers EUR", "CurrencyRef": {"FullName": "EUR"}}, "1", "k")
+    assert rq.findtext("CustomerAdd/CurrencyRef/FullName") == "Euro"
+    rq = qbxml.add_request("journal_entry", {**MINIMAL["journal_entry"], "CurrencyRef": {"FullName": "JPY"},
+                                             "ExchangeRate": Decimal("0.0067")}, "2", "k")
+    assert rq.findtext("JournalEntryAdd/CurrencyRef/FullName") == "Japanese Yen"
+    assert rq.findtext("JournalEntryAdd/ExchangeRate") == "0.0067"
+    schema.assertValid(etree.fromstring(qbxml.message([rq]).encode()))
+    assert qbxml.currency_name("Euro") == "Euro" and qbxml.currency_name("XYZ") == "XYZ"
+    assert qbxml.currency_code("Euro") == "EUR" and qbxml.currency_code("eur") == "EUR"
+
+
+def test_sales_lines_can_name_the_income_account(schema):
+    payload = {"TxnDate": "2024-03-01", "SalesReceiptLineAdd": [
+        {"OverrideItemAccountRef": {"FullName": "Sales"}, "Amount": Decimal("20"), "ItemRef": REF}]}
+    rq = qbxml.add_request("sales_receipt", payload, "1", "k")
+    line = rq.find("SalesReceiptAdd/SalesReceiptLineAdd")
+    assert [c.tag for c in line] == ["ItemRef", "Amount", "OverrideItemAccountRef"]
+    schema.assertValid(etree.fromstring(qbxml.message([rq]).encode()))
+
+
+def test_single_currency_company_files_refuse_foreign_currency_at_plan_time():
+    from connectors.quickbooks_desktop.actions import check_payload
+    single, multi = {"type": "quickbooks_desktop"}, {"type": "quickbooks_desktop", "multicurrency": True}
+    settings = {"home_currency": "USD"}
+    foreign = {"Name": "Stripe Customers EUR", "CurrencyRef": {"FullName": "EUR"}}
+    assert check_payload("customer", foreign, multi, settings) == []
+    [problem] = check_payload("customer", foreign, single, settings)
+    assert "CurrencyRef EUR is not the company file's home currency USD" in problem
+    assert check_payload("customer", {"Name": "x", "CurrencyRef": {"FullName": "US Dollar"}}, single, settings) == []
+    rated = {**MINIMAL["sales_receipt"], "ExchangeRate": Decimal("1.0834")}
+    assert "ExchangeRate 1.0834" in check_payload("sales_receipt", rated, single, settings)[0]
+    assert check_payload("sales_receipt", rated, multi, settings) == []
+    assert check_payload("sales_receipt", {**rated, "ExchangeRate": Decimal("1")}, single, settings) == []

@@ -27,7 +27,9 @@ DATE = {"type": "string", "format": "date"}
 MEMO = {"type": "string", "maxLength": 4000,
         "description": "Up to 4000 characters; ledgerflow appends a short tag carrying the delivery key."}
 REFNUMBER = {"type": "string", "maxLength": 11, "description": "QuickBooks keeps 11 characters."}
-EXCHANGE_RATE = {"type": "number", "exclusiveMinimum": 0}
+EXCHANGE_RATE = {"type": "number", "exclusiveMinimum": 0,
+                 "description": "Home-currency units per unit of the transaction's currency (multicurrency "
+                                "company files only)."}
 
 ADDRESS = {
     "type": "object", "additionalProperties": False,
@@ -39,7 +41,9 @@ SALES_LINE = {
     "type": "object", "additionalProperties": False, "required": ["ItemRef", "Amount"],
     "properties": {"ItemRef": REF, "Desc": {"type": "string", "maxLength": 4095},
                    "Quantity": {"type": "number"}, "ClassRef": REF, "Amount": AMOUNT,
-                   "ServiceDate": DATE, "SalesTaxCodeRef": REF},
+                   "ServiceDate": DATE, "SalesTaxCodeRef": REF,
+                   "OverrideItemAccountRef": {**REF, "description": "The income account this line credits, "
+                                                                   "instead of the item's own."}},
 }
 
 
@@ -158,6 +162,52 @@ ACTIONS = {
                               _two_decimals),
     "customer": Action("customer", CUSTOMER, "CustomerAdd, find-or-create: an existing name is looked up."),
 }
+
+def currencies(payload: Any) -> set[str]:
+    """Every CurrencyRef FullName in a payload (ISO codes or QuickBooks' currency names)."""
+    found: set[str] = set()
+    if isinstance(payload, Mapping):
+        for k, v in payload.items():
+            if k == "CurrencyRef" and isinstance(v, Mapping) and isinstance(v.get("FullName"), str):
+                found.add(v["FullName"])
+            else:
+                found |= currencies(v)
+    elif isinstance(payload, list):
+        for v in payload:
+            found |= currencies(v)
+    return found
+
+
+def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[str, Any],
+                  settings: Mapping[str, Any]) -> list[str]:
+    """Checks that need the connection's settings (the planner runs them at preview/plan time).
+
+    A company file without multicurrency (``multicurrency: false``, the default) takes its
+    home currency only: QuickBooks answers 3250 ("feature is not enabled") to a foreign
+    CurrencyRef or an ExchangeRate other than 1. ``home_currency`` on the connection
+    overrides the project's.
+    """
+    if connection.get("multicurrency", False):
+        return []
+    from .qbxml import currency_code
+    home = str(connection.get("home_currency") or settings.get("home_currency") or "USD").upper()
+    problems = []
+    foreign = sorted(c for c in currencies(payload) if currency_code(c) != home)
+    if foreign:
+        problems.append(f"CurrencyRef {', '.join(foreign)} is not the company file's home currency {home}, and the "
+                        "connection sets no multicurrency: true (turn on multicurrency in QuickBooks and set "
+                        "multicurrency: true on the connection, or book home amounts: posting.gross, doc.amount)")
+    rate = payload.get("ExchangeRate")
+    if rate is not None:
+        try:
+            off = Decimal(str(rate)) != 1
+        except InvalidOperation:
+            off = True
+        if off:
+            problems.append(f"ExchangeRate {rate}: the company file is single-currency (the connection sets no "
+                            "multicurrency: true); leave ExchangeRate out (doc.exchange_rate is 1 there)")
+    return problems
+
 
 # action -> qbXML object name (SalesReceipt -> SalesReceiptAddRq, SalesReceiptQueryRq, SalesReceiptRet)
 OBJECTS = {"sales_receipt": "SalesReceipt", "credit_memo": "CreditMemo", "deposit": "Deposit",

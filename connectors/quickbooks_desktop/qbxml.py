@@ -31,7 +31,7 @@ REF = {"ListID": None, "FullName": None}
 ADDRESS = {**{f"Addr{i}": None for i in range(1, 6)}, "City": None, "State": None, "PostalCode": None,
            "Country": None, "Note": None}
 SALES_LINE = {"ItemRef": REF, "Desc": None, "Quantity": None, "ClassRef": REF, "Amount": None,
-              "ServiceDate": None, "SalesTaxCodeRef": REF}
+              "ServiceDate": None, "SalesTaxCodeRef": REF, "OverrideItemAccountRef": REF}
 
 SHAPES: dict[str, dict[str, Any]] = {
     "SalesReceiptAdd": {
@@ -67,6 +67,43 @@ SHAPES: dict[str, dict[str, Any]] = {
     },
 }
 AMOUNT_FIELDS = {"Amount", "TotalAmount", "PaymentAmount"}
+
+# ---- currencies: QuickBooks' currency list names its built-in currencies, not by ISO code -----------
+
+CURRENCY_NAMES = {
+    "USD": "US Dollar", "EUR": "Euro", "GBP": "British Pound Sterling", "CAD": "Canadian Dollar",
+    "AUD": "Australian Dollar", "JPY": "Japanese Yen", "CHF": "Swiss Franc", "MXN": "Mexican Peso",
+    "NZD": "New Zealand Dollar", "SEK": "Swedish Krona", "DKK": "Danish Krone", "SGD": "Singapore Dollar",
+    "NOK": "Norwegian Krone", "HKD": "Hong Kong Dollar", "INR": "Indian Rupee", "CNY": "Chinese Yuan Renminbi",
+}
+_CODES = {v: k for k, v in CURRENCY_NAMES.items()}
+
+
+def currency_name(code_or_name: str) -> str:
+    """A CurrencyRef FullName as QuickBooks' currency list names it: "EUR" -> "Euro"; a name, or a
+    code not in the table, is left as given (a renamed or added currency is named as the file names it)."""
+    return CURRENCY_NAMES.get(code_or_name.strip().upper(), code_or_name) if len(code_or_name.strip()) == 3 \
+        else code_or_name
+
+
+def currency_code(code_or_name: str) -> str:
+    """The ISO code of a CurrencyRef FullName ("Euro" -> "EUR"; an ISO code as it is)."""
+    return _CODES.get(code_or_name, code_or_name.strip().upper())
+
+
+def _currency_names(payload: Any) -> Any:
+    if isinstance(payload, Mapping):
+        out = {}
+        for k, v in payload.items():
+            if k == "CurrencyRef" and isinstance(v, Mapping) and isinstance(v.get("FullName"), str):
+                v = {**v, "FullName": currency_name(v["FullName"])}
+            else:
+                v = _currency_names(v)
+            out[k] = v
+        return out
+    if isinstance(payload, list):
+        return [_currency_names(v) for v in payload]
+    return payload
 
 # ---- the memo tag: the delivery key, where RefNumber (11 characters) cannot hold it ---------
 
@@ -131,7 +168,7 @@ def add_request(action: str, payload: Mapping[str, Any], request_id: str, idempo
     if obj is None:
         raise TargetError(f"quickbooks_desktop has no action {action!r} (known: {', '.join(OBJECTS)})",
                           ErrorKind.PERMANENT)
-    body = dict(payload)
+    body = _currency_names(dict(payload))
     if action == "receive_payment" and "AppliedToTxnAdd" not in body and "IsAutoApply" not in body:
         body["IsAutoApply"] = True
     if action != "customer":
