@@ -13,10 +13,14 @@ from tests.standins.stripe_api import DEFAULT_KEY
 from tests.standins.stripe_scenarios import Scenario
 
 
-def wire_project(project_dir: Path, monkeypatch, api_base: str, store_url: str, accounts: list[str]) -> Path:
-    """Point the copied project's stripe section at the stand-in and the store at ``store_url``."""
+def wire_project(project_dir: Path, monkeypatch, api_base: str, store_url: str, accounts: list[str],
+                 account_books: dict[str, str] | None = None) -> Path:
+    """Point the copied project's stripe section at the stand-in and the store at ``store_url``;
+    ``account_books``: connected accounts whose own books are a connection (the Connect policy)."""
     path = project_dir / "ledgerflow.yaml"
     data = yaml.safe_load(path.read_text())
+    if account_books is not None:
+        data.setdefault("accounting", {}).setdefault("connect", {})["account_books"] = account_books
     data["stripe"] = {"api_key": {"env": "STRIPE_API_KEY"}, "api_base": api_base, "connected_accounts": accounts,
                       "max_network_retries": 0}
     data.setdefault("settings", {})["timezone"] = "UTC"

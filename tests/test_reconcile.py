@@ -26,8 +26,10 @@ def stand(request):
         yield scenario, standin, srv.url
 
 
-def _app(project_dir, monkeypatch, url, store_url, scenario) -> App:
-    wire_project(project_dir, monkeypatch, url, store_url, CONNECTED)
+def _app(project_dir, monkeypatch, url, store_url, scenario, books_of_connected: bool = True) -> App:
+    # the connected account keeps its own books in the IIF file here, so its payouts are booked too
+    wire_project(project_dir, monkeypatch, url, store_url, CONNECTED,
+                 {a: "iif" for a in CONNECTED} if books_of_connected else {})
     app = App()
     book(app.store, scenario)
     return app
@@ -104,6 +106,18 @@ def test_bookings_per_transaction_mode(project_dir, monkeypatch, store_url, stan
     before = len(ours)
     reconcile(app, _flow(app), since=_since())
     assert len([r for r in app.store.deliveries_where() if r["flow"] == FLOW]) == before
+
+
+def test_a_connected_accounts_payout_is_checked_not_booked_into_the_platforms_books(
+        project_dir, monkeypatch, store_url, stand):
+    scenario, _, url = stand
+    app = _app(project_dir, monkeypatch, url, store_url, scenario, books_of_connected=False)
+    report = reconcile(app, _flow(app), since=_since())
+    connected = [r for r in report.results if r.account is not None]
+    assert connected and any(r.transactions > 0 for r in connected)          # checked
+    keys = [r["idempotency_key"] for r in app.store.deliveries_where() if r["flow"] == FLOW]
+    assert keys and not [k for k in keys for r in connected if r.payout_id in k]   # not booked
+    assert [k for k in keys for r in report.results if r.account is None and r.payout_id in k]
 
 
 def test_summary_mode_books_one_balanced_journal_per_payout(project_dir, monkeypatch, store_url, stand):

@@ -241,8 +241,18 @@ class Reconciler:
                                                     "memo": f"Failed Stripe payout {payout['id']} returned"}}
         self._write(payout, account, f"recon_{payout['id']}_failed", params, res)
 
+    def books_account(self, account: str | None) -> bool:
+        """The Connect policy: a connected account's payout moves that account's money, so it is
+        booked only where that account's own books are (accounting.connect.account_books naming a
+        connection this flow books into); the platform's books never get it. It is still checked."""
+        if account is None:
+            return True
+        policy = getattr(getattr(self.app, "postings", None), "policy", None)
+        conn = (getattr(policy, "account_books", None) or {}).get(account)
+        return conn is not None and conn in {r.target for r in self.flow.routes}
+
     def _write(self, payout: dict, account: str | None, event_id: str, params: dict, res: PayoutResult) -> None:
-        if not self.book:
+        if not self.book or not self.books_account(account):
             return
         event = {"id": event_id, "object": "event", "type": "payout.reconciled", "created": payout.get("created"),
                  "data": {"object": payout}}
