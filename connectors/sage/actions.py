@@ -31,7 +31,9 @@ CONTACT = {
                       "description": "Stable key of the customer (e.g. the Stripe customer id); found-or-created "
                                      "by it. Shortened deterministically when longer than Sage allows."},
         "email": {"type": "string", "maxLength": 100},
-        "currency": CURRENCY,
+        "currency": {**CURRENCY, "description": "The contact's currency (Sage ties a contact to one): found "
+                                                "contacts must have it, new ones are created with it. Give "
+                                                "each currency its own reference (e.g. cus_...-EUR)."},
     },
 }
 
@@ -53,6 +55,26 @@ PAYMENT = {
     "properties": {"bank_account": NAME_OR_CODE, "amount": POSITIVE, "date": DATE},
 }
 
+FEES = {
+    "type": "object", "additionalProperties": False,
+    "required": ["bank_account", "lines"],
+    "description": "Stripe's fees on the movement, booked with it (never without it): positive lines are one "
+                   "other payment out of the bank account, negative lines (fees returned) one other receipt. "
+                   "Always in the bank account's (base) currency.",
+    "properties": {
+        "bank_account": NAME_OR_CODE,
+        "date": DATE,
+        "lines": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["ledger_account", "amount"],
+            "properties": {"ledger_account": NAME_OR_CODE,
+                           "amount": {"type": "number", "not": {"const": 0},
+                                      "description": "Base currency; > 0 paid out, < 0 returned."},
+                           "details": {"type": "string", "maxLength": 200}},
+        }},
+    },
+}
+
 _DOCUMENT_HEADER = {      # what an invoice and a credit note share
     "date": DATE,
     "contact": CONTACT,
@@ -68,6 +90,7 @@ SALES_INVOICE_PAYMENT = {
         **_DOCUMENT_HEADER,
         "lines": {"type": "array", "minItems": 1, "items": LINE},
         "payment": {**PAYMENT, "description": "The receipt allocated to the invoice (into the clearing account)."},
+        "fees": FEES,
     },
 }
 
@@ -78,9 +101,11 @@ CREDIT_NOTE_REFUND = {
         **_DOCUMENT_HEADER,
         "original_invoice_key": {"type": "string", "minLength": 1,
                                  "description": "Idempotency key of the operation that booked the original "
-                                                "invoice; when found, the credit note is linked to it."},
+                                                "invoice; when found, the credit note is linked to it and goes "
+                                                "on the invoice's contact (same currency), else on `contact`."},
         "lines": {"type": "array", "minItems": 1, "items": LINE},
         "refund": {**PAYMENT, "description": "The refund paid out of the clearing account, allocated to the credit note."},
+        "fees": FEES,
     },
 }
 
@@ -177,8 +202,40 @@ def _transfer_check(p: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _currencies(payload: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(payload, Mapping):
+        for k, v in payload.items():
+            if k == "currency" and isinstance(v, str):
+                found.add(v.upper())
+            else:
+                found |= _currencies(v)
+    elif isinstance(payload, list):
+        for v in payload:
+            found |= _currencies(v)
+    return found
+
+
+def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[str, Any],
+                  settings: Mapping[str, Any]) -> list[str]:
+    """Checks that need the connection's settings (the planner runs them at preview/plan time).
+
+    A business without foreign currencies (``multicurrency: false``, the default) takes its base
+    currency only (``home_currency`` on the connection overrides the project's): Sage refuses any
+    other ``currency_id`` there, so such a payload fails at preview, not in production.
+    """
+    home = str(connection.get("home_currency") or settings.get("home_currency") or "").upper()
+    foreign = sorted(c for c in _currencies(payload) if c != home)
+    if foreign and not connection.get("multicurrency", False):
+        return [f"currency {', '.join(foreign)} is not the business's base currency {home}, and the connection "
+                "sets no multicurrency: true (enable foreign currencies in Sage and set multicurrency: true, or "
+                "book in the base currency: the shipped mappings read `doc`, which does)"]
+    return []
+
+
 ACTIONS = {
-    "contact": Action("contact", CONTACT, "Find a customer contact by reference, or create it."),
+    "contact": Action("contact", CONTACT, "Find a customer contact by reference (and currency), or create it "
+                                          "with that currency."),
     "sales_invoice_payment": Action(
         "sales_invoice_payment", SALES_INVOICE_PAYMENT,
         "A Stripe charge: customer contact (found or created), a sales invoice, and a customer receipt "

@@ -88,9 +88,11 @@ class SageClient:
             # $next is a path under the API base (with its query), or an absolute URL
             path, query = (nxt if nxt.startswith("http") else nxt.lstrip("/")), None
 
-    def find_by_reference(self, resource: str, reference: str, params: Mapping[str, Any] | None = None) -> dict | None:
-        """The first item whose ``reference`` is exactly ``reference`` (Sage's filters narrow the list)."""
-        query = {**(params or {}), "attributes": "reference"}
+    def find_by_reference(self, resource: str, reference: str, params: Mapping[str, Any] | None = None,
+                          attributes: str = "") -> dict | None:
+        """The first item whose ``reference`` is exactly ``reference`` (Sage's filters narrow the list);
+        ``attributes``: more fields to read (comma-separated, e.g. ``currency``)."""
+        query = {**(params or {}), "attributes": ",".join(["reference"] + [a for a in attributes.split(",") if a])}
         for item in self.iter_list(resource, query):
             if item.get("reference") == reference:
                 return item

@@ -24,6 +24,7 @@ created, so a retry after a partial failure completes the rest.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
@@ -58,7 +59,7 @@ class SageConnector(Connector):
         super().__init__(name, config, runtime)
         self._client: SageClient | None = None
         self._lookups: Lookups | None = None
-        self._contacts: dict[str, str] = {}          # contact reference -> id, for this process
+        self._contacts: dict[tuple[str, str], str] = {}   # (contact reference, currency) -> id, for this process
 
     # ---- set-up (lazy, so a missing secret fails the items, not the import) ----------------
 
@@ -129,27 +130,38 @@ class SageConnector(Connector):
         return self.client.create(resource, wrapper, {**build(), "reference": reference}), True
 
     def contact_id(self, contact: Mapping[str, Any]) -> str:
-        """Find the customer by reference, or create it (a concurrent create is found on repeat)."""
+        """Find the customer by reference (and currency), or create it with that currency (a concurrent
+        create is found on repeat). Sage ties a contact to one currency: a contact found under the
+        reference but in another currency is a PERMANENT error, never silently used."""
         reference = short_reference(str(contact["reference"]), limit=REFERENCE_MAX)
-        if reference in self._contacts:
-            return self._contacts[reference]
+        currency = str(contact.get("currency") or "").upper()
+        if (reference, currency) in self._contacts:
+            return self._contacts[(reference, currency)]
         params = {"search": reference, "contact_type_id": "CUSTOMER"}
-        found = self.client.find_by_reference("contacts", reference, params)
+        found = self.client.find_by_reference("contacts", reference, params, attributes="currency")
         if found is None:
             doc = {"name": contact["name"], "contact_type_ids": ["CUSTOMER"], "reference": reference}
             if contact.get("email"):
                 doc["email"] = contact["email"]
-            if contact.get("currency"):
-                doc["currency_id"] = contact["currency"]
+            if currency:
+                doc["currency_id"] = currency
             try:
                 found = self.client.create("contacts", "contact", doc)
             except TargetError as exc:
                 if exc.field != "reference":
                     raise
-                found = self.client.find_by_reference("contacts", reference, params)   # another worker made it
+                found = self.client.find_by_reference("contacts", reference, params,
+                                                      attributes="currency")   # another worker made it
                 if found is None:
                     raise
-        self._contacts[reference] = found["id"]
+        have = str(((found.get("currency") or {}) if isinstance(found.get("currency"), Mapping)
+                    else {"id": found.get("currency")}).get("id") or "").upper()
+        if currency and have and have != currency:
+            raise TargetError(f"contact.reference: the Sage contact {reference!r} is a {have} contact and this "
+                              f"document is in {currency}; Sage ties a contact to one currency (give each currency "
+                              "its own contact reference, as the shipped mappings do: cus_...-EUR)",
+                              ErrorKind.PERMANENT, field="contact.reference")
+        self._contacts[(reference, currency)] = found["id"]
         return found["id"]
 
     def _lines(self, lines: list[Mapping[str, Any]], field: str) -> list[dict]:
@@ -187,6 +199,39 @@ class SageConnector(Connector):
                      "total_amount": pay["amount"],
                      "allocated_artefacts": [{"artefact_id": artefact_id, "amount": pay["amount"]}]})
 
+    def _fees(self, key: str, fees: Mapping[str, Any] | None, default_date: str) -> tuple[list[str], list[bool]]:
+        """Stripe's fees booked with their movement: positive lines as one other payment out of the bank
+        account, negative ones (fees returned) as one other receipt; each found or created by reference."""
+        if not fees:
+            return [], []
+        date = fees.get("date") or default_date
+        bank = self._resolve("bank_accounts", fees["bank_account"], "fees.bank_account")
+        refs, made = [], []
+        for kind, part, sign in (("OTHER_PAYMENT", "fee", 1), ("OTHER_RECEIPT", "fee_refund", -1)):
+            lines, total = [], Decimal(0)
+            for i, line in enumerate(fees["lines"]):
+                amount = Decimal(str(line["amount"])) * sign
+                if amount <= 0:
+                    continue
+                doc = {"ledger_account_id": self._resolve("ledger_accounts", line["ledger_account"],
+                                                          f"fees.lines[{i}].ledger_account"),
+                       "total_amount": amount, "net_amount": amount, "tax_amount": 0}
+                if line.get("details"):
+                    doc["details"] = line["details"]
+                lines.append(doc)
+                total += amount
+            if not lines:
+                continue
+            record, created = self._find_or_create(
+                "other_payments", "other_payment", short_reference(key, part),
+                {"bank_account_id": bank, "transaction_type_id": kind, "from_date": date, "to_date": date},
+                lambda kind=kind, lines=lines, total=total: {
+                    "transaction_type_id": kind, "date": date, "total_amount": total, "bank_account_id": bank,
+                    "payment_lines": lines})
+            refs.append(f"other_payment:{record['id']}")
+            made.append(created)
+        return refs, made
+
     # ---- actions ----------------------------------------------------------------------------------
 
     def _contact_item(self, item: Item) -> Outcome:
@@ -208,26 +253,46 @@ class SageConnector(Connector):
                                                     p["payment"], p["date"], "payment")
             target += f" contact_payment:{payment['id']}"
             new.append(made)
+        refs, made_fees = self._fees(key, p.get("fees"), p["date"])
+        target += "".join(" " + r for r in refs)
+        new.extend(made_fees)
         return Outcome.sent(item, target, duplicate=not any(new))
 
     def _credit_note_refund(self, item: Item) -> Outcome:
+        """A refund goes on the refunded charge's contact (its invoice's, so the same currency) when that
+        invoice is found, else on ``contact``; the customer refund on the credit note's own contact."""
         p, key = item.payload, item.idempotency_key
-        contact = self.contact_id(p["contact"])
         lines = self._lines(p["lines"], "lines")
-        original = None
-        if p.get("original_invoice_key"):
-            oref = short_reference(str(p["original_invoice_key"]), "invoice")
-            original = self.client.find_by_reference("sales_invoices", oref, {"search": oref})
         ref = short_reference(key, "credit_note")
-
-        def build() -> dict:
+        # a repeat finds the credit note by reference alone (the invoice may have been booked since)
+        note = self.client.find_by_reference("sales_credit_notes", ref,
+                                             {"search": ref, "from_date": p["date"], "to_date": p["date"]},
+                                             attributes="contact,original_invoice_id")
+        created = False
+        original = None
+        if note is None:
+            if p.get("original_invoice_key"):
+                oref = short_reference(str(p["original_invoice_key"]), "invoice")
+                original = self.client.find_by_reference("sales_invoices", oref, {"search": oref},
+                                                         attributes="contact,currency")
+            if original is not None and (original.get("contact") or {}).get("id"):
+                contact = original["contact"]["id"]
+                have = str((original.get("currency") or {}).get("id") or "").upper()
+                want = str(p.get("currency") or (p["contact"].get("currency") or "")).upper()
+                if have and want and have != want:
+                    raise TargetError(f"original_invoice_key: the refunded charge's invoice is in {have}, this "
+                                      f"refund in {want}; a refund goes on the charge's contact, in its currency",
+                                      ErrorKind.PERMANENT, field="currency")
+            else:
+                original = None
+                contact = self.contact_id(p["contact"])
             doc = {"contact_id": contact, "date": p["date"], "credit_note_lines": lines, **self._money_doc(p)}
             if original is not None:
                 doc["original_invoice_id"] = original["id"]
-            return doc
-        note, created = self._find_or_create(
-            "sales_credit_notes", "sales_credit_note", ref,
-            {"search": ref, "contact_id": contact, "from_date": p["date"], "to_date": p["date"]}, build)
+            note = self.client.create("sales_credit_notes", "sales_credit_note", {**doc, "reference": ref})
+            created = True
+        contact = (note.get("contact") or {}).get("id") or self.contact_id(p["contact"])
+        linked = bool(note.get("original_invoice_id")) if original is None else True
         target = f"sales_credit_note:{note['id']}"
         new = [created]
         if p.get("refund"):
@@ -235,7 +300,10 @@ class SageConnector(Connector):
                                                    p["refund"], p["date"], "refund")
             target += f" contact_payment:{refund['id']}"
             new.append(made)
-        return Outcome.sent(item, target, duplicate=not any(new), linked_invoice=original is not None)
+        refs, made_fees = self._fees(key, p.get("fees"), p["date"])
+        target += "".join(" " + r for r in refs)
+        new.extend(made_fees)
+        return Outcome.sent(item, target, duplicate=not any(new), linked_invoice=linked)
 
     def _other_payment(self, item: Item) -> Outcome:
         p = item.payload
