@@ -106,7 +106,11 @@ class _GuardedH11(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.SEND_BODY:
+            self.transport.close()  # answered (408/413/400) before its body ended: nothing more is read from it
+        elif self.conn.their_state is h11.IDLE:
             self._arm()            # the next request's headers must arrive in time too
 
     def _headers_too_slow(self) -> None:
