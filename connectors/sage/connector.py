@@ -188,15 +188,19 @@ class SageConnector(Connector):
         return doc
 
     def _allocated_payment(self, key: str, part: str, kind: str, contact_id: str, artefact_id: str,
-                           pay: Mapping[str, Any], default_date: str, field: str) -> tuple[dict, bool]:
+                           pay: Mapping[str, Any], default_date: str, field: str,
+                           doc: Mapping[str, Any]) -> tuple[dict, bool]:
+        """A receipt or refund allocated to its artefact, in the artefact's currency at its exchange rate
+        (Sage: a contact payment is in its contact's currency; a foreign one needs its rate)."""
         date = pay.get("date") or default_date
+        money = {k: v for k, v in self._money_doc(doc).items() if k in ("currency_id", "exchange_rate")}
         bank = self._resolve("bank_accounts", pay["bank_account"], f"{field}.bank_account")
         ref = short_reference(key, part)
         return self._find_or_create(
             "contact_payments", "contact_payment", ref,
             {"contact_id": contact_id, "transaction_type_id": kind, "from_date": date, "to_date": date},
             lambda: {"transaction_type_id": kind, "contact_id": contact_id, "bank_account_id": bank, "date": date,
-                     "total_amount": pay["amount"],
+                     "total_amount": pay["amount"], **money,
                      "allocated_artefacts": [{"artefact_id": artefact_id, "amount": pay["amount"]}]})
 
     def _fees(self, key: str, fees: Mapping[str, Any] | None, default_date: str) -> tuple[list[str], list[bool]]:
@@ -250,7 +254,7 @@ class SageConnector(Connector):
         new = [created]
         if p.get("payment"):
             payment, made = self._allocated_payment(key, "payment", "CUSTOMER_RECEIPT", contact, invoice["id"],
-                                                    p["payment"], p["date"], "payment")
+                                                    p["payment"], p["date"], "payment", p)
             target += f" contact_payment:{payment['id']}"
             new.append(made)
         refs, made_fees = self._fees(key, p.get("fees"), p["date"])
@@ -297,7 +301,7 @@ class SageConnector(Connector):
         new = [created]
         if p.get("refund"):
             refund, made = self._allocated_payment(key, "refund", "CUSTOMER_REFUND", contact, note["id"],
-                                                   p["refund"], p["date"], "refund")
+                                                   p["refund"], p["date"], "refund", p)
             target += f" contact_payment:{refund['id']}"
             new.append(made)
         refs, made_fees = self._fees(key, p.get("fees"), p["date"])
