@@ -12,6 +12,17 @@ import yaml
 
 from runner.fixtures import event_from_fixture
 from tests.qbo_support import qbo  # noqa: F401 - fixture
+from tests.standins.qbo import ITEMS
+
+
+def seed_chart(company) -> None:
+    """The stand-in's chart (Refunds item, Dispute Fees, Connected Accounts Payable, ...), and each
+    item's income account (tests/qbo_support.py seeds some items before their accounts exist)."""
+    company.seed_chart()
+    for item in company.all("Item"):
+        account = company.find("Account", ITEMS.get(item["Name"], ""))
+        if account is not None and "IncomeAccountRef" not in item:
+            item.update(Type="Service", IncomeAccountRef={"value": account["Id"], "name": account["Name"]})
 
 
 def bt(amount: int, *, fee: int = 0, category: str, rate: str | None = None, bid: str = "txn_1FlowTestBt00000000001",
@@ -40,7 +51,7 @@ CASES = [
 @pytest.fixture
 def app(qbo, project_dir, stripe_fixtures, monkeypatch):   # noqa: F811
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", qbo.store_url)
-    qbo.company.seed_chart()          # Refunds item, Dispute Fees, Connected Accounts Payable, ...
+    seed_chart(qbo.company)          # Refunds item, Dispute Fees, Connected Accounts Payable, ...
     path = project_dir / "ledgerflow.yaml"
     data = yaml.safe_load(path.read_text())
     data["connections"]["quickbooks_online"].update(base_url=qbo.url, token_url=qbo.url + "/oauth2/v1/tokens/bearer")
