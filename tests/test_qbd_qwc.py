@@ -65,8 +65,14 @@ def test_ledgerflow_serve_mounts_the_web_connector_service(project, stripe_fixtu
     monkeypatch.setenv("QBWC_PASSWORD", "pw")
     app = App()
     for i in range(25):
-        ev = event_from_fixture("charge.succeeded", overrides={"id": f"ch_3Serve{i:05d}", "amount": 100 + i})
-        app.store.add_deliveries(app.plan_event(ev, app.flow("qbd-charges")))
+        cid = f"ch_3Serve{i:05d}"
+        ev = event_from_fixture("charge.succeeded", overrides={"id": cid, "amount": 100 + i, "transfer_data": None,
+                                                              "balance_transaction": f"txn_{cid}"})
+        txn = {"id": f"txn_{cid}", "object": "balance_transaction", "amount": 100 + i, "currency": "usd", "fee": 0,
+               "fee_details": [], "net": 100 + i, "exchange_rate": None, "reporting_category": "charge",
+               "type": "charge", "created": 1234567890, "source": cid}   # what Stripe's API returns for its id
+        pinned = {"balance_transaction": txn}
+        app.store.add_deliveries(app.plan_event(ev, app.flow("qbd-charges"), pinned_lookups=pinned))
     qb = FakeQuickBooks()
     with serve_app(build_asgi(app, background=False)) as srv:
         log = WebConnector(RawSoap(srv.url + "/qbwc/"), qb).run_session("ledgerflow", "pw")

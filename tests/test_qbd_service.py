@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import httpx
@@ -37,21 +38,39 @@ def app(project_dir, store_url, stripe_fixtures, monkeypatch):
     a.close()
 
 
+def _bt(txn: str, source: str, amount: int, category: str) -> dict:
+    """The balance transaction Stripe's API returns for a movement (webhooks carry only its id)."""
+    return {"id": txn, "object": "balance_transaction", "amount": amount, "currency": "usd", "fee": 0,
+            "fee_details": [], "net": amount, "exchange_rate": None, "reporting_category": category,
+            "type": category, "created": 1234567890, "source": source}
+
+
 def plan_backlog(app: App, charges: int = 6, refunds: int = 2, payouts: int = 2, customers: int = 3) -> list[int]:
-    """Stripe-derived deliveries: fixture events planned through the shipped qbd flows."""
+    """Stripe-derived deliveries: fixture events planned through the shipped qbd flows (the accounting
+    model: each movement's balance transaction pinned, fee-free so a charge is one sales receipt; the
+    customer name varied per charge to exercise several customers)."""
     events = []
     for i in range(charges):
-        events.append(("qbd-charges", event_from_fixture("charge.succeeded", overrides={
-            "id": f"ch_3Test{i:06d}", "amount": 1000 + i, "customer": f"cus_T{i % customers}" if customers else None})))
+        cid = f"ch_3Test{i:06d}"
+        flow = app.flow("qbd-charges")
+        if customers:
+            flow = dataclasses.replace(flow, vars={**flow.vars, "customer_name": f"cus_T{i % customers}"})
+        events.append((flow, event_from_fixture("charge.succeeded", overrides={
+            "id": cid, "amount": 1000 + i, "transfer_data": None, "balance_transaction": f"txn_{cid}"}),
+            _bt(f"txn_{cid}", cid, 1000 + i, "charge")))
     for i in range(refunds):
-        events.append(("qbd-refunds", event_from_fixture("charge.refunded", overrides={
-            "id": f"ch_3Refd{i:06d}", "amount_refunded": 500 + i, "customer": "cus_T0"})))
+        rid = f"re_3Refd{i:06d}"
+        events.append((app.flow("qbd-refunds"), event_from_fixture("refund.created", overrides={
+            "id": rid, "amount": 500 + i, "balance_transaction": f"txn_{rid}"}),
+            _bt(f"txn_{rid}", rid, -(500 + i), "refund")))
     for i in range(payouts):
-        events.append(("qbd-payouts", event_from_fixture("payout.paid", overrides={
-            "id": f"po_3Test{i:06d}", "amount": (-1 if i % 2 else 1) * (20000 + i)})))
+        pid, amount = f"po_3Test{i:06d}", (-1 if i % 2 else 1) * (20000 + i)
+        events.append((app.flow("qbd-payouts"), event_from_fixture("payout.paid", overrides={
+            "id": pid, "amount": amount, "balance_transaction": f"txn_{pid}"}),
+            _bt(f"txn_{pid}", pid, -amount, "payout")))
     ids = []
-    for flow, ev in events:
-        ops = app.plan_event(ev, app.flow(flow))
+    for flow, ev, txn in events:
+        ops = app.plan_event(ev, flow, pinned_lookups={"balance_transaction": txn})
         ids += [did for did, _ in app.store.add_deliveries(ops)]
     return sorted(set(ids))
 
@@ -106,11 +125,11 @@ def test_a_session_drains_the_backlog_into_schema_valid_qbxml(app, transport):
     assert [r["state"] for r in got] == ["sent"] * len(got)
     txn_ids = {t.txn_id for t in qb.txns}
     txn_rows = [r for r in got if r["action"] != "customer"]
-    assert len(qb.txns) == len(txn_rows) == 10                # 6 receipts, 2 credit memos, 1 deposit, 1 journal
+    assert len(qb.txns) == len(txn_rows) == 10                # 6 receipts, 2 refund journals, 1 deposit, 1 journal
     assert {r["target_ref"] for r in txn_rows} == txn_ids     # every delivery's TxnID recorded
     assert {r["target_ref"] for r in got if r["action"] == "customer"} == set(qb.customers.values())
     assert sorted(qb.customers) == ["cus_T0", "cus_T1", "cus_T2"]
-    assert sorted(t.kind for t in qb.txns) == ["CreditMemo"] * 2 + ["Deposit", "JournalEntry"] + ["SalesReceipt"] * 6
+    assert sorted(t.kind for t in qb.txns) == ["Deposit"] + ["JournalEntry"] * 3 + ["SalesReceipt"] * 6
     assert log.closed.startswith("OK: 13 deliveries")
 
 
