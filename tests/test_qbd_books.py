@@ -285,3 +285,30 @@ def test_single_currency_company_files_get_no_foreign_document_at_plan_time(proj
         check_for_connection({"Name": "x", "CurrencyRef": {"FullName": "EUR"}}, "quickbooks_desktop",
                              flow.routes[0], app.context())
     app.close()
+
+
+def test_three_decimal_currencies_stay_in_home_amounts_in_a_multicurrency_file(project):
+    """QuickBooks amounts have two decimals: a BHD sale is booked in dollars (Stripe's conversion) for
+    the home-currency customer, even when the company file is multicurrency; a EUR sale is in euros."""
+    cfg = project / "ledgerflow.yaml"
+    cfg.write_text(cfg.read_text().replace("    type: quickbooks_desktop\n",
+                                           "    type: quickbooks_desktop\n    multicurrency: true\n"))
+    app = App()
+    flow = app.flow("qbd-charges")
+    bhd = event_from_fixture("charge.succeeded", overrides={"id": "ch_3Bhd", "amount": 12345, "currency": "bhd",
+                                                            "transfer_data": None, "balance_transaction": "txn_b"})
+    ops = {op.route: op for op in app.plan_event(bhd, flow, pinned_lookups={
+        "balance_transaction": bt("txn_b", "ch_3Bhd", 3283, "charge", fee=125, rate="2.659643")})}
+    assert ops["customer"].payload == {"Name": "Stripe Customers", "Notes": "Stripe sales in USD"}
+    assert ops["receipt"].payload["CustomerRef"] == {"FullName": "Stripe Customers"}
+    assert ops["receipt"].payload["SalesReceiptLineAdd"][0]["Amount"] == Decimal("32.83")
+    assert "ExchangeRate" not in ops["receipt"].payload
+    eur = event_from_fixture("charge.succeeded", overrides={"id": "ch_3Eur", "amount": 5000, "currency": "eur",
+                                                            "transfer_data": None, "balance_transaction": "txn_e"})
+    ops = {op.route: op for op in app.plan_event(eur, flow, pinned_lookups={
+        "balance_transaction": bt("txn_e", "ch_3Eur", 5417, "charge", fee=187, rate="1.0834")})}
+    assert ops["customer"].payload["CurrencyRef"] == {"FullName": "EUR"}
+    assert ops["customer"].idempotency_key == "qbd:customer:Stripe Customers EUR"
+    assert ops["receipt"].payload["ExchangeRate"] == Decimal("1.0834")
+    assert ops["receipt"].payload["SalesReceiptLineAdd"][0]["Amount"] == Decimal("50.00")
+    app.close()
