@@ -186,11 +186,15 @@ def _counter(category: str, amount: int, obj: Mapping[str, Any], bt: Mapping[str
                                     if isinstance(obj.get("transfer_data"), Mapping) else None):
         # a destination charge on the platform: agent keeps only the application fee as revenue
         if policy.destination_charges == "agent":
-            fee_minor = obj.get("application_fee_amount") or 0
+            # the platform keeps the application fee, or (transfer_data[amount] form) what it does
+            # not transfer; both in the charge's currency, converted at Stripe's rate when settled in another
+            td_amount = obj["transfer_data"].get("amount")
+            fee_minor = (int(obj.get("amount") or 0) - int(td_amount)) if isinstance(td_amount, int) \
+                else int(obj.get("application_fee_amount") or 0)
             rate = bt.get("exchange_rate")
             if rate not in (None, "") and fee_minor:
                 fee_minor = int((Decimal(fee_minor) * Decimal(str(rate))).to_integral_value())
-            fee_minor = min(int(fee_minor), -amount)
+            fee_minor = max(0, min(int(fee_minor), -amount))
             return [(a("connected_accounts_payable"), amount + fee_minor, "transfer"),
                     (a("application_fee_revenue"), -fee_minor, "application_fee")]
         return [(a("sales"), amount, "revenue")]

@@ -29,8 +29,9 @@ FX_BEYOND = "fx_beyond_tolerance"
 WITH_PAYOUT = "booked_with_payout"
 IN_SUMMARY = "in_summary"
 UNBALANCED = "unbalanced"
+CONNECTED_BOOKS = "connected_books"    # a connected account's own money, in books this project does not keep
 
-RECONCILED = frozenset({MATCHED, FX_WITHIN, WITH_PAYOUT, IN_SUMMARY})
+RECONCILED = frozenset({MATCHED, FX_WITHIN, WITH_PAYOUT, IN_SUMMARY, CONNECTED_BOOKS})
 EXCEPTIONS = (MISSING, BOOKED_LATE, MISMATCH, FX_WITHIN, FX_BEYOND)
 
 
@@ -47,7 +48,7 @@ class Check:
 
     @property
     def is_exception(self) -> bool:
-        return self.kind not in (MATCHED, WITH_PAYOUT, IN_SUMMARY)
+        return self.kind not in (MATCHED, WITH_PAYOUT, IN_SUMMARY, CONNECTED_BOOKS)
 
 
 def source_ids(txn: Mapping[str, Any]) -> list[str]:
@@ -135,7 +136,9 @@ def _posted(txn: Mapping[str, Any], ids: list[str], category: str, posted: Mappi
 def _classify_posted(txn: Mapping[str, Any], bookings: list[Any], check: Check) -> Check:
     """Booked through the accounting model: the posting was built from this very balance
     transaction, in the books' currency; what is left to check is that it was delivered and
-    that Stripe's amount has not changed since."""
+    that Stripe's amount has not changed since. Its fee is that booking's, delivered or not: the
+    payout's journal never books it again."""
+    check.fee_booked = True
     sent = [b for b in bookings if b.state == "sent"]
     if not sent:
         check.kind = BOOKED_LATE
@@ -160,7 +163,7 @@ def _classify_posted(txn: Mapping[str, Any], bookings: list[Any], check: Check) 
             check.fix = (f"compare the booking of {check.object_id} (delivery {b.delivery_id}, flow {b.flow}) with "
                          "the Stripe transaction and correct it in the books")
             return check
-    check.kind, check.fee_booked = MATCHED, True
+    check.kind = MATCHED
     return check
 
 

@@ -20,7 +20,7 @@ from .. import jsonio
 from ..fx import CachedProvider, ChainProvider, FixedProvider, FxError, Rate, provider
 from ..money import from_minor
 from .booked import bookings_for, postings_for, refresh_index
-from .classify import BOOKED_LATE, MATCHED, RECONCILED, UNBALANCED, WITH_PAYOUT, Check, classify, source_ids
+from .classify import BOOKED_LATE, CONNECTED_BOOKS, MATCHED, MISMATCH, RECONCILED, UNBALANCED, WITH_PAYOUT, Check, classify, source_ids
 from .journal import Totals, clearing_lines, convert_lines, summary_lines, transfer
 from .policy import Policy
 from .source import StripeReadError, StripeSource
@@ -151,7 +151,7 @@ class Reconciler:
             posted = postings_for(self.app.store, [t["id"] for t in included], ids, account or "platform",
                                   exclude_flow=self.policy.flow)
             for txn in included:
-                check = self._check(txn, booked, posted)
+                check = self._check(txn, booked, posted, account)
                 res.counts[check.kind] += 1
                 if check.is_exception:
                     res.exceptions.append(check)
@@ -183,21 +183,44 @@ class Reconciler:
         self._book(payout, account, res, totals, arrival)
         return self._done(res)
 
-    def _check(self, txn: dict, booked: dict, posted: dict) -> Check:
+    def _check(self, txn: dict, booked: dict, posted: dict, account: str | None) -> Check:
+        if account is not None and self.flow is not None and not self.books_account(account):
+            # the Connect policy: a connected account's movements are its own, and this project keeps
+            # no books for it; the payout's total is still proven against its transactions
+            return Check(txn["id"], txn.get("reporting_category") or "other", CONNECTED_BOOKS, _src_id(txn),
+                         fee_booked=True)
         if (txn.get("reporting_category") == "payout_reversal" and self.policy.mode == "per_transaction"
                 and self.book):
-            # a failed payout's funds coming back: booked by the reconciliation of that payout
-            po = _src_id(txn)
-            key = f"{self.flow.name}:transfer:recon_{po}_failed"
-            row = self.app.store.delivery_by_key(key)
-            check = Check(txn["id"], "payout_reversal", MATCHED, po)
-            if row is None or row["state"] != "sent":
-                check.kind = BOOKED_LATE
-                check.detail = f"the failed payout {po} has not been booked back yet"
-                check.fix = f"ledgerflow reconcile payouts --payout {po}"
-            check.fee_booked = True
-            return check
+            return self._failed_payout_returned(txn, account)
         return classify(txn, booked, self.policy, posted)
+
+    def _failed_payout_returned(self, txn: dict, account: str | None) -> Check:
+        """A failed payout's funds coming back: booked (out and back) by the reconciliation of that
+        payout; when it has not run yet (it arrives later in the listing, or outside the window),
+        book it now."""
+        po = _src_id(txn)
+        check = Check(txn["id"], "payout_reversal", MATCHED, po, fee_booked=True)
+        key = f"{self.flow.name}:transfer:recon_{po}_failed"
+        if self.app.store.delivery_by_key(key) is None:
+            try:
+                payout = self.source.payout(account, po)
+            except StripeReadError as exc:
+                check.kind, check.detail = BOOKED_LATE, f"the failed payout {po} could not be read: {exc}"
+                check.fix = f"ledgerflow reconcile payouts --payout {po}"
+                return check
+            if payout.get("status") != "failed":
+                check.kind, check.detail = MISMATCH, f"payout {po} is {payout.get('status')}, yet its funds came back"
+                check.fix = "compare the payout with Stripe's dashboard"
+                return check
+            cur = str(payout["currency"]).upper()
+            arrival = self._day(payout.get("arrival_date") or payout.get("created"))
+            res = PayoutResult(po, account, cur, int(payout["amount"]), arrival.isoformat(), "failed")
+            self._book_failed(payout, account, res)
+        row = self.app.store.delivery_by_key(key)
+        if row is None and self.book:
+            check.kind, check.detail = BOOKED_LATE, f"the failed payout {po} has not been booked back"
+            check.fix = f"ledgerflow reconcile payouts --payout {po}"
+        return check
 
     # ---- booking -------------------------------------------------------------------
 
