@@ -16,7 +16,7 @@ $(BIN)/ledgerflow: pyproject.toml requirements.lock
 setup: $(BIN)/ledgerflow
 
 demo: setup
-	$(BIN)/python -m runner.demo
+	$(BIN)/python scripts/demo.py
 
 test: setup
 	bash scripts/test.sh
