@@ -142,7 +142,8 @@ def plan(event: Mapping[str, Any], flow: Flow, ctx: PlanContext) -> list[Operati
         values["route"] = {"name": route.name}       # the Jinja context reads `values` live
         if flow.reads_posting:
             # the Connect policy, not a filter, decides whose books a movement belongs to
-            if values["posting"].books != ctx.books_of(route.target):
+            # (known from the event alone: no balance transaction is fetched for a skipped route)
+            if (event.get("account") or "platform") != ctx.books_of(route.target):
                 continue
             values["doc"] = LazyDocument(values["posting"], ctx.multicurrency(route.target))
         payload = route.mapping.render(scope)
