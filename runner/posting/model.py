@@ -11,7 +11,7 @@ the exchange rate to home).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from ..errors import LedgerflowError
@@ -122,17 +122,25 @@ class Posting:
                 "memo": self.memo, "lines": self.journal}
 
 
-def effective_rate(home: Decimal, foreign: Decimal, home_currency: str) -> Decimal:
-    """Home units per foreign unit, with the fewest decimals (6 to 12) such that
-    ``foreign * rate`` rounds back to exactly ``home``: a document in the foreign
-    currency then books the very home amount Stripe settled."""
+def _rounds_back(value: Decimal, target: Decimal, q: Decimal) -> bool:
+    """``value`` rounds to ``target`` whether the books round half-up or half-even."""
+    return value.quantize(q, rounding=ROUND_HALF_EVEN) == target == value.quantize(q, rounding=ROUND_HALF_UP)
+
+
+def effective_rate(home: Decimal, foreign: Decimal, home_currency: str, stripe_rate: Decimal | None = None
+                   ) -> Decimal:
+    """Home units per foreign unit such that ``foreign * rate`` rounds back to exactly
+    ``home``: a document in the foreign currency then books the very home amount Stripe
+    settled. Stripe's applied rate when it does; else the fewest decimals (6 to 12) that do."""
     if foreign == 0:
         return Decimal(1)
     q = quantum(home_currency)
+    if stripe_rate is not None and _rounds_back(abs(foreign) * stripe_rate, abs(home), q):
+        return stripe_rate
     exact = abs(home) / abs(foreign)
     for places in range(6, 13):
         r = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
-        if (abs(foreign) * r).quantize(q, rounding=ROUND_HALF_EVEN) == abs(home):
+        if _rounds_back(abs(foreign) * r, abs(home), q):
             return r.normalize() if r == r.to_integral_value() else r
     return exact.quantize(Decimal(1).scaleb(-12), rounding=ROUND_HALF_EVEN)
 
@@ -146,7 +154,7 @@ def inverse_rate(home: Decimal, foreign: Decimal, home_currency: str) -> Decimal
     exact = abs(foreign) / abs(home)
     for places in range(6, 13):
         r = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
-        if r and (abs(foreign) / r).quantize(q, rounding=ROUND_HALF_EVEN) == abs(home):
+        if r and _rounds_back(abs(foreign) / r, abs(home), q):
             return r
     return exact.quantize(Decimal(1).scaleb(-12), rounding=ROUND_HALF_EVEN)
 
@@ -185,7 +193,9 @@ class DocumentView:
     def exchange_rate(self) -> Decimal:
         if not self.foreign:
             return Decimal(1)
-        return effective_rate(self.posting.gross, self.posting.presentment_amount, self.posting.currency)
+        p = self.posting
+        stripe = p.exchange_rate if p.settlement_currency == p.currency else None
+        return effective_rate(p.gross, p.presentment_amount, p.currency, stripe)
 
     @property
     def foreign_per_home(self) -> Decimal:
