@@ -22,7 +22,10 @@ CHARGES = """\
 name: charges
 trigger: {stripe: [charge.succeeded]}
 routes:
-  - {name: line, target: csv, action: qbo_bank_row, mapping: mappings/csv/charge_bank_line.yaml}
+  - name: line
+    target: csv
+    action: qbo_bank_row
+    mapping: {Date: "{{ charge.created | date }}", Description: "Stripe charge {{ charge.id }}", Amount: "{{ charge.amount | money(charge.currency) }}"}
 """
 CONNECT = """\
 name: connect-charges

@@ -6,11 +6,24 @@ import json
 
 import pytest
 
+from tests.conftest import ROOT
+
 from runner.cli import main
 from runner.store import open_store
 
 pytestmark = pytest.mark.prefect
 
+
+
+TOOLING = ROOT / "tests" / "fixtures" / "flowtest_tooling"
+
+
+@pytest.fixture(autouse=True)
+def tooling_flows(request):
+    """The tooling's fixture flows (tests/fixtures/flowtest_tooling), laid over the project copy."""
+    if "project_dir" in request.fixturenames:
+        import shutil
+        shutil.copytree(TOOLING, request.getfixturevalue("project_dir"), dirs_exist_ok=True)
 
 def _event(tmp_path, stripe_fixtures, event_type, **overrides):
     from runner.fixtures import event_from_fixture

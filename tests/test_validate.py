@@ -123,7 +123,7 @@ def test_route_naming_a_missing_connection(proj):
 
 def test_unknown_action(proj):
     out = problems_of(proj, GOOD_FLOW.replace("action: qbo_bank_row", "action: invoice"))
-    assert len(out) == 1 and "connector csv has no action 'invoice' (expected one of: qbo_bank_row, row)" in out[0]
+    assert len(out) == 1 and "connector csv has no action 'invoice' (expected one of: journal, qbo_bank_row, row)" in out[0]
 
 
 def test_mapping_checked_against_the_action_schema(proj):
