@@ -453,7 +453,7 @@ def test_fuzz_soap_endpoint(fuzz_target, body, action):
     srv, client, app, caplog = fuzz_target
     headers = {"Content-Type": "text/xml; charset=utf-8"}
     if action is not None:
-        headers["SOAPAction"] = action.encode("utf-8")
+        headers["SOAPAction"] = action.strip(" \t").encode("utf-8")      # httpx refuses padded values
     r = client.post(srv.url + "/qbwc/", content=body, headers=headers)
     assert 200 <= r.status_code < 500, (r.status_code, r.text[:300])
     if r.status_code >= 400:
