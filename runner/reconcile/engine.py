@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,7 +21,9 @@ from ..fx import CachedProvider, ChainProvider, FixedProvider, FxError, Rate, pr
 from ..money import from_minor
 from .booked import bookings_for, postings_for, refresh_index
 from .classify import BOOKED_LATE, CONNECTED_BOOKS, MATCHED, MISMATCH, RECONCILED, UNBALANCED, WITH_PAYOUT, Check, classify, source_ids
-from .journal import Totals, clearing_lines, convert_lines, summary_lines, transfer
+from ..posting.build import build_posting
+from ..posting.model import PostingError
+from .journal import Totals, clearing_lines, convert_lines, posted_summary_lines, summary_lines, transfer
 from .policy import Policy
 from .source import StripeReadError, StripeSource
 
@@ -140,7 +142,7 @@ class Reconciler:
             res.reason = (f"reversed by {payout['reversed_by']}" if payout.get("reversed_by")
                           else f"reversal of {payout['original_payout']}") + "; the money stayed in Stripe: not booked"
             return self._done(res)
-        totals = Totals(cur.lower())
+        totals = Totals(cur.lower(), posted=defaultdict(Decimal) if self.policy.mode == "summary" else None)
         objects = getattr(getattr(self.app, "postings", None), "objects", None)
         for page in self.source.payout_transactions(account, payout["id"]):
             if objects is not None:
@@ -157,6 +159,8 @@ class Reconciler:
                     res.exceptions.append(check)
                 totals.fx_diff += check.fx_diff
                 totals.add(txn, check.kind == WITH_PAYOUT, fee_booked=check.fee_booked)
+                if self.policy.mode == "summary":
+                    self._post(totals, txn, account)
             self.progress("page", payout=payout, count=len(included))
         res.transactions = totals.count
         res.sum_net = totals.net
@@ -174,7 +178,12 @@ class Reconciler:
         if status == "failed":
             res.status = "failed"
             res.reason = f"failed: {payout.get('failure_code') or 'unknown'}; the funds went back to the Stripe balance"
-            self._book_failed(payout, account, res)
+            if self.policy.mode == "summary":
+                # its transactions are booked with it, as if paid: the next payout's journal books the
+                # payout_failure transaction, which takes the money back out of the bank
+                self._book(payout, account, res, totals, arrival)
+            else:
+                self._book_failed(payout, account, res)
             return self._done(res)
         res.status = "exceptions" if res.exceptions else "reconciled"
         if status != "paid":
@@ -222,6 +231,23 @@ class Reconciler:
             check.fix = f"ledgerflow reconcile payouts --payout {po}"
         return check
 
+    def _post(self, totals: Totals, txn: dict, account: str | None) -> None:
+        """Summary mode: the transaction's posting (the accounting model, as the flows would book it),
+        summed by account; the payout's journal is these sums with the bank for the clearing account."""
+        postings = getattr(self.app, "postings", None)
+        if postings is None or totals.posted is None:
+            return
+        src = txn.get("source") if isinstance(txn.get("source"), dict) else {}
+        try:
+            posting = build_posting(src, txn, postings.policy, account=account,        # the policy's rates
+                                    rates=lambda b, q, on: self.rates.rate(b, q, date.fromisoformat(on)))
+        except (PostingError, FxError) as exc:
+            totals.posted = None        # fall back to the category summary, and say why
+            totals.posted_error = f"{txn.get('id')}: {exc}"
+            return
+        for ln in posting.lines:
+            totals.posted[(ln.account, ln.role)] += ln.amount
+
     # ---- booking -------------------------------------------------------------------
 
     def _book(self, payout: dict, account: str | None, res: PayoutResult, totals: Totals, arrival: date) -> None:
@@ -229,7 +255,10 @@ class Reconciler:
         memo = f"Stripe payout {payout['id']}" + (f" ({account})" if account else "")
         params: dict[str, Any] = {"reconciled": True, "mode": p.mode, "transfer": None, "journal": None,
                                   "currency": res.currency, "date": res.arrival}
-        if p.mode == "summary":
+        if p.mode == "summary" and totals.posted:
+            lines = posted_summary_lines(totals, p)
+            params["currency"] = p.home_currency
+        elif p.mode == "summary":
             lines = summary_lines(totals, res.amount, p)
         else:
             params["transfer"] = {**transfer(res.amount, res.currency, p), "date": res.arrival, "memo": memo,
@@ -240,7 +269,7 @@ class Reconciler:
                     and (self.flow.raw.get("reconcile") or {}).get("book_in_home_currency"):
                 lines = convert_lines(lines, res.home_rate, p)
             params["journal"] = {"date": res.arrival, "memo": memo, "lines": [l.as_dict() for l in lines],
-                                 "currency": res.currency}
+                                 "currency": params["currency"]}
         if res.home_rate is not None:
             params["rate"] = res.home_rate.record()
         self._write(payout, account, f"recon_{payout['id']}", params, res)

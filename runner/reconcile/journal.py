@@ -38,6 +38,8 @@ class Totals:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     unbooked_gross: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     fx_diff: Decimal = Decimal(0)                     # major units, clearing correction
+    posted: dict | None = None                        # summary mode: (account, role) -> home amount, from postings
+    posted_error: str | None = None
 
     def add(self, txn: dict, booked_with_payout: bool, *, fee_booked: bool = False) -> None:
         cat = txn.get("reporting_category") or txn.get("type") or "other"
@@ -72,6 +74,21 @@ def summary_lines(totals: Totals, payout_amount: int, policy: Policy) -> list[Li
     if totals.all_fees:
         lines.append(Line(policy.ledger["fees"], from_minor(totals.all_fees, cur), "Stripe fees"))
     return lines
+
+
+def posted_summary_lines(totals: Totals, policy: Policy) -> list[Line]:
+    """Summary mode on the accounting model: every transaction's posting summed by account (home
+    currency, as the per-transaction flows would book them); the clearing account's total, which is
+    what the payout moved, goes to the bank instead. Balanced because each posting is."""
+    clearing = policy.ledger["clearing"]
+    bank = sum((v for (acct, role), v in totals.posted.items() if role == "clearing"), Decimal(0))
+    lines = [Line(policy.ledger["bank"], bank, "Stripe payout")]
+    sums: dict[str, Decimal] = defaultdict(Decimal)
+    for (acct, role), v in totals.posted.items():
+        if role != "clearing":
+            sums[acct] += v
+    lines += [Line(acct, v, "") for acct, v in sorted(sums.items()) if v and acct != clearing]
+    return [l for l in lines if l.amount]
 
 
 def clearing_lines(totals: Totals, policy: Policy) -> list[Line]:
