@@ -106,7 +106,10 @@ def prefetch(app: Any, rows: list[dict]) -> int:
         if isinstance(mv.bt, str):
             refs.append((mv.bt, mv.account))
     if refs:
-        objects.balance_transactions(refs)
+        try:
+            objects.balance_transactions(refs)
+        except Exception as exc:  # noqa: BLE001 - each event's planning meets (and contains) its own error
+            log.warning("prefetching %d balance transaction(s) failed: %s", len(refs), exc)
     return len(refs)
 
 

@@ -81,7 +81,7 @@ def replan(app, row: dict) -> tuple[dict, bool]:
     if event_row is None:
         return {}, False
     if row.get("connector_type") == "plan":      # a flow that could not plan: the delivery loop re-plans it
-        return {}, True
+        return {"payload": jsonio.dumps(row["payload"])}, True
     flow = _current_flow(app, row)
     event = jsonio.loads(event_row["payload"])
     try:

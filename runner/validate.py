@@ -53,7 +53,7 @@ def validate_paths(paths: list[str] | None) -> tuple[list[Problem], int]:
                 flows.append(load_flow(f, project))
         except SpecError as exc:
             problems.extend(exc.problems)
-    if len(flows) > 1:
+    if flows:
         from .posting.overlap import overlap_problems     # one booking per movement per set of books
         problems.extend(overlap_problems(flows))
     return sorted(set(problems)), counted

@@ -31,8 +31,11 @@ class LoopSettings:
 
 
 def push_types() -> list[str]:
+    """Connector types the delivery loop sends to, plan rows included (runner/replan.py)."""
     from connectors import registry
-    return [t for t in registry.known_types() if not registry.is_pull(t)]
+
+    from .replan import TYPE as PLAN
+    return [t for t in registry.known_types() if not registry.is_pull(t)] + [PLAN]
 
 
 def dispatch_pending(app: App, limit: int) -> int:

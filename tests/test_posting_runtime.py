@@ -293,9 +293,6 @@ def test_mapping_error_plan_row_is_dead_lettered_with_the_place_and_alerted(stan
     assert "Dead-lettered: broken" in msg["text"] and where in slack.texts()[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: runner/dlq.py:107 replay() reads values['payload'], but replan() "
-                                       "returns ({}, True) for a plan row: `ledgerflow dlq replay` of a plan row "
-                                       "fails with KeyError 'payload'")
 def test_dlq_replay_of_a_plan_row_after_the_fix_plans_it_and_repeats_nothing(stand, slack, make_project,
                                                                              monkeypatch):
     app, eid, plan, where, report = _dead_plan_row(stand, slack, make_project, monkeypatch)
@@ -315,9 +312,6 @@ def test_dlq_replay_of_a_plan_row_after_the_fix_plans_it_and_repeats_nothing(sta
     assert bt_requests(stand) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: runner/worker.py DeliveryLoop.claim() claims only "
-                                       "connector_types=push_types() (the registry's types); plan rows have "
-                                       "connector_type 'plan', so `ledgerflow serve`/`worker` never re-plans them")
 def test_the_serve_delivery_loop_claims_plan_rows(make_project):
     from runner.worker import DeliveryLoop
     app = App(load_project(make_project(f"http://127.0.0.1:{free_port()}", {"postings": POSTINGS_FLOW})))
@@ -408,9 +402,6 @@ def test_validate_refuses_a_posting_flow_on_charge_refunded(stand, make_project)
                and "cumulative" in t for t in text), text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: runner/validate.py runs overlap_problems only when more than one "
-                                       "flow is validated (`if len(flows) > 1`), so a single posting flow on "
-                                       "charge.refunded passes validate")
 def test_validate_refuses_a_lone_posting_flow_on_charge_refunded(stand, make_project):
     path = make_project(stand.url, {"refunds": CHARGE_FLOW.format(name="refunds", etype="charge.refunded")})
     problems, _ = validate_paths([str(path.parent / "flows" / "refunds.yaml")])

@@ -186,11 +186,12 @@ def _counter(category: str, amount: int, obj: Mapping[str, Any], bt: Mapping[str
                                     if isinstance(obj.get("transfer_data"), Mapping) else None):
         # a destination charge on the platform: agent keeps only the application fee as revenue
         if policy.destination_charges == "agent":
-            # the platform keeps the application fee, or (transfer_data[amount] form) what it does
-            # not transfer; both in the charge's currency, converted at Stripe's rate when settled in another
+            # transfer_data[amount]: the platform keeps what it does not transfer (in the charge's
+            # currency, converted at Stripe's rate when settled in another). With application_fee_amount,
+            # Stripe transfers the whole amount and collects the fee back as its own application fee
+            # (platform_earning, booked from application_fee.created): the gross is all payable here.
             td_amount = obj["transfer_data"].get("amount")
-            fee_minor = (int(obj.get("amount") or 0) - int(td_amount)) if isinstance(td_amount, int) \
-                else int(obj.get("application_fee_amount") or 0)
+            fee_minor = (int(obj.get("amount") or 0) - int(td_amount)) if isinstance(td_amount, int) else 0
             rate = bt.get("exchange_rate")
             if rate not in (None, "") and fee_minor:
                 fee_minor = int((Decimal(fee_minor) * Decimal(str(rate))).to_integral_value())

@@ -27,6 +27,11 @@ NAMESPACE = "stripe:bt"
 LIMIT_KEY = "stripe-read"
 
 
+class _Throttled(Exception):
+    def __init__(self, retry_after: float | None):
+        self.retry_after = retry_after
+
+
 class FetchError(LedgerflowError):
     def __init__(self, message: str, *, transient: bool):
         super().__init__(message)
@@ -84,42 +89,54 @@ class StripeObjects:
         return [Limit(LIMIT_KEY, rate=int(rate), per=per, concurrency=self.concurrency, lease=60.0)]
 
     def _get(self, path: str, account: str | None, **params: Any) -> dict:
-        import stripe
+        from ..ratelimit import RateLimiter, RateLimitTimeout
 
-        from ..ratelimit import RateLimiter
         limiter = RateLimiter(self.store)
         if account:
             params["stripe_account"] = account
+        wait = 0.25
         for _ in range(self.max_429 + 1):
-            with limiter.slot(self._limits(), max_wait=300.0):
-                try:
-                    resp = self.client.raw_request("get", path, **params)
-                    self.fetched += 1
-                    return jsonio.loads(resp.body)
-                except stripe.RateLimitError as exc:
-                    self.throttled += 1
-                    after = None
-                    if exc.headers:
-                        after = exc.headers.get("retry-after") or exc.headers.get("Retry-After")
-                    try:
-                        wait = float(after) if after is not None else 1.0
-                    except ValueError:
-                        wait = 1.0
-                    limiter.block(LIMIT_KEY, time.time() + min(max(wait, 0.05), 60.0))
-                    continue
-                except stripe.AuthenticationError as exc:
-                    raise FetchError(f"GET {path}{_scope(account)}: Stripe refused the API key "
-                                     f"({exc.http_status}: {exc.user_message}); check stripe.api_key",
-                                     transient=False) from None
-                except stripe.InvalidRequestError as exc:
-                    transient = bool(exc.http_status and exc.http_status >= 500)
-                    raise FetchError(f"GET {path}{_scope(account)}: {exc.http_status} {exc.user_message}",
-                                     transient=transient) from None
-                except stripe.StripeError as exc:   # connection errors, 5xx: retried later
-                    raise FetchError(f"GET {path}{_scope(account)}: {exc.http_status or 'no answer'} "
-                                     f"{exc.user_message or type(exc).__name__}", transient=True) from None
+            try:
+                slots = limiter.acquire(self._limits(), max_wait=300.0)
+            except RateLimitTimeout as exc:       # the shared limit stayed full: the plan is retried later
+                raise FetchError(f"GET {path}{_scope(account)}: {exc}", transient=True) from None
+            try:
+                body = self._request(path, params)
+            except _Throttled as t:
+                # Stripe's 429 names no Retry-After: back off for every worker, doubling while it lasts
+                wait = t.retry_after if t.retry_after is not None else min(wait * 2, 8.0)
+                limiter.block(LIMIT_KEY, time.time() + min(max(wait, 0.05), 60.0))
+                continue
+            finally:
+                limiter.release(slots)
+            return body
         raise FetchError(f"GET {path}{_scope(account)}: still rate limited (429) after {self.max_429 + 1} tries",
                          transient=True)
+
+    def _request(self, path: str, params: dict) -> dict:
+        import stripe
+
+        account = params.get("stripe_account")
+        try:
+            resp = self.client.raw_request("get", path, **params)
+        except stripe.RateLimitError as exc:
+            self.throttled += 1
+            after = (exc.headers or {}).get("retry-after") or (exc.headers or {}).get("Retry-After")
+            try:
+                raise _Throttled(float(after) if after is not None else None) from None
+            except ValueError:
+                raise _Throttled(None) from None
+        except stripe.AuthenticationError as exc:
+            raise FetchError(f"GET {path}{_scope(account)}: Stripe refused the API key ({exc.http_status}: "
+                             f"{exc.user_message}); check stripe.api_key", transient=False) from None
+        except stripe.InvalidRequestError as exc:
+            raise FetchError(f"GET {path}{_scope(account)}: {exc.http_status} {exc.user_message}",
+                             transient=bool(exc.http_status and exc.http_status >= 500)) from None
+        except stripe.StripeError as exc:   # connection errors, 5xx: the plan is retried later
+            raise FetchError(f"GET {path}{_scope(account)}: {exc.http_status or 'no answer'} "
+                             f"{exc.user_message or type(exc).__name__}", transient=True) from None
+        self.fetched += 1
+        return jsonio.loads(resp.body)
 
     # ---- balance transactions ------------------------------------------------------
 

@@ -141,7 +141,7 @@ def effective_rate(home: Decimal, foreign: Decimal, home_currency: str, stripe_r
     for places in range(6, 13):
         r = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
         if _rounds_back(abs(foreign) * r, abs(home), q):
-            return r.normalize() if r == r.to_integral_value() else r
+            return r.quantize(Decimal(1)) if r == r.to_integral_value() else r
     return exact.quantize(Decimal(1).scaleb(-12), rounding=ROUND_HALF_EVEN)
 
 
@@ -152,7 +152,7 @@ def inverse_rate(home: Decimal, foreign: Decimal, home_currency: str) -> Decimal
         return Decimal(1)
     q = quantum(home_currency)
     exact = abs(foreign) / abs(home)
-    for places in range(6, 13):
+    for places in range(6, 25):
         r = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
         if r and _rounds_back(abs(foreign) / r, abs(home), q):
             return r
