@@ -25,7 +25,7 @@ TOOLING = ROOT / "tests" / "fixtures" / "flowtest_tooling"
 @pytest.fixture(autouse=True)
 def tooling_flows(request):
     """The tooling's fixture flows (tests/fixtures/flowtest_tooling), laid over the project copy."""
-    if "project_dir" in request.fixturenames:
+    if "project_dir" in request.fixturenames and "shipped" not in request.node.name:
         import shutil
         shutil.copytree(TOOLING, request.getfixturevalue("project_dir"), dirs_exist_ok=True)
 

@@ -23,16 +23,26 @@ def _trigger_where(flow, i: int) -> tuple[int, int]:
     return flow.doc.where(("trigger", "stripe", i))
 
 
+def _reconciled_targets(flow) -> dict[str, set[str]]:
+    """A payout reconciliation flow: movement -> the connections it books it into. Per-transaction
+    mode books the payout (and a failed payout's return) through the routes that read
+    ``params.transfer``; its journal routes book only what no event books. Summary mode books every
+    movement of the payout, through every route."""
+    recon = (flow.raw or {}).get("reconcile") or {}
+    raw_routes = (flow.raw or {}).get("routes") or []
+    if recon.get("mode", "per_transaction") == "summary":
+        targets = {r.target for r in flow.routes}
+        return {m: targets for m in set(MOVEMENTS.values())}
+    payout_targets = {r.target for r, raw in zip(flow.routes, raw_routes)
+                      if "transfer" in str((raw or {}).get("when", ""))}
+    return {m: payout_targets for m in RECONCILED}
+
+
 def flow_movements(flow) -> dict[str, tuple[str, int]]:
     """movement -> (the trigger pattern that brings it, its index in trigger.stripe)."""
     out: dict[str, tuple[str, int]] = {}
-    recon = (flow.raw or {}).get("reconcile")
-    if recon is not None:
-        # per-transaction mode books the payout (and a failed payout's return); summary mode books
-        # every movement of the payout in one journal
-        booked = RECONCILED if (recon or {}).get("mode", "per_transaction") != "summary" else \
-            tuple(sorted(set(MOVEMENTS.values())))
-        for m in booked:
+    if (flow.raw or {}).get("reconcile") is not None:
+        for m in _reconciled_targets(flow):
             out[m] = ("reconcile", -1)
         return out
     for i, pattern in enumerate(flow.stripe_types):
@@ -54,9 +64,10 @@ def overlap_problems(flows: Iterable) -> list[Problem]:
                         line, col = _trigger_where(flow, i)
                         problems.append(Problem(flow.file, line, col, f"trigger.stripe[{i}]: {etype} is not a money "
                                                                       f"movement, so `posting` cannot book it: {why}"))
+        recon = _reconciled_targets(flow) if (flow.raw or {}).get("reconcile") is not None else None
         targets = sorted({r.target for r in flow.routes})
         for movement, (pattern, i) in flow_movements(flow).items():
-            for target in targets:
+            for target in (sorted(recon[movement]) if recon is not None else targets):
                 first = claimed.get((movement, target))
                 if first is None:
                     claimed[(movement, target)] = flow
