@@ -52,8 +52,9 @@ class DispatchSummary:
                 f"of {self.operations} operation(s)), {self.ignored} ignored, {self.failed} failed")
 
 
-def _plan(app: Any, row: dict) -> tuple[str, list, str | None, list[str]]:
-    """(status, operations, error, flow names) for one inbox row."""
+def _plan(app: Any, row: dict, later: list | None = None) -> tuple[str, list, str | None, list[str]]:
+    """(status, operations, error, flow names) for one inbox row. Payout reconciliations the event
+    starts are appended to ``later`` (run once the batch's rows are written), else run now."""
     try:
         event = jsonio.loads(row["payload"])
     except ValueError as exc:
@@ -64,6 +65,10 @@ def _plan(app: Any, row: dict) -> tuple[str, list, str | None, list[str]]:
     ops, errors, planned = [], [], []
     for flow in flows:
         if flow.raw.get("reconcile") is not None:
+            if later is not None:
+                later.append((flow, event))
+                planned.append(flow.name)
+                continue
             try:
                 reconcile_payout(app, flow, event)
                 planned.append(flow.name)
@@ -141,7 +146,8 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
     if not rows:
         return summary
     prefetch(app, rows)
-    results = [(row, *_plan(app, row)) for row in rows]
+    later: list = []        # payout reconciliations: after this batch's movements have their rows
+    results = [(row, *_plan(app, row, later)) for row in rows]
     with store.tx(immediate=True) as conn:
         for row, status, ops, error, planned in results:
             if ops:
@@ -157,6 +163,12 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
                 summary.errors[row["event_id"]] = error
     for event_id, error in summary.errors.items():
         log.error("event %s failed to plan: %s", event_id, error)   # scrubbed in _plan
+    for flow, event in later:
+        try:
+            reconcile_payout(app, flow, event)
+        except Exception as exc:  # noqa: BLE001 - the daily run reconciles it again; say why now
+            log.error("event %s: payout reconciliation (flow %s) failed: %s: %s", event.get("id"), flow.name,
+                      type(exc).__name__, scrub(str(exc), personal_values(event)))
     return summary
 
 

@@ -95,6 +95,7 @@ class Reconciler:
         self.tz = app.project.timezone
         self.rates = rate_provider(policy, app.project.settings, app.store)
         self.report = RunReport(run_id or uuid.uuid4().hex[:16])
+        self._posted_kinds: dict[str, set[str]] = {}
 
     # ---- selection -------------------------------------------------------------
 
@@ -127,6 +128,9 @@ class Reconciler:
     # ---- one payout --------------------------------------------------------------
 
     def reconcile(self, payout: dict, account: str | None) -> PayoutResult:
+        done = next((r for r in self.report.results if r.payout_id == payout["id"]), None)
+        if done is not None:         # reconciled already in this run (a failed payout its return reached first)
+            return done
         cur = str(payout["currency"]).upper()
         arrival = self._day(payout.get("arrival_date") or payout.get("created"))
         res = PayoutResult(payout["id"], account, cur, int(payout["amount"]), arrival.isoformat(), "reconciled")
@@ -183,7 +187,7 @@ class Reconciler:
                 # payout_failure transaction, which takes the money back out of the bank
                 self._book(payout, account, res, totals, arrival)
             else:
-                self._book_failed(payout, account, res)
+                self._book_failed(payout, account, res, totals)
             return self._done(res)
         res.status = "exceptions" if res.exceptions else "reconciled"
         if status != "paid":
@@ -201,7 +205,26 @@ class Reconciler:
         if (txn.get("reporting_category") == "payout_reversal" and self.policy.mode == "per_transaction"
                 and self.book):
             return self._failed_payout_returned(txn, account)
-        return classify(txn, booked, self.policy, posted)
+        check = classify(txn, booked, self.policy, posted)
+        if not check.fee_booked and check.category in self.posted_kinds(account):
+            check.fee_booked = True         # a flow books this movement with its fee, whenever it is delivered
+        return check
+
+    def posted_kinds(self, account: str | None) -> set[str]:
+        """Movements that flows reading ``posting`` book into the books this payout belongs to (their
+        fees with them, so the payout's journal never books those fees)."""
+        books = account or "platform"
+        if books not in self._posted_kinds:
+            from ..posting.events import MOVEMENTS
+            import fnmatch
+            kinds: set[str] = set()
+            for flow in self.app.flows().values():
+                if not flow.reads_posting:
+                    continue
+                for pattern in flow.stripe_types:
+                    kinds.update(m for t, m in MOVEMENTS.items() if fnmatch.fnmatchcase(t, pattern))
+            self._posted_kinds[books] = kinds
+        return self._posted_kinds[books]
 
     def _failed_payout_returned(self, txn: dict, account: str | None) -> Check:
         """A failed payout's funds coming back: booked (out and back) by the reconciliation of that
@@ -221,10 +244,7 @@ class Reconciler:
                 check.kind, check.detail = MISMATCH, f"payout {po} is {payout.get('status')}, yet its funds came back"
                 check.fix = "compare the payout with Stripe's dashboard"
                 return check
-            cur = str(payout["currency"]).upper()
-            arrival = self._day(payout.get("arrival_date") or payout.get("created"))
-            res = PayoutResult(po, account, cur, int(payout["amount"]), arrival.isoformat(), "failed")
-            self._book_failed(payout, account, res)
+            self.reconcile(payout, account)       # books it out and back, with its journal
         row = self.app.store.delivery_by_key(key)
         if row is None and self.book:
             check.kind, check.detail = BOOKED_LATE, f"the failed payout {po} has not been booked back"
@@ -274,7 +294,8 @@ class Reconciler:
             params["rate"] = res.home_rate.record()
         self._write(payout, account, f"recon_{payout['id']}", params, res)
 
-    def _book_failed(self, payout: dict, account: str | None, res: PayoutResult) -> None:
+    def _book_failed(self, payout: dict, account: str | None, res: PayoutResult, totals: Totals | None = None
+                     ) -> None:
         """A failed payout: the transfer out (its own balance transaction, once) and the reverse
         transfer (the payout_failure balance transaction), so the clearing account mirrors both."""
         if self.flow is None or self.policy.mode != "per_transaction":
@@ -285,6 +306,10 @@ class Reconciler:
                       "date": res.arrival, "transfer": {**transfer(res.amount, res.currency, self.policy),
                                                         "date": res.arrival, "currency": res.currency,
                                                         "memo": f"Stripe payout {payout['id']} (failed)"}}
+            lines = clearing_lines(totals, self.policy) if totals is not None else []
+            if lines:       # what no event books among its transactions (adjustments...), as for a paid one
+                params["journal"] = {"date": res.arrival, "memo": f"Stripe payout {payout['id']} (failed)",
+                                     "lines": [ln.as_dict() for ln in lines], "currency": res.currency}
             self._write(payout, account, f"recon_{payout['id']}", params, res)
         t = transfer(res.amount, res.currency, self.policy)
         t["from_account"], t["to_account"] = t["to_account"], t["from_account"]
