@@ -166,9 +166,17 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
     for flow, event in later:
         try:
             reconcile_payout(app, flow, event)
-        except Exception as exc:  # noqa: BLE001 - the daily run reconciles it again; say why now
-            log.error("event %s: payout reconciliation (flow %s) failed: %s: %s", event.get("id"), flow.name,
-                      type(exc).__name__, scrub(str(exc), personal_values(event)))
+        except Exception as exc:  # noqa: BLE001 - keep the event, say why; --retry-failed runs it again
+            error = scrub(f"flow {flow.name}: reconciliation failed: {type(exc).__name__}: {exc}",
+                          personal_values(event))
+            row = store.get_event(event["id"]) or {}
+            store.mark_event(event["id"], "failed", flows=row.get("flows"),
+                             error="\n".join(e for e in (row.get("error"), error) if e))
+            if event["id"] not in summary.errors:
+                summary.failed += 1
+                summary.dispatched = max(0, summary.dispatched - 1)
+            summary.errors[event["id"]] = error
+            log.error("event %s failed: %s", event["id"], error)
     return summary
 
 

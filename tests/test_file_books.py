@@ -29,6 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from connectors.base import ErrorKind, Item, Runtime
 from connectors.files.csv_file import CsvConnector
@@ -243,9 +244,11 @@ def platform_month() -> tuple[Month, dict]:
     m.charge("ch_EURCH00000000000000001", 2500, "eur", 2709, 109, rate="1.0834")
     m.charge("ch_JPYCH00000000000000001", 3000, "jpy", 2034, 89, rate="0.00678")        # ¥3,000 = $20.34
     m.charge("ch_BHDCH00000000000000001", 10000, "bhd", 2660, 107, rate="2.6596")      # BHD 10.000 = $26.60
-    # a destination charge (agent): $50 of which $45 is transferred to the seller, $5 is ours
-    m.charge("ch_DSTCH00000000000000001", 5000, "usd", 5000, 175, application_fee_amount=500,
-             transfer_data={"destination": "acct_1SellerDest00001"})
+    # a destination charge (agent), transfer_data[amount] form: $50 of which $45 is transferred to the
+    # seller, $5 is ours (with application_fee_amount Stripe would transfer $50 and collect $5 back as
+    # an application fee of its own)
+    m.charge("ch_DSTCH00000000000000001", 5000, "usd", 5000, 175,
+             transfer_data={"destination": "acct_1SellerDest00001", "amount": 4500})
     tr = bt("txn_tr_dst", -4500, "transfer", "tr_DSTTR0000000000000001")
     m.event("transfer.created", {"id": "tr_DSTTR0000000000000001", "object": "transfer", "amount": 4500,
                                  "currency": "usd", "destination": "acct_1SellerDest00001", "created": T0,
@@ -306,6 +309,11 @@ def app(tmp_path, monkeypatch):
     shutil.copy(ROOT / "ledgerflow.yaml", root / "ledgerflow.yaml")
     for name in ("stripe-movements-to-iif.yaml", "stripe-movements-to-csv.yaml", "payout-reconciliation.yaml"):
         shutil.copy(ROOT / "flows" / name, root / "flows" / name)
+    # a project that keeps only the file books: the reconciliation's journal routes into the other books go
+    recon = root / "flows" / "payout-reconciliation.yaml"
+    data = yaml.safe_load(recon.read_text())
+    data["routes"] = [r for r in data["routes"] if r["target"] in ("iif", "csv")]
+    recon.write_text(yaml.safe_dump(data, sort_keys=False))
     shutil.copytree(ROOT / "mappings" / "csv", root / "mappings" / "csv")
     shutil.copytree(ROOT / "mappings" / "iif", root / "mappings" / "iif")
     monkeypatch.chdir(root)

@@ -74,9 +74,9 @@ def scenario() -> list[tuple[dict, dict | None]]:
     # the same USD charge announced again (and through charge.captured): booked once
     ev("charge.captured", charge("ch_3UsdA0000000000000001", 10000, "usd", "txn_chA"),
        bt("txn_chA", "ch_3UsdA0000000000000001", 10000, "charge", fee=320))
-    # a destination charge (agent): the platform keeps its 20.00 application fee
-    ev("charge.succeeded", charge("ch_3DestE000000000000005", 20000, "usd", "txn_chE", application_fee_amount=2000,
-                                  transfer_data={"destination": ACCT, "amount": None}),
+    # a destination charge (agent, transfer_data[amount] form): the platform keeps the 20.00 it does not transfer
+    ev("charge.succeeded", charge("ch_3DestE000000000000005", 20000, "usd", "txn_chE",
+                                  transfer_data={"destination": ACCT, "amount": 18000}),
        bt("txn_chE", "ch_3DestE000000000000005", 20000, "charge", fee=610))
     ev("transfer.created", {"id": "tr_3DestE000000000000005", "amount": 18000, "currency": "usd",
                             "balance_transaction": "txn_trE", "destination": ACCT},

@@ -231,10 +231,6 @@ def test_a_refund_and_its_update_book_once_and_partial_refunds_each_once(app, qb
     assert len(qbo.company.all("RefundReceipt")) == len(succeeded)
 
 
-@pytest.mark.xfail(strict=True, reason="runner/posting/build.py _counter: a destination charge with transfer_data[amount] "
-                                       "and no application_fee_amount credits Connected Accounts Payable with the whole "
-                                       "amount, so the platform's share (amount - transfer_data.amount) stays a liability "
-                                       "instead of Application Fee Revenue")
 def test_destination_charges_leave_nothing_payable_once_transferred(app, qbo):   # noqa: F811
     sc = generate(0)
     book(app, sc)

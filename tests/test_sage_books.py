@@ -86,9 +86,11 @@ def scenario() -> list[tuple[str, dict, dict | None, str | None]]:
                                       "amount_refunded": 200, "created": T,
                                       "refunds": {"object": "list", "data": [fee_refund]}},
          bt("txn_frX", -200, "platform_earning_refund"), None),
-        # a destination charge (agent): the transfer to the connected account is not revenue
-        ("charge.succeeded", charge("ch_D", 20000, "usd", "txn_D", transfer_data={"destination": "acct_Y"},
-                                    application_fee_amount=2000), bt("txn_D", 20000, "charge", fee=610), None),
+        # a destination charge (agent, transfer_data[amount] form): the transfer to the connected account
+        # is not revenue; what the platform keeps is
+        ("charge.succeeded", charge("ch_D", 20000, "usd", "txn_D", transfer_data={"destination": "acct_Y",
+                                                                                  "amount": 18000}),
+         bt("txn_D", 20000, "charge", fee=610), None),
         ("transfer.created", {"id": "tr_D", "object": "transfer", "amount": 18000, "currency": "usd",
                               "destination": "acct_Y", "balance_transaction": "txn_trD", "created": T},
          bt("txn_trD", -18000, "transfer"), None),
@@ -304,9 +306,6 @@ def test_a_contact_found_in_another_currency_is_refused_not_used(books):
     assert err.value.kind == ErrorKind.PERMANENT and "is a USD contact" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="core: runner/posting/build.py _counter (line ~189) reads only "
-                   "application_fee_amount; a destination charge in Stripe's transfer_data[amount] form credits "
-                   "the whole gross to Connected Accounts Payable, so the platform's share stays there")
 def test_destination_charge_with_transfer_amount_nets_the_payable(books):
     standin, app = books()
     events = [
