@@ -68,8 +68,15 @@ def main() -> int:
         ops = []
         for i in range(args.n):
             ev = event_from_fixture("charge.succeeded", overrides={"id": f"ch_3Bench{i:07d}", "amount": 100 + i,
-                                                                   "customer": f"cus_B{i % max(1, args.n // 10)}"})
-            ops += app.plan_event(ev, flow)
+                                                                   "customer": f"cus_B{i % max(1, args.n // 10)}",
+                                                                   "transfer_data": None,
+                                                                   "balance_transaction": f"txn_3Bench{i:07d}"})
+            fee = 30 + (100 + i) * 29 // 1000
+            bt = {"id": f"txn_3Bench{i:07d}", "object": "balance_transaction", "amount": 100 + i, "fee": fee,
+                  "fee_details": [{"amount": fee, "currency": "usd", "type": "stripe_fee"}], "net": 100 + i - fee,
+                  "currency": "usd", "exchange_rate": None, "reporting_category": "charge", "type": "charge",
+                  "created": ev["data"]["object"]["created"], "source": f"ch_3Bench{i:07d}"}
+            ops += app.plan_event(ev, flow, pinned_lookups={"balance_transaction": bt})   # as Stripe would answer
         app.store.add_deliveries(ops)
         backlog = app.store.count_deliveries("pending")
         print(f"backlog: {backlog} deliveries planned in {time.perf_counter() - t0:.2f}s")
