@@ -106,3 +106,21 @@ def decimal_sum(values: list[Any]) -> Decimal:
     for v in values:
         total += v if isinstance(v, Decimal) else Decimal(str(v))
     return total
+
+
+def find_values(payload: Any, pick: Callable[[str, Any], str | None]) -> set[str]:
+    """Every value ``pick(key, value)`` finds in a payload's nested mappings and lists (``pick``
+    returns None to look inside the value instead), e.g. the currencies a document names."""
+    found: set[str] = set()
+    if isinstance(payload, Mapping):
+        for k, v in payload.items():
+            hit = pick(k, v)
+            if hit is not None:
+                found.add(hit)
+            else:
+                found |= find_values(v, pick)
+    elif isinstance(payload, list):
+        for v in payload:
+            found |= find_values(v, pick)
+    return found
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
-from connectors.base import Action
+from connectors.base import Action, find_values
 
 
 def _str(max_length: int) -> dict:
@@ -163,19 +163,15 @@ ACTIONS = {
     "customer": Action("customer", CUSTOMER, "CustomerAdd, find-or-create: an existing name is looked up."),
 }
 
+def _currency(key: str, value: Any) -> str | None:
+    if key == "CurrencyRef" and isinstance(value, Mapping) and isinstance(value.get("FullName"), str):
+        return value["FullName"]
+    return None
+
+
 def currencies(payload: Any) -> set[str]:
     """Every CurrencyRef FullName in a payload (ISO codes or QuickBooks' currency names)."""
-    found: set[str] = set()
-    if isinstance(payload, Mapping):
-        for k, v in payload.items():
-            if k == "CurrencyRef" and isinstance(v, Mapping) and isinstance(v.get("FullName"), str):
-                found.add(v["FullName"])
-            else:
-                found |= currencies(v)
-    elif isinstance(payload, list):
-        for v in payload:
-            found |= currencies(v)
-    return found
+    return find_values(payload, _currency)
 
 
 def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[str, Any],

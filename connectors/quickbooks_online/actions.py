@@ -19,7 +19,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Mapping
 
-from ..base import Action
+from ..base import Action, find_values
 
 DOCNUMBER_MAX = 21          # Intuit: DocNumber, max 21 characters
 PRIVATE_NOTE_MAX = 4000
@@ -191,21 +191,18 @@ ACTIONS: dict[str, Action] = {
 }
 
 
+def _currency(key: str, value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        if key == "CurrencyRef" and isinstance(value.get("value"), str):
+            return value["value"]
+        if key == "CustomerRef" and isinstance(value.get("currency"), str):
+            return value["currency"]
+    return None
+
+
 def currencies(payload: Any) -> set[str]:
     """Every CurrencyRef value in a payload, and every ``CustomerRef.currency``."""
-    found: set[str] = set()
-    if isinstance(payload, Mapping):
-        for k, v in payload.items():
-            if k == "CurrencyRef" and isinstance(v, Mapping) and isinstance(v.get("value"), str):
-                found.add(v["value"])
-            elif k == "CustomerRef" and isinstance(v, Mapping) and isinstance(v.get("currency"), str):
-                found.add(v["currency"])
-            else:
-                found |= currencies(v)
-    elif isinstance(payload, list):
-        for v in payload:
-            found |= currencies(v)
-    return found
+    return find_values(payload, _currency)
 
 
 def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[str, Any],

@@ -13,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Mapping
 
-from connectors.base import Action, decimal_sum
+from connectors.base import Action, decimal_sum, find_values
 
 DATE = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}
 MONEY = {"type": "number", "description": "Amount in the document's currency (a decimal, never a float)."}
@@ -203,17 +203,7 @@ def _transfer_check(p: Mapping[str, Any]) -> list[str]:
 
 
 def _currencies(payload: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(payload, Mapping):
-        for k, v in payload.items():
-            if k == "currency" and isinstance(v, str):
-                found.add(v.upper())
-            else:
-                found |= _currencies(v)
-    elif isinstance(payload, list):
-        for v in payload:
-            found |= _currencies(v)
-    return found
+    return find_values(payload, lambda k, v: v.upper() if k == "currency" and isinstance(v, str) else None)
 
 
 def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[str, Any],
