@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import LedgerflowError
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:         # `ledgerflow inbox show ... | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except LedgerflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

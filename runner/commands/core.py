@@ -89,13 +89,18 @@ def cmd_inbox_list(args) -> int:
     from ..store.tables import inbox
     from sqlalchemy import select
     app = App()
+    from datetime import datetime, timezone
     q = select(inbox.c.event_id, inbox.c.type, inbox.c.account, inbox.c.status, inbox.c.source,
-               inbox.c.received_at).order_by(inbox.c.received_at.desc()).limit(args.limit)
+               inbox.c.received_at, inbox.c.flows, inbox.c.error).order_by(inbox.c.received_at.desc()).limit(args.limit)
     if args.status:
         q = q.where(inbox.c.status == args.status)
     with app.store.engine.connect() as c:
-        for r in c.execute(q):
-            print(f"{r.event_id}\t{r.type}\t{r.account or '-'}\t{r.status}\t{r.source}")
+        rows = c.execute(q).all()
+    print("event\ttype\taccount\treceived (UTC)\tstatus\tflows\terror")
+    for r in rows:
+        when = datetime.fromtimestamp(r.received_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        error = (r.error or "").splitlines()[0][:300] if r.error else "-"
+        print(f"{r.event_id}\t{r.type}\t{r.account or '-'}\t{when}\t{r.status}\t{r.flows or '-'}\t{error}")
     return 0
 
 
