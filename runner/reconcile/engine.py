@@ -7,6 +7,7 @@ is running totals and the exceptions.
 
 from __future__ import annotations
 
+import fnmatch
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -19,10 +20,12 @@ from zoneinfo import ZoneInfo
 from .. import jsonio
 from ..fx import CachedProvider, ChainProvider, FixedProvider, FxError, Rate, provider
 from ..money import from_minor
-from .booked import bookings_for, postings_for, refresh_index
-from .classify import BOOKED_LATE, CONNECTED_BOOKS, MATCHED, MISMATCH, RECONCILED, UNBALANCED, WITH_PAYOUT, Check, classify, source_ids
 from ..posting.build import build_posting
+from ..posting.events import MOVEMENTS
 from ..posting.model import PostingError
+from .booked import bookings_for, postings_for, refresh_index
+from .classify import (BOOKED_LATE, CONNECTED_BOOKS, MATCHED, MISMATCH, RECONCILED, UNBALANCED, WITH_PAYOUT, Check,
+                       classify, source_ids)
 from .journal import Totals, clearing_lines, convert_lines, posted_summary_lines, summary_lines, transfer
 from .policy import Policy
 from .source import StripeReadError, StripeSource
@@ -95,7 +98,7 @@ class Reconciler:
         self.tz = app.project.timezone
         self.rates = rate_provider(policy, app.project.settings, app.store)
         self.report = RunReport(run_id or uuid.uuid4().hex[:16])
-        self._posted_kinds: dict[str, set[str]] = {}
+        self._posted_kinds: set[str] | None = None
 
     # ---- selection -------------------------------------------------------------
 
@@ -206,25 +209,18 @@ class Reconciler:
                 and self.book):
             return self._failed_payout_returned(txn, account)
         check = classify(txn, booked, self.policy, posted)
-        if not check.fee_booked and check.category in self.posted_kinds(account):
+        if not check.fee_booked and check.category in self.posted_kinds():
             check.fee_booked = True         # a flow books this movement with its fee, whenever it is delivered
         return check
 
-    def posted_kinds(self, account: str | None) -> set[str]:
-        """Movements that flows reading ``posting`` book into the books this payout belongs to (their
-        fees with them, so the payout's journal never books those fees)."""
-        books = account or "platform"
-        if books not in self._posted_kinds:
-            from ..posting.events import MOVEMENTS
-            import fnmatch
-            kinds: set[str] = set()
-            for flow in self.app.flows().values():
-                if not flow.reads_posting:
-                    continue
-                for pattern in flow.stripe_types:
-                    kinds.update(m for t, m in MOVEMENTS.items() if fnmatch.fnmatchcase(t, pattern))
-            self._posted_kinds[books] = kinds
-        return self._posted_kinds[books]
+    def posted_kinds(self) -> set[str]:
+        """Movements that flows reading ``posting`` book (their fees with them, so the payout's
+        journal never books those fees, whether or not the movement is delivered yet)."""
+        if self._posted_kinds is None:
+            self._posted_kinds = {m for flow in self.app.flows().values() if flow.reads_posting
+                                  for pattern in flow.stripe_types
+                                  for t, m in MOVEMENTS.items() if fnmatch.fnmatchcase(t, pattern)}
+        return self._posted_kinds
 
     def _failed_payout_returned(self, txn: dict, account: str | None) -> Check:
         """A failed payout's funds coming back: booked (out and back) by the reconciliation of that
