@@ -54,6 +54,7 @@ def validate_paths(paths: list[str] | None) -> tuple[list[Problem], int]:
         except SpecError as exc:
             problems.extend(exc.problems)
     if flows:
-        from .posting.overlap import overlap_problems     # one booking per movement per set of books
-        problems.extend(overlap_problems(flows))
+        from .posting.overlap import account_books_problems, overlap_problems   # one booking per movement
+        problems.extend(overlap_problems(flows))                                # per set of books
+        problems.extend(account_books_problems(project, flows))
     return sorted(set(problems)), counted

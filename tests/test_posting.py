@@ -546,3 +546,22 @@ def test_without_the_stripe_api_a_balance_transaction_id_says_how_to_fix_it():
     with pytest.raises(FetchError, match="set stripe.api_key in ledgerflow.yaml") as e:
         src.for_event(ev("charge.succeeded", charge(balance_transaction="txn_c")))
     assert e.value.transient is False
+
+
+def test_destination_charge_share_is_converted_from_the_charges_own_units():
+    # ¥3,000 of which ¥2,500 goes to the seller, settled $20.34 at 0.00678: the platform keeps ¥500 = $3.39
+    ch = charge("ch_dj", 3000, "jpy", transfer_data={"destination": "acct_x", "amount": 2500})
+    p = build_posting(ch, bt("txn_dj", 2034, category="charge", rate="0.00678"), POLICY)
+    assert lines(p) == {"Stripe Clearing": D("20.34"), "Connected Accounts Payable": D("-16.95"),
+                        "Application Fee Revenue": D("-3.39")}
+    # BHD (three decimals): BHD 10.000 of which BHD 9.000 transferred, settled $26.60 at 2.6596
+    ch = charge("ch_db", 10000, "bhd", transfer_data={"destination": "acct_x", "amount": 9000})
+    p = build_posting(ch, bt("txn_db", 2660, category="charge", rate="2.6596"), POLICY)
+    assert lines(p)["Application Fee Revenue"] == D("-2.66") and balanced(p)
+
+
+def test_a_partially_captured_charge_is_documented_at_what_was_captured():
+    ch = charge("ch_pc", 10000, "eur", amount_captured=6000)
+    p = build_posting(ch, bt("txn_pc", 6500, category="charge", rate="1.0834"), POLICY)
+    assert p.presentment_amount == D("60.00") and "EUR 60.00 at 1.0834" in p.memo
+    assert DocumentView(p, True).amount == D("60.00")

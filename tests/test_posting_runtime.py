@@ -415,3 +415,15 @@ def test_validate_accepts_one_flow_per_connection(stand, make_project):
             "target: csv", "target: seller_csv")})
     problems, _ = validate_paths([str(path.parent)])
     assert not [p for p in problems if "booked twice" in str(p)], problems
+
+
+def test_validate_refuses_account_books_that_would_silently_skip_movements(stand, make_project):
+    path = make_project(stand.url, {"a-charges": CHARGE_FLOW.format(name="a-charges", etype="charge.succeeded")})
+    text = path.read_text().replace(f"account_books: {{{SELLER}: seller_csv}}",
+                                    f"account_books: {{{SELLER}: seller_csv, acct_1Other: seller_csv, "
+                                    "acct_1Third: no_such_books}")
+    path.write_text(text)
+    problems = [str(p) for p in validate_paths([str(path.parent)])[0]]
+    assert any("acct_1Other: connection 'seller_csv' already holds" in p and "ledgerflow.yaml:" in p
+               for p in problems), problems
+    assert any("acct_1Third: no connection named 'no_such_books'" in p for p in problems), problems

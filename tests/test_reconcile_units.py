@@ -155,3 +155,23 @@ def test_validate_checks_the_reconcile_section(project_dir):
     text = str(e.value)
     assert "bad-recon.yaml:17:" in text and "reconcile.mode: 'daily' is not one of" in text
     assert "reconcile.unbooked" in text
+
+
+def test_a_movement_is_matched_only_when_every_set_of_books_has_it():
+    from runner.reconcile.booked import PostedBooking
+    from runner.reconcile.classify import BOOKED_LATE, MATCHED, classify
+    from runner.reconcile.policy import Policy
+    txn = {"id": "txn_m", "amount": 2000, "fee": 88, "net": 1912, "currency": "usd", "reporting_category": "charge",
+           "source": {"id": "ch_m", "object": "charge", "currency": "usd", "amount": 2000}, "created": 1767225600}
+
+    def booking(i, conn, state, error=None):
+        return PostedBooking(i, state, f"{conn}-flow", conn, "charge", "ch_m", "txn_m", "ch_m", "20.00", error)
+
+    sent = [booking(1, "csv", "sent"), booking(2, "quickbooks_online", "sent")]
+    assert classify(txn, {}, Policy(flow="r"), {"txn_m": sent}).kind == MATCHED
+    one_dead = [booking(1, "csv", "sent"), booking(2, "quickbooks_online", "dead", "6000 closed period")]
+    check = classify(txn, {}, Policy(flow="r"), {"txn_m": one_dead})
+    assert check.kind == BOOKED_LATE and check.fix == "ledgerflow dlq replay 2" and "quickbooks_online" in check.detail
+    assert check.fee_booked          # its fee is that booking's, not the payout journal's
+    by_hand = [booking(1, "csv", "sent"), booking(2, "quickbooks_online", "discarded")]
+    assert classify(txn, {}, Policy(flow="r"), {"txn_m": by_hand}).kind == MATCHED

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from ..money import MoneyError, from_minor, round_money
+from ..money import MoneyError, from_minor, round_money, to_minor
 from .model import ZERO, Line, Posting, PostingError
 from .policy import AccountingPolicy
 
@@ -139,7 +139,7 @@ def build_posting(obj: Mapping[str, Any], bt: Mapping[str, Any], policy: Account
         lines = [Line(acc, v, role) for acc, v, role in settled]
 
     pres_cur = str(obj.get("currency") or settle).upper()
-    pres_minor = obj.get("amount") if isinstance(obj.get("amount"), int) else abs(amount)
+    pres_minor = _captured(obj) if isinstance(obj.get("amount"), int) else abs(amount)
     try:
         pres_amount = abs(from_minor(pres_minor, pres_cur))
     except MoneyError as exc:
@@ -168,6 +168,16 @@ def build_posting(obj: Mapping[str, Any], bt: Mapping[str, Any], policy: Account
                    customer=_id(obj.get("customer")), fee_details=tuple(dict(d) for d in details))
 
 
+def _captured(obj: Mapping[str, Any]) -> int:
+    """What the customer paid: a charge's captured amount (a partial capture moves less than the
+    authorization), else the object's amount."""
+    captured = obj.get("amount_captured")
+    if obj.get("object") == "charge" and isinstance(captured, int) and not isinstance(captured, bool) \
+            and captured > 0:
+        return captured
+    return int(obj.get("amount") or 0)
+
+
 def _key(category: str, obj: Mapping[str, Any], bt_id: str) -> str:
     """The id of what moved the money: a charge, a refund, an application fee or its refund,
     a transfer, a payout by their own ids; a dispute's withdrawal and reinstatement, payout
@@ -191,10 +201,12 @@ def _counter(category: str, amount: int, obj: Mapping[str, Any], bt: Mapping[str
             # Stripe transfers the whole amount and collects the fee back as its own application fee
             # (platform_earning, booked from application_fee.created): the gross is all payable here.
             td_amount = obj["transfer_data"].get("amount")
-            fee_minor = (int(obj.get("amount") or 0) - int(td_amount)) if isinstance(td_amount, int) else 0
+            fee_minor = (_captured(obj) - int(td_amount)) if isinstance(td_amount, int) else 0
             rate = bt.get("exchange_rate")
-            if rate not in (None, "") and fee_minor:
-                fee_minor = int((Decimal(fee_minor) * Decimal(str(rate))).to_integral_value())
+            pres, settle = str(obj.get("currency") or bt.get("currency")), str(bt.get("currency"))
+            if rate not in (None, "") and fee_minor and pres.upper() != settle.upper():
+                # presentment minor units -> major, at Stripe's rate, -> settlement minor units (once)
+                fee_minor = to_minor(from_minor(fee_minor, pres) * Decimal(str(rate)), settle)
             fee_minor = max(0, min(int(fee_minor), -amount))
             return [(a("connected_accounts_payable"), amount + fee_minor, "transfer"),
                     (a("application_fee_revenue"), -fee_minor, "application_fee")]

@@ -78,3 +78,23 @@ def overlap_problems(flows: Iterable) -> list[Problem]:
                                         f"and so does flow {first.name} ({first.file}): each movement would be "
                                         f"booked twice; keep one of them (or point one at other books)"))
     return problems
+
+
+def account_books_problems(project, flows: Iterable) -> list[Problem]:
+    """``accounting.connect.account_books``: each connected account's books are a connection of
+    their own. A connection named twice, or one the platform's flows book into, would silently
+    skip movements (the planner books a movement only into its own books)."""
+    books = ((project.raw.get("accounting") or {}).get("connect") or {}).get("account_books") or {}
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for account, conn in books.items():
+        line, col = project.doc.where(("accounting", "connect", "account_books", account))
+        if conn not in project.connections:
+            problems.append(Problem(project.file, line, col, f"accounting.connect.account_books.{account}: no "
+                                    f"connection named {conn!r} (known: {', '.join(sorted(project.connections))})"))
+        elif conn in seen:
+            problems.append(Problem(project.file, line, col, f"accounting.connect.account_books.{account}: "
+                                    f"connection {conn!r} already holds {seen[conn]}'s books; each connected "
+                                    "account needs books of its own"))
+        seen.setdefault(conn, account)
+    return problems

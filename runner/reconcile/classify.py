@@ -139,11 +139,14 @@ def _classify_posted(txn: Mapping[str, Any], bookings: list[Any], check: Check) 
     that Stripe's amount has not changed since. Its fee is that booking's, delivered or not: the
     payout's journal never books it again."""
     check.fee_booked = True
-    sent = [b for b in bookings if b.state == "sent"]
-    if not sent:
+    sent = [b for b in bookings if b.state in ("sent", "discarded")]     # discarded: booked by hand
+    if len(sent) < len(bookings):
+        # every set of books must have it: one target's dead or waiting booking is that target's
+        # exception, even when another target has the movement
+        sent = []
         check.kind = BOOKED_LATE
         dead = [b for b in bookings if b.state == "dead"]
-        b = dead[0] if dead else bookings[0]
+        b = dead[0] if dead else next(b for b in bookings if b.state not in ("sent", "discarded"))
         check.detail = f"delivery {b.delivery_id} ({b.flow} -> {b.connection}) is {b.state}" + (
             f": {b.last_error}" if dead and b.last_error else "")
         check.fix = (f"ledgerflow dlq replay {b.delivery_id}" if dead else
