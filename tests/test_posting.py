@@ -565,3 +565,16 @@ def test_a_partially_captured_charge_is_documented_at_what_was_captured():
     p = build_posting(ch, bt("txn_pc", 6500, category="charge", rate="1.0834"), POLICY)
     assert p.presentment_amount == D("60.00") and "EUR 60.00 at 1.0834" in p.memo
     assert DocumentView(p, True).amount == D("60.00")
+
+
+def test_a_refund_that_fails_after_money_left_is_its_own_movement():
+    refund = {"id": "re_f", "object": "refund", "amount": 500, "currency": "usd", "status": "failed",
+              "balance_transaction": "txn_re", "failure_balance_transaction": "txn_rf", "created": T}
+    mv = movement_of({"id": "evt_f", "type": "refund.updated", "data": {"object": refund}})
+    assert (mv.kind, mv.bt) == ("refund_failure", "txn_rf")
+    p = build_posting(refund, bt("txn_rf", 500, category="refund_failure"), POLICY, kind=mv.kind)
+    assert (p.kind, p.key) == ("refund_failure", "txn_rf")
+    assert lines(p) == {"Stripe Clearing": D("5.00"), "Sales Refunds": D("-5.00")}
+    # the same refund while it is still succeeded/pending is the refund itself
+    ok = movement_of({"id": "evt_o", "type": "refund.updated", "data": {"object": {**refund, "status": "succeeded"}}})
+    assert (ok.kind, ok.bt) == ("refund", "txn_re")

@@ -8,6 +8,7 @@ flows booking the same movement into the same books.
 | --- | --- | --- | --- |
 | charge.succeeded, charge.captured, payment_intent.succeeded | charge | the charge (a payment intent's ``latest_charge``) | ``charge.balance_transaction`` (an id: fetched) |
 | refund.created, refund.updated, charge.refund.updated | refund | the refund | ``refund.balance_transaction`` |
+| refund.updated, charge.refund.updated (status failed) | refund_failure | the refund | ``refund.failure_balance_transaction`` |
 | charge.dispute.funds_withdrawn | dispute | the dispute | ``dispute.balance_transactions`` (category dispute) |
 | charge.dispute.funds_reinstated | dispute_reversal | the dispute | ``dispute.balance_transactions`` (category dispute_reversal) |
 | application_fee.created | platform_earning | the application fee | ``application_fee.balance_transaction`` |
@@ -107,6 +108,10 @@ def movement_of(event: Mapping[str, Any]) -> Movement:
         return Movement(kind, newest, newest.get("balance_transaction"), account)
     if etype == "payout.failed":
         return Movement(kind, obj, obj.get("failure_balance_transaction"), account)
+    if kind == "refund" and obj.get("status") == "failed" and obj.get("failure_balance_transaction"):
+        # the refund failed after money left: Stripe puts it back with a balance transaction of its own
+        # (refund_failure), keyed by it; the refund itself was booked when it was created
+        return Movement("refund_failure", obj, obj.get("failure_balance_transaction"), account)
     if obj.get("balance_transaction") in (None, ""):
         raise PostingError(f"event {event.get('id')} ({etype}): {obj.get('object', 'object')} {obj.get('id')} has "
                            "no balance_transaction yet (Stripe sets it once money moved)")
