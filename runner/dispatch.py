@@ -172,6 +172,8 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
             row = store.get_event(event["id"]) or {}
             store.mark_event(event["id"], "failed", flows=row.get("flows"),
                              error="\n".join(e for e in (row.get("error"), error) if e))
+            # the delivery loop runs it again, with the flow's backoff, then dead-letters and alerts
+            store.add_deliveries([PlanOperation(flow, event["id"], error)])
             if event["id"] not in summary.errors:
                 summary.failed += 1
                 summary.dispatched = max(0, summary.dispatched - 1)

@@ -79,8 +79,12 @@ class PlanConnector:
             return Outcome.failed(item, TargetError(f"flow {flow_name!r} no longer exists under {app.flow_dir()}; "
                                                     f"discard this with `ledgerflow dlq discard {item.delivery_id} "
                                                     "--reason ...`", ErrorKind.PERMANENT))
+        flow = flows[flow_name]
+        event = jsonio.loads(row["payload"])
+        if (flow.raw or {}).get("reconcile") is not None:
+            return self._reconcile(item, flow, event)
         try:
-            ops = app.plan_event(jsonio.loads(row["payload"]), flows[flow_name])
+            ops = app.plan_event(event, flow)
         except LedgerflowError as exc:
             kind = ErrorKind.RETRYABLE if transient(exc) else ErrorKind.PERMANENT
             fix = "" if transient(exc) else (f" — fix the flow or mapping (check it with `ledgerflow preview "
@@ -91,6 +95,19 @@ class PlanConnector:
         created = app.store.add_deliveries(ops) if ops else []
         new = sum(1 for _, c in created if c)
         return Outcome.sent(item, f"planned {len(ops)} operation(s), {new} new")
+
+    def _reconcile(self, item: Item, flow: Any, event: dict) -> Outcome:
+        """A payout event's reconciliation that failed at dispatch (Stripe unreachable, say): run it
+        again; every failure is retried with the flow's backoff, then dead-lettered and alerted."""
+        from .dispatch import reconcile_payout
+        try:
+            reconcile_payout(self.app, flow, event)
+        except Exception as exc:  # noqa: BLE001 - retried like any target error; the message says what
+            return Outcome.failed(item, TargetError(
+                f"the reconciliation of {event.get('data', {}).get('object', {}).get('id')} (flow {flow.name}) "
+                f"failed: {type(exc).__name__}: {exc} — it runs again; `ledgerflow reconcile payouts --payout ...` "
+                "runs it by hand", ErrorKind.RETRYABLE))
+        return Outcome.sent(item, "reconciled")
 
     def close(self) -> None:
         pass

@@ -52,3 +52,10 @@ def test_a_reconciliation_that_cannot_reach_stripe_keeps_the_event_failed(projec
     assert summary.failed == 1
     row = app.store.get_event("evt_payout_paid_2")
     assert row["status"] == "failed" and "flow payout-reconciliation: reconciliation failed" in row["error"]
+    # and the delivery loop runs it again (a plan row): retried with backoff while Stripe stays away
+    from runner.delivery import deliver_rows
+    plan = app.store.delivery_by_key("plan:payout-reconciliation:evt_payout_paid_2")
+    assert plan is not None and plan["state"] == "pending"
+    deliver_rows(app, app.store.claim("t", ids=[plan["id"]]), worker="t")
+    after = app.store.delivery(plan["id"])
+    assert after["state"] == "retrying" and "runs it by hand" in after["last_error"]
