@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.books.scenario import generate  # noqa: E402
 from tests.standins.stripe_api import DEFAULT_KEY, StripeStandin  # noqa: E402
+from tests.support import servers  # noqa: E402
 from tests.support.servers import free_port, serve_app  # noqa: E402
 from runner.webhooks import sign  # noqa: E402
 
@@ -87,19 +88,7 @@ def write_project(stripe_url: str, accounts: list[str]) -> None:
 
 def start_serve(env: dict, port: int) -> subprocess.Popen:
     print(f"$ ledgerflow serve --no-background --port {port}    (receives webhooks only)", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--no-background", "--port", str(port),
-                             "--log-level", "warning"], cwd=DEMO, env=env)
-    deadline = time.monotonic() + 600          # a busy machine can be slow to start Python
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"ledgerflow serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("ledgerflow serve did not start within 10 minutes")
+    return servers.start_serve(port, env, cwd=DEMO, timeout=600)     # a busy machine can be slow to start
 
 
 def post_events(port: int, events: list[dict]) -> dict[int, int]:

@@ -7,33 +7,19 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import httpx
 
 from runner.fixtures import event_from_fixture
 from runner.store.db import Store
 from tests.conftest import ROOT
+from tests.support import servers
 from tests.support.servers import free_port
 from tests.webhook_helpers import SECRETS, signed, stripe_project
 
 
 def start_serve(project, port: int) -> subprocess.Popen:
-    env = dict(os.environ, **SECRETS, LEDGERFLOW_PROJECT=str(project))
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--no-background", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("serve did not start")
+    return servers.start_serve(port, dict(os.environ, **SECRETS, LEDGERFLOW_PROJECT=str(project)))
 
 
 async def load(url: str, bodies: list[tuple[str, bytes, dict]], kill_after: int, pid: int) -> tuple[list[str], int]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from contextlib import ExitStack, contextmanager
@@ -41,6 +40,7 @@ import yaml
 from tests.books.files import csv_books, iif_books
 from tests.books.scenario import EXPONENT, Scenario
 from tests.standins.ledger import JournalTxn, TrialBalance, trial_balance
+from tests.support import servers
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = "USD"
@@ -107,23 +107,7 @@ def make_project(root: Path, scenario: Scenario, *, store_url: str, stripe_url: 
 
 
 def start_serve(project: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    fh = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--no-background", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + SERVE_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            fh.close()
-            raise RuntimeError(f"serve exited with {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    proc.wait(30)
-    fh.close()
-    raise RuntimeError(f"serve did not answer /healthz within {SERVE_START_TIMEOUT}s: {log.read_text()[-3000:]}")
+    return servers.start_serve(port, env, log=log, timeout=SERVE_START_TIMEOUT)
 
 
 def post_events(url: str, events: list[dict]) -> list[tuple[str, int, str]]:
