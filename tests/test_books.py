@@ -165,3 +165,20 @@ def test_property_file_books_equal_the_truth(seed):
         for target in ("iif", "csv"):
             check = H.check_books(run, target)
             assert check.problems["clearing"] == [] and check.problems["categories"] == [], (seed, check.all())
+
+
+@settings(max_examples=2, deadline=None, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(min_value=2, max_value=10 ** 6), multicurrency=st.booleans())
+def test_property_every_target_holds_every_invariant(seed, multicurrency):
+    """Every shipped flow set, every target, on generated months (currencies, Connect shapes, refunds,
+    disputes, duplicated and out-of-order events, a missing one): the books equal Stripe's truth."""
+    scenario = generate(seed, missing=1)
+    with tempfile.TemporaryDirectory(prefix="books-prop-all-") as tmp:
+        run = H.run(Path(tmp), scenario, multicurrency=multicurrency)
+        assert run.failures() == []
+        for target in H.TARGETS:
+            check = H.check_books(run, target, exclude=scenario.missing)
+            problems = {k: v for k, v in check.problems.items() if v}
+            assert problems == {}, (seed, multicurrency, target, problems)
+        assert {(c.txn_id, c.kind) for _, c in run.report.exceptions} == H.expected_exceptions(scenario), seed
