@@ -786,6 +786,13 @@ def generate(seed: int, *, size: str = "small", missing: int = 0, duplicates: fl
         ch = g.charge(None, "usd", T0 + 28 * DAY + rng.randint(2 * HOUR, 20 * HOUR), kind="platform")
         charges.append((ch, None, None))
 
+    # the EUR account's negative payout below needs two sales of its own left untouched: a seed
+    # whose month refunded or disputed them all gets two more, early enough to be paid out weekly
+    spare = [c for c, a, _ in charges if a == eu and c["id"] not in handled and c["amount_refunded"] == 0]
+    for i in range(max(0, 2 - len(spare))):
+        extra = g.charge(eu, "eur", T0 + 2 * DAY + (i + 1) * HOUR, kind="direct", amount=20000 - 5000 * i)
+        charges.append((extra, eu, None))
+
     # -- payouts: weekly per account; the platform's second one fails
     po_p, links_p = g.payouts(None, [T0 + d * DAY + HOUR for d in (7, 14, 21, 28)], fail_index=1)
     po_u, links_u = g.payouts(us, [T0 + d * DAY + HOUR for d in (5, 12, 19, 26)])
