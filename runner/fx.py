@@ -255,3 +255,15 @@ def provider(name: str, settings: Mapping, *, store=None, environ: Mapping[str, 
     else:
         raise FxError(f"unknown FX provider {name!r} (known: fixed, ecb, openexchangerates, stripe)")
     return CachedProvider(p, store) if store is not None else p
+
+
+def rate_chain(name: str, settings: Mapping, fixed: Mapping[str, str], *, store=None,
+               base_url: str | None = None) -> "ChainProvider":
+    """The named provider (cached in the store), then fixed rates for what it lacks (pegs the ECB
+    has not, e.g. BHD). ``fixed`` and ``stripe`` name no provider of their own: only the fixed rates."""
+    chain: list[FxProvider] = []
+    if name not in ("fixed", "stripe"):
+        chain.append(provider(name, settings, store=store, base_url=base_url))
+    chain.append(FixedProvider(fixed))
+    return ChainProvider(chain)
+

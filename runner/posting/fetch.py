@@ -74,9 +74,10 @@ class StripeObjects:
 
     @property
     def rate(self) -> float:
-        if self._rate is None:
-            key = getattr(self.client, "_requestor", None)
-            key = getattr(getattr(key, "_options", None), "api_key", "") or ""
+        if self._rate is None:       # Stripe's read limits: 100/s in live mode, 25/s in test mode
+            from ..stripe_config import stripe_settings
+            ref = stripe_settings(self.app.project.raw.get("stripe"), self.app.project.file).api_key_ref
+            key = self.app.secrets.resolve(ref, "stripe.api_key") if ref else ""
             self._rate = 100 if str(key).startswith(("sk_live", "rk_live")) else 25
         return float(self._rate)
 

@@ -63,19 +63,15 @@ class PostingSource:
                                  "(lookups: {balance_transaction: {...}})", transient=False)
             else:
                 bt = self.objects.balance_transaction(str(bt), mv.account)
-        kind = bt.get("reporting_category") and category_of(bt) or mv.kind
+        # the balance transaction says what moved; one that carries neither category nor type: the event
+        kind = category_of(bt) if (bt.get("reporting_category") or bt.get("type")) else mv.kind
         return build_posting(obj, bt, self.policy, account=mv.account, rates=self.rate, kind=kind)
 
 
 def _rate_provider(app: Any):
-    from ..fx import ChainProvider, FixedProvider, provider
+    from ..fx import rate_chain
     settings = app.project.settings
-    chain = []
-    name = settings.get("fx_provider", "ecb")
-    if name not in ("fixed", "stripe"):
-        chain.append(provider(name, settings, store=app.store))
-    chain.append(FixedProvider(settings.get("fx_rates") or {}))
-    return ChainProvider(chain)
+    return rate_chain(settings.get("fx_provider", "ecb"), settings, settings.get("fx_rates") or {}, store=app.store)
 
 
 class LazyPosting:

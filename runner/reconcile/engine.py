@@ -18,7 +18,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from .. import jsonio
-from ..fx import CachedProvider, ChainProvider, FixedProvider, FxError, Rate, provider
+from ..fx import ChainProvider, FxError, Rate, rate_chain
 from ..money import from_minor
 from ..posting.build import build_posting
 from ..posting.events import MOVEMENTS
@@ -82,11 +82,7 @@ class RunReport:
 
 
 def rate_provider(policy: Policy, settings: dict, store) -> ChainProvider:
-    chain = []
-    if policy.fx_provider not in ("fixed", "stripe"):
-        chain.append(provider(policy.fx_provider, settings, store=store, base_url=policy.fx_base_url))
-    chain.append(FixedProvider(policy.fx_rates))
-    return ChainProvider(chain)
+    return rate_chain(policy.fx_provider, settings, policy.fx_rates, store=store, base_url=policy.fx_base_url)
 
 
 class Reconciler:
