@@ -39,3 +39,10 @@ def test_fast_and_explaining_paths_agree():
     errs = schemacheck.errors(schema, bad)
     assert [list(e.absolute_path) for e in errs] == [["retry", "attempts"]]
     assert schemacheck._generated(schema) is not None
+
+
+@pytest.mark.parametrize("path", SCHEMAS, ids=lambda p: p.name)
+def test_generated_validator_is_used(path):
+    """The digest matches the schema as read, so validate never compiles one at start-up."""
+    assert schemacheck._generated(json.loads(path.read_text())) is not None, (
+        f"the pre-compiled validator for {path.name} is not used (digest mismatch)")
