@@ -445,12 +445,11 @@ def _load_route_mapping(value: Any, doc: Document, rp: tuple, project: Project, 
 
 def _schedule_problems(doc: Document, schedule: dict) -> list[Problem]:
     problems = []
+    from datetime import datetime
+
+    from cronsim import CronSim
     try:
-        from cronsim import CronSim
-        from datetime import datetime
         CronSim(schedule["cron"], datetime(2026, 1, 1))
-    except ImportError:  # pragma: no cover
-        pass
     except Exception as exc:  # noqa: BLE001
         problems.append(doc.problem(("trigger", "schedule", "cron"), f"trigger.schedule.cron: {exc}"))
     tz = schedule.get("timezone")

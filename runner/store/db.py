@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select,
 from sqlalchemy.engine import Connection, Engine
 
 from .. import jsonio
-from .tables import attempts, audit, deliveries, delivery_postings, inbox, kv, metadata
+from .tables import attempts, audit, deliveries, delivery_postings, inbox, kv
 
 TERMINAL = ("sent", "dead", "discarded")
 LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease expired); "
@@ -59,7 +59,8 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
-        metadata.create_all(self.engine)
+        from .migrations import upgrade
+        upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
