@@ -227,9 +227,9 @@ def token_request(config: OAuthConfig, form: dict[str, str], http: Any = None) -
     except ValueError:
         body = {}
     if resp.status_code == 429:
-        ra = resp.headers.get("Retry-After")
+        from .http import response_retry_after
         raise OAuthError("token endpoint throttled the request", ErrorKind.THROTTLED,
-                         retry_after=float(ra) if ra and ra.isdigit() else None)
+                         retry_after=response_retry_after(resp))
     if resp.status_code >= 500:
         raise OAuthError(f"token endpoint answered HTTP {resp.status_code}", ErrorKind.RETRYABLE)
     if resp.status_code >= 400 or not isinstance(body, dict):

@@ -19,53 +19,25 @@ after a lost response creates nothing new.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
+from connectors.http import classify_response, send
+from connectors.http import timeout as http_timeout
 
 from .actions import ACTIONS
 
-BODY_EXCERPT = 300
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
 
 def classify(response: httpx.Response) -> TargetError | None:
-    """None for a 2xx answer; otherwise the TargetError the runner acts on."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return None
+    """None for a 2xx answer; otherwise the TargetError the runner acts on (connectors.http's rules)."""
     where = f"{response.request.method} {response.request.url.host}{response.request.url.path}"
-    excerpt = response.text[:BODY_EXCERPT].strip() if response.content else ""
-    message = f"HTTP {status} from {where}" + (f": {excerpt}" if excerpt else "")
-    if status == 429:
-        return TargetError(message, ErrorKind.THROTTLED,
-                           retry_after=retry_after_seconds(response.headers.get("retry-after")))
-    if status == 401:
-        return TargetError(message, ErrorKind.AUTH)
-    if status in (408, 409) or status >= 500:
-        return TargetError(message, ErrorKind.RETRYABLE,
-                           retry_after=retry_after_seconds(response.headers.get("retry-after")))
-    return TargetError(message, ErrorKind.PERMANENT)
+    error = classify_response(response, where)
+    if response.status_code == 409:           # a request with the same key is still in flight there
+        error = TargetError(str(error), ErrorKind.RETRYABLE)
+    return error
 
 
 def _target_ref(response: httpx.Response) -> str | None:
@@ -93,7 +65,7 @@ class HttpPostConnector(Connector):
             headers["Authorization"] = f"Bearer {token}"
         self._header = str(self.config.get("idempotency_header", "Idempotency-Key"))
         self._workers = max(1, int(self.config.get("concurrency", 4)))
-        timeout = float(self.config.get("timeout", 10))
+        timeout = http_timeout(self.config, 10)
         self._client = httpx.Client(headers=headers, timeout=timeout,
                                     limits=httpx.Limits(max_connections=self._workers * 2))
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix=f"http-{name}")
@@ -104,14 +76,10 @@ class HttpPostConnector(Connector):
         from runner import jsonio  # exact decimals on the wire
         body = jsonio.dumps(item.payload).encode("utf-8")
         try:
-            response = self._client.post(self.config["url"], content=body,
-                                         headers={"Content-Type": "application/json",
-                                                  self._header: item.idempotency_key})
-        except httpx.TimeoutException as exc:
-            return Outcome.failed(item, TargetError(f"timeout posting to {self.name}: {type(exc).__name__}"))
-        except httpx.TransportError as exc:
-            return Outcome.failed(item, TargetError(f"connection error posting to {self.name}: "
-                                                    f"{type(exc).__name__}"))
+            response = send(self._client, "POST", self.config["url"], f"posting to {self.name}", content=body,
+                            headers={"Content-Type": "application/json", self._header: item.idempotency_key})
+        except TargetError as exc:
+            return Outcome.failed(item, exc)
         error = classify(response)
         if error is not None:
             return Outcome.failed(item, error)

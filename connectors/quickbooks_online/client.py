@@ -2,7 +2,7 @@
 
 Realm-scoped endpoints, ``minorversion`` on every call, ``requestid`` on
 creates and batches, OAuth 2 bearer tokens from ``connectors.oauth`` (a 401
-refreshes once, then is AUTH), Intuit's limits through the store-backed
+refreshes once, then is AUTH: ``connectors.http.send_with_refresh``), Intuit's limits through the store-backed
 ``RateLimiter`` (shared by every worker), and Intuit's Fault bodies — also
 inside HTTP 200 responses — turned into classified ``TargetError``s that
 name the field.
@@ -20,6 +20,7 @@ from runner import jsonio
 from runner.ratelimit import Limit, RateLimiter, RateLimitTimeout
 
 from ..base import ErrorKind, TargetError
+from ..http import response_retry_after, send_with_refresh
 from ..oauth import OAuthSession
 
 BASE_URLS = {"sandbox": "https://sandbox-quickbooks.api.intuit.com",
@@ -107,14 +108,6 @@ def fault_error(fault: Mapping[str, Any], what: str, status: int = 200,
                     retry_after=retry_after)
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 class QboClient:
     """One company (realm). Thread-safe: batches may be sent from several threads."""
 
@@ -158,22 +151,11 @@ class QboClient:
 
     def _send(self, method: str, url: str, query: dict, body: Any) -> httpx.Response:
         content = None if body is None else jsonio.dumps(body).encode()
-        ts, version = self.session.current()         # OAuthError (AUTH/RETRYABLE) propagates as a TargetError
-        for attempt in (0, 1):
-            headers = {"Authorization": f"Bearer {ts.access_token}", "Accept": "application/json"}
-            if content is not None:
-                headers["Content-Type"] = "application/json"
-            try:
-                resp = self.http.request(method, url, params=query, content=content, headers=headers)
-            except httpx.TimeoutException:
-                raise TargetError(f"QuickBooks Online did not answer in time ({method} {url.rsplit('/', 1)[-1]})",
-                                  ErrorKind.RETRYABLE) from None
-            except httpx.HTTPError as exc:
-                raise TargetError(f"QuickBooks Online unreachable: {type(exc).__name__}", ErrorKind.RETRYABLE) from None
-            if resp.status_code != 401 or attempt == 1:
-                return resp
-            ts, version = self.session.invalidate(version)      # refresh once (or reuse another worker's)
-        return resp  # pragma: no cover
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        # OAuthError (AUTH/RETRYABLE) propagates as a TargetError; a 401 refreshes once (or reuses another worker's)
+        return send_with_refresh(self.http, self.session, method, url,
+                                 f"QuickBooks Online ({method} {url.rsplit('/', 1)[-1]})",
+                                 params=query, content=content, headers=headers)
 
     def _result(self, resp: httpx.Response, what: str) -> dict[str, Any]:
         status = resp.status_code
@@ -181,7 +163,7 @@ class QboClient:
             body = jsonio.loads(resp.text) if resp.content else {}
         except ValueError:
             body = None
-        retry_after = _retry_after(resp)
+        retry_after = response_retry_after(resp)
         if status == 429:
             wait = retry_after if retry_after is not None else 60.0
             if self.limiter is not None:

@@ -2,7 +2,7 @@
 
 Bearer tokens come from ``connectors.oauth.OAuthSession`` (5-minute access
 tokens, rotating refresh tokens, refreshed under a cross-worker lock); a 401
-triggers one refresh and one repeat, then AUTH. ``X-Business`` selects the
+triggers one refresh and one repeat, then AUTH (``connectors.http.send_with_refresh``). ``X-Business`` selects the
 business. Bodies are written and read with exact decimals.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping
 import httpx
 
 from connectors.base import ErrorKind, TargetError
+from connectors.http import send_with_refresh
 from runner import jsonio
 
 from .errors import classify
@@ -42,28 +43,19 @@ class SageClient:
         url = path if path.startswith("http") else self.base_url + "/" + path.lstrip("/")
         what = f"{method} /{path.lstrip('/').split('?')[0]}" if not path.startswith("http") else f"{method} {path}"
         content = jsonio.dumps(body).encode("utf-8") if body is not None else None
-        for attempt in (1, 2):
-            tokens, version = self.session.current()
-            headers = {"Authorization": f"Bearer {tokens.access_token}", "Accept": "application/json"}
-            if content is not None:
-                headers["Content-Type"] = "application/json"
+
+        def token_headers(tokens: Any) -> dict[str, str]:
+            headers = {"Content-Type": "application/json"} if content is not None else {}
             biz = self.business(tokens.extra)
             if business and biz:
                 headers["X-Business"] = biz
-            try:
-                response = self.http.request(method, url, params=params, content=content, headers=headers)
-            except httpx.TimeoutException as exc:
-                raise TargetError(f"Sage timed out on {what} ({type(exc).__name__})", ErrorKind.RETRYABLE) from None
-            except httpx.TransportError as exc:
-                raise TargetError(f"cannot reach Sage for {what} ({type(exc).__name__})", ErrorKind.RETRYABLE) from None
-            if response.status_code == 401 and attempt == 1:
-                self.session.invalidate(version)     # refresh once (unless another worker just did)
-                continue
-            error = classify(response, what)
-            if error is not None:
-                raise error
-            return jsonio.loads(response.content) if response.content else None
-        raise AssertionError("unreachable")  # pragma: no cover
+            return headers
+        response = send_with_refresh(self.http, self.session, method, url, f"Sage {what}", params=params,
+                                     content=content, token_headers=token_headers)
+        error = classify(response, what)
+        if error is not None:
+            raise error
+        return jsonio.loads(response.content) if response.content else None
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)

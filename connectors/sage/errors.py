@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from connectors.base import ErrorKind, TargetError
-from connectors.http_post.connector import retry_after_seconds
+from connectors.base import TargetError
+from connectors.http import classify_status, response_retry_after
 
 EXCERPT = 300
 
@@ -50,12 +50,11 @@ def classify(response: httpx.Response, what: str) -> TargetError | None:
     detail = describe(problems) if problems else (response.text[:EXCERPT].strip() or "no body")
     field = next((p["source"] for p in problems if p["source"]), None)
     if status == 429:
-        return TargetError(f"Sage throttled {what} (HTTP 429): {detail}", ErrorKind.THROTTLED,
-                           retry_after=retry_after_seconds(response.headers.get("retry-after")))
-    if status >= 500 or status == 408:
-        return TargetError(f"Sage failed on {what} (HTTP {status}): {detail}", ErrorKind.RETRYABLE,
-                           retry_after=retry_after_seconds(response.headers.get("retry-after")))
-    if status in (401, 403):
-        return TargetError(f"Sage refused the credentials on {what} (HTTP {status}): {detail}", ErrorKind.AUTH,
-                           field=field)
-    return TargetError(f"Sage rejected {what} (HTTP {status}): {detail}", ErrorKind.PERMANENT, field=field)
+        message = f"Sage throttled {what} (HTTP 429): {detail}"
+    elif status >= 500 or status == 408:
+        message = f"Sage failed on {what} (HTTP {status}): {detail}"
+    elif status in (401, 403):
+        message = f"Sage refused the credentials on {what} (HTTP {status}): {detail}"
+    else:
+        message = f"Sage rejected {what} (HTTP {status}): {detail}"
+    return classify_status(status, message, retry_after=response_retry_after(response), field=field)
