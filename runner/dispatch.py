@@ -25,6 +25,7 @@ delivery loop's job; this module only writes them.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from .errors import LedgerflowError
 from .redact import personal_values, scrub
 from .replan import PlanOperation, plan_key
 from .services import PeriodicService
+from .store.plans import claim_events, delivery_row, insert_deliveries, mark_events, still_waiting
 
 log = logging.getLogger("ledgerflow.dispatch")
 
@@ -59,6 +61,9 @@ def _plan(app: Any, row: dict, later: list | None = None) -> tuple[str, list, st
         event = jsonio.loads(row["payload"])
     except ValueError as exc:
         return "failed", [], f"inbox event {row['event_id']}: stored payload is not JSON ({exc})", []
+    if not isinstance(event, dict):
+        return "failed", [], (f"inbox event {row['event_id']}: stored payload is not a JSON object "
+                              f"(a Stripe event), it is a JSON {type(event).__name__}"), []
     flows = app.flows_for(event.get("type", ""))
     if not flows:
         return "ignored", [], None, []
@@ -83,7 +88,7 @@ def _plan(app: Any, row: dict, later: list | None = None) -> tuple[str, list, st
             text = str(exc) if isinstance(exc, LedgerflowError) else f"{type(exc).__name__}: {exc}"
             text = scrub(text, personal_values(event))
             errors.append(f"flow {flow.name}: {text}")
-            ops.append(PlanOperation(flow, event["id"], text))
+            ops.append(PlanOperation(flow, row["event_id"], text))
             continue
         if flow_ops:
             planned.append(flow.name)
@@ -91,6 +96,33 @@ def _plan(app: Any, row: dict, later: list | None = None) -> tuple[str, list, st
     if errors:
         return "failed", ops, "\n".join(errors), planned
     return ("dispatched" if ops or planned else "ignored"), ops, None, planned
+
+
+@dataclass
+class _Planned:
+    """One event's plan, ready to write: its delivery (and posting) rows, its new status."""
+    row: dict
+    status: str
+    rows: list = field(default_factory=list)
+    error: str | None = None
+    flows: list = field(default_factory=list)
+    later: list = field(default_factory=list)     # payout reconciliations, run after the rows are written
+
+
+def _plan_one(app: Any, row: dict, now: float) -> _Planned:
+    """Plan one event; whatever goes wrong is this event's failure, never the chunk's."""
+    later: list = []
+    try:
+        status, ops, error, flows = _plan(app, row, later)
+        rows = [delivery_row(op, now) for op in ops]
+    except Exception as exc:  # noqa: BLE001 - one bad event must not hold up the others
+        try:
+            known = personal_values(jsonio.loads(row["payload"]))
+        except Exception:  # noqa: BLE001
+            known = set()
+        error = scrub(f"inbox event {row['event_id']}: could not be planned: {type(exc).__name__}: {exc}", known)
+        return _Planned(row, "failed", error=error)
+    return _Planned(row, status, rows, error, flows, later)
 
 
 def prefetch(app: Any, rows: list[dict]) -> int:
@@ -128,41 +160,80 @@ def reconcile_payout(app: Any, flow: Any, event: dict) -> Any:
     return run_scheduled(app, flow, {"event": event})
 
 
-def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = ("pending",)) -> DispatchSummary:
-    """Plan up to ``limit`` inbox events (pending by default) and write their delivery rows."""
-    from sqlalchemy import select
+CHUNK = 250     # events planned, then written in one transaction (a crash redoes at most this many)
 
-    from .store.tables import inbox
 
-    store = app.store
-    if statuses == ("pending",):
-        rows = store.pending_events(limit)
-    else:
-        with store.engine.connect() as c:
-            rows = [dict(r) for r in c.execute(select(inbox).where(inbox.c.status.in_(statuses))
-                                               .order_by(inbox.c.received_at, inbox.c.event_id)
-                                               .limit(limit)).mappings()]
+def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = ("pending",),
+                     chunk: int = CHUNK) -> DispatchSummary:
+    """Plan up to ``limit`` inbox events (pending by default) and write their delivery rows,
+    ``chunk`` events per transaction; then run the payout reconciliations they start."""
     summary = DispatchSummary()
-    if not rows:
-        return summary
-    prefetch(app, rows)
-    later: list = []        # payout reconciliations: after this batch's movements have their rows
-    results = [(row, *_plan(app, row, later)) for row in rows]
-    with store.tx(immediate=True) as conn:
-        for row, status, ops, error, planned in results:
-            if ops:
-                created = store.add_deliveries(ops, conn=conn)
-                summary.operations += len(ops)
-                summary.new_deliveries += sum(1 for _, new in created if new)
-            store.mark_event(row["event_id"], status, flows=",".join(planned) or None, error=error, conn=conn)
-            if row.get("status") == "failed":      # re-dispatched: a flow that plans now closes its plan row
-                store.close_plan_rows([plan_key(f, row["event_id"]) for f in planned], conn=conn)
-            summary.events += 1
-            setattr(summary, status, getattr(summary, status) + 1)
-            if error:
-                summary.errors[row["event_id"]] = error
+    later: list = []        # payout reconciliations: after the movements have their rows
+    after, taken = None, 0
+    while taken < limit:
+        want = min(chunk, limit - taken)
+        rows = _dispatch_chunk(app, want, statuses, after, summary, later)
+        taken += len(rows)
+        if len(rows) < want:
+            break
+        after = (rows[-1]["received_at"], rows[-1]["event_id"])
     for event_id, error in summary.errors.items():
         log.error("event %s failed to plan: %s", event_id, error)   # scrubbed in _plan
+    _reconcile_later(app, later, summary)
+    return summary
+
+
+def _dispatch_chunk(app: Any, want: int, statuses: tuple[str, ...], after: tuple[float, str] | None,
+                    summary: DispatchSummary, later: list) -> list[dict]:
+    """Claim, plan and write one chunk; the inbox rows read.
+
+    PostgreSQL: the chunk's events stay locked (``SKIP LOCKED`` for other dispatchers)
+    from the claim to the commit. SQLite: planned outside the write lock (the webhook
+    receiver keeps writing), then only the events still waiting are written.
+    """
+    store = app.store
+    if store.dialect == "postgresql":
+        with store.tx() as conn:
+            rows = claim_events(store, conn, want, statuses, after)
+            if rows:
+                _write(store, conn, _plan_chunk(app, rows), summary, later)
+        return rows
+    with store.engine.connect() as conn:
+        rows = claim_events(store, conn, want, statuses, after)
+    if rows:
+        planned = _plan_chunk(app, rows)
+        with store.tx(immediate=True) as conn:
+            waiting = still_waiting(conn, [r["event_id"] for r in rows], statuses)
+            _write(store, conn, [p for p in planned if p.row["event_id"] in waiting], summary, later)
+    return rows
+
+
+def _plan_chunk(app: Any, rows: list[dict]) -> list[_Planned]:
+    prefetch(app, rows)
+    now = time.time()
+    return [_plan_one(app, row, now) for row in rows]
+
+
+def _write(store: Any, conn: Any, planned: list[_Planned], summary: DispatchSummary, later: list) -> None:
+    """The chunk's delivery rows, events and closed plan rows, in the caller's transaction."""
+    created = insert_deliveries(store, conn, [r for p in planned for r in p.rows])
+    mark_events(conn, [{"event_id": p.row["event_id"], "status": p.status, "flows": ",".join(p.flows) or None,
+                        "error": p.error} for p in planned])
+    # re-dispatched: a flow that plans the event now closes its plan row
+    store.close_plan_rows([plan_key(f, p.row["event_id"]) for p in planned if p.row.get("status") == "failed"
+                           for f in p.flows], conn=conn)
+    summary.new_deliveries += len(created)
+    for p in planned:
+        summary.events += 1
+        summary.operations += len(p.rows)
+        setattr(summary, p.status, getattr(summary, p.status) + 1)
+        if p.error:
+            summary.errors[p.row["event_id"]] = p.error
+        later.extend(p.later)
+
+
+def _reconcile_later(app: Any, later: list, summary: DispatchSummary) -> None:
+    store = app.store
     for flow, event in later:
         try:
             reconcile_payout(app, flow, event)
@@ -179,7 +250,6 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
                 summary.dispatched = max(0, summary.dispatched - 1)
             summary.errors[event["id"]] = error
             log.error("event %s failed: %s", event["id"], error)
-    return summary
 
 
 class DispatchService(PeriodicService):

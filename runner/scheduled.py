@@ -37,8 +37,9 @@ def run_scheduled(app, flow_, params: dict[str, Any]) -> dict[str, Any]:
         summary = (catchup.catch_up(app, params["since"], params.get("until")) if params.get("since")
                    else catchup.scheduled_pass(app))
         out["catch_up"] = summary.lines()
-    from .worker import DeliveryLoop, LoopSettings, dispatch_pending
-    out["dispatched"] = dispatch_pending(app, 10_000)
+    from .dispatch import dispatch_pending
+    from .worker import DeliveryLoop, LoopSettings
+    out["dispatched"] = dispatch_pending(app, 10_000).dispatched
     loop = DeliveryLoop(app, LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100))),
                         dispatch=False)
     loop.run(until_idle=True)

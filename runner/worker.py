@@ -1,5 +1,6 @@
-"""The continuous delivery loop: dispatch pending events, claim due deliveries
-in batches, and deliver each batch in its own Prefect flow run.
+"""The continuous delivery loop: claim due deliveries in batches, and deliver
+each batch in its own Prefect flow run. (Pending inbox events are planned into
+deliveries by the dispatcher, a service of its own: runner/dispatch.py.)
 
 Claims are leases in the store (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
 any number of loops, in ``ledgerflow serve`` or ``ledgerflow worker``
@@ -38,16 +39,6 @@ def push_types() -> list[str]:
     return [t for t in registry.known_types() if not registry.is_pull(t)] + [PLAN]
 
 
-def dispatch_pending(app: App, limit: int) -> int:
-    """Turn pending inbox events into deliveries, when the dispatcher is installed."""
-    try:
-        from . import dispatch
-    except ImportError:
-        return 0
-    result = dispatch.dispatch_pending(app, limit)
-    return result if isinstance(result, int) else 0
-
-
 class DeliveryLoop:
     """start()/stop() service for ``ledgerflow serve``; ``run()`` for ``ledgerflow worker``."""
 
@@ -83,13 +74,9 @@ class DeliveryLoop:
         return result
 
     def tick(self, lead: bool = True) -> int:
-        """Dispatch, claim one batch and deliver it; the number of deliveries claimed.
-        Only the lead lane dispatches and flushes grouped alerts."""
-        if lead and self.dispatch:
-            try:
-                dispatch_pending(self.app, self.settings.batch_size)
-            except Exception:  # noqa: BLE001 - keep delivering what is already planned
-                log.exception("dispatching pending events failed")
+        """Claim one batch and deliver it; the number of deliveries claimed.
+        Only the lead lane flushes grouped alerts. (Planning is the dispatcher's, a service
+        of its own: runner/dispatch.py.)"""
         now = time.time()
         if lead and now - self._last_flush >= self.settings.alert_flush_every:
             self._last_flush = now
@@ -167,14 +154,11 @@ class DeliveryLoop:
 
 
 def background(app: App) -> DeliveryLoop:
-    """serve_hooks.BACKGROUND entry: the delivery loop inside ``ledgerflow serve``.
-
-    Dispatching is left to the dispatcher service when serve runs one.
-    """
-    from . import serve_hooks
+    """serve_hooks.BACKGROUND entry: the delivery loop inside ``ledgerflow serve`` (the
+    dispatcher, runner.dispatch:background, is a service of its own beside it)."""
     from .limits import ensure_limits
     try:
         ensure_limits(app)
     except Exception:  # noqa: BLE001 - limits are an optimisation of politeness, not of correctness
         log.exception("could not create the connections' Prefect concurrency limits")
-    return DeliveryLoop(app, dispatch="runner.dispatch:background" not in serve_hooks.BACKGROUND)
+    return DeliveryLoop(app)

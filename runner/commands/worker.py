@@ -1,4 +1,5 @@
-"""worker: the delivery loop on its own (run several on PostgreSQL to share the load)."""
+"""worker: the delivery loop, with the dispatcher beside it as a service of its own (run
+several on PostgreSQL to share the load: neither plans nor sends anything twice)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poll", type=float, default=0.5, help="seconds to wait when nothing is due (default 0.5)")
     p.add_argument("--lease", type=float, default=300.0,
                    help="seconds a claim holds; a worker that dies releases its claims after this (default 300)")
-    p.add_argument("--no-dispatch", action="store_true", help="only deliver; do not plan pending inbox events")
+    p.add_argument("--no-dispatch", action="store_true",
+                   help="only deliver; do not run the dispatcher (which plans pending inbox events)")
     p.add_argument("--until-idle", action="store_true", help="exit when nothing is due")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_worker)
@@ -21,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_worker(args) -> int:
     import logging
     import signal
+    import threading
 
     from ..app import App
+    from ..dispatch import DispatchService
     from ..errors import LedgerflowError
     from ..prefect_server import adopt_running
     from ..worker import DeliveryLoop, LoopSettings
@@ -38,14 +42,38 @@ def cmd_worker(args) -> int:
     ensure_limits(app)
     settings = LoopSettings(batch_size=args.batch_size or int(app.project.settings.get("batch_size", 100)),
                             poll_interval=args.poll, lease=args.lease)
-    loop = DeliveryLoop(app, settings, dispatch=not args.no_dispatch)
-    signal.signal(signal.SIGTERM, lambda *_: loop.request_stop())
+    loop = DeliveryLoop(app, settings)
+    dispatcher = None if args.no_dispatch else DispatchService(app, interval=args.poll)
+    stopping = threading.Event()
+
+    def on_term(*_) -> None:
+        stopping.set()
+        loop.request_stop()
+    signal.signal(signal.SIGTERM, on_term)
     log = logging.getLogger("ledgerflow.worker")
-    log.info("worker %s: batches of %d, lease %.0fs, store %s", loop.worker, settings.batch_size, settings.lease,
-             app.store.dialect)
+    log.info("worker %s: batches of %d, lease %.0fs, store %s, dispatcher %s", loop.worker, settings.batch_size,
+             settings.lease, app.store.dialect, "off" if dispatcher is None else "on")
     try:
-        loop.run(until_idle=args.until_idle)
+        if args.until_idle:
+            _until_idle(app, loop, dispatcher is not None, stopping)
+        else:
+            if dispatcher is not None:
+                dispatcher.start()          # plans while the loop's lanes deliver, never between batches
+            loop.run()
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
         log.info("worker %s stopping: %d batches, %d delivered", loop.worker, loop.batches, loop.delivered)
         app.close()
     return 0
+
+
+def _until_idle(app, loop, dispatch: bool, stopping) -> None:
+    """Plan everything pending, deliver until nothing is due; again if events arrived meanwhile."""
+    from ..dispatch import dispatch_pending
+    while True:
+        while dispatch and dispatch_pending(app, 5000).events:
+            pass
+        loop.run(until_idle=True)
+        if not dispatch or stopping.is_set() or not app.store.count_events("pending"):
+            return
