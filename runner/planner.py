@@ -178,20 +178,16 @@ def conform_payload(payload: dict, connector_type: str, route: Route) -> dict:
 
     Errors point at the mapping line that produced the field.
     """
-    action, fast, validator = _action(connector_type, route.action)
+    from . import schemacheck
+
+    action = _action(connector_type, route.action)
     rendered = payload
-    try:
-        fast(payload)
-        valid = True
-    except Exception:  # noqa: BLE001 - coerce numeric strings, then check again
+    valid = schemacheck.is_valid(action.schema, payload)
+    if not valid:       # coerce numeric strings, then check again
         payload = _coerce(payload, action.schema, action.schema)
-        try:
-            fast(payload)
-            valid = True
-        except Exception:  # noqa: BLE001 - the slow validator explains what is wrong
-            valid = False
-    if not valid:
-        errors = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
+        valid = schemacheck.is_valid(action.schema, payload)
+    if not valid:       # jsonschema (imported only now) explains what is wrong
+        errors = sorted(schemacheck.iter_errors(action.schema, payload), key=lambda e: list(map(str, e.absolute_path)))
         if errors:
             err = errors[0]
             path = tuple(err.absolute_path)
@@ -238,29 +234,17 @@ def _describe(err) -> str:
     return err.message
 
 
-_VALIDATORS: dict[tuple[str, str], Any] = {}
+_ACTIONS: dict[tuple[str, str], Any] = {}
 
 
 def _action(ctype: str, action_name: str):
-    """(action, fast, explaining), cached: fastjsonschema compiles the schema to
-    Python for the hot path; jsonschema describes the errors when it fails."""
+    """The connector's action, cached. runner.schemacheck compiles its schema once
+    (fastjsonschema) for the hot path and imports jsonschema only to explain a failure."""
     key = (ctype, action_name)
-    if key not in _VALIDATORS:
-        import fastjsonschema
-        from jsonschema import Draft202012Validator, FormatChecker
-
+    if key not in _ACTIONS:
         from connectors import registry
-        action = registry.actions_for(ctype)[action_name]
-        schema = action.schema
-        slow = Draft202012Validator(schema, format_checker=FormatChecker())
-        try:
-            fast = fastjsonschema.compile(dict(schema), use_default=False)
-        except Exception:  # noqa: BLE001 - a construct it cannot compile: use the slow path
-            def fast(payload, _slow=slow):
-                if not _slow.is_valid(payload):
-                    raise ValueError("invalid")
-        _VALIDATORS[key] = (action, fast, slow)
-    return _VALIDATORS[key]
+        _ACTIONS[key] = registry.actions_for(ctype)[action_name]
+    return _ACTIONS[key]
 
 
 def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
