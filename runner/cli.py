@@ -14,7 +14,9 @@ import os
 import sys
 
 COMMAND_MODULES = [
-    "runner.commands.core",       # validate, preview, run, inbox
+    "runner.commands.core",       # validate, preview, run
+    "runner.commands.inbox",      # inbox list/show (an event's story)
+    "runner.commands.deliveries", # deliveries list
     "runner.commands.events",     # events from-fixture
     "runner.commands.flowtest",   # test (flow test cases)
     "runner.commands.serve",      # serve (webhooks, dispatcher, background services)

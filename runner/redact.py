@@ -69,3 +69,21 @@ def scrub(text: str | None, known: Iterable[str] = ()) -> str | None:
     out = PHONE.sub("[redacted phone]", out)
     out = CARD_LAST4.sub(lambda m: f"{m.group('key')}\"[redacted]\"", out)
     return out
+
+
+def redact_payload(payload: Any) -> Any:
+    """A copy of a payload for display (``inbox show``): the personal values ``personal_values``
+    finds become ``[redacted]``, and emails, card and phone numbers inside other strings are
+    scrubbed; ids, amounts and account names stay readable."""
+    known = personal_values(payload)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str):
+            return "[redacted]" if value.strip() in known else scrub(value, known)
+        return value
+
+    return walk(payload)

@@ -1,4 +1,4 @@
-"""validate, preview, run, inbox."""
+"""validate, preview, run (inbox and deliveries: runner.commands.inbox, .deliveries)."""
 
 from __future__ import annotations
 
@@ -22,16 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("flow", help="flow file or name")
     p.add_argument("--event", required=True, help="Stripe event JSON file")
     p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("inbox", help="look at received events")
-    isub = p.add_subparsers(dest="inbox_command", metavar="SUBCOMMAND")
-    q = isub.add_parser("list", help="recent events")
-    q.add_argument("--status", choices=["pending", "dispatched", "ignored", "failed"])
-    q.add_argument("--limit", type=int, default=50)
-    q.set_defaults(func=cmd_inbox_list)
-    q = isub.add_parser("show", help="print one event's JSON (usable with preview, run and flow tests)")
-    q.add_argument("event_id")
-    q.set_defaults(func=cmd_inbox_show)
 
 
 def cmd_validate(args) -> int:
@@ -82,34 +72,3 @@ def cmd_run(args) -> int:
     for line in result.lines():
         print(line)
     return 0 if not result.dead else 1
-
-
-def cmd_inbox_list(args) -> int:
-    from ..app import App
-    from ..store.tables import inbox
-    from sqlalchemy import select
-    app = App()
-    from datetime import datetime, timezone
-    q = select(inbox.c.event_id, inbox.c.type, inbox.c.account, inbox.c.status, inbox.c.source,
-               inbox.c.received_at, inbox.c.flows, inbox.c.error).order_by(inbox.c.received_at.desc()).limit(args.limit)
-    if args.status:
-        q = q.where(inbox.c.status == args.status)
-    with app.store.engine.connect() as c:
-        rows = c.execute(q).all()
-    print("event\ttype\taccount\treceived (UTC)\tstatus\tflows\terror")
-    for r in rows:
-        when = datetime.fromtimestamp(r.received_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        error = (r.error or "").splitlines()[0][:300] if r.error else "-"
-        print(f"{r.event_id}\t{r.type}\t{r.account or '-'}\t{when}\t{r.status}\t{r.flows or '-'}\t{error}")
-    return 0
-
-
-def cmd_inbox_show(args) -> int:
-    from ..app import App
-    from ..errors import LedgerflowError
-    app = App()
-    row = app.store.get_event(args.event_id)
-    if not row:
-        raise LedgerflowError(f"no event {args.event_id} in the inbox")
-    print(row["payload"])
-    return 0
