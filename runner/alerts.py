@@ -286,3 +286,22 @@ def alert_flow_run_failed(app, *, flow_name: str, run_id: str | None, run_name: 
         except Exception:  # noqa: BLE001
             name = f"{flow_name} ({flow_file})"
     return send_alert(app, Alert("run-failed", name, None, message, run_id=run_id, run_name=run_name))
+
+
+def alert_service_failed(app, service: str, reason: str) -> bool:
+    """A background service of ``ledgerflow serve`` did not start or stopped working
+    (``runner.server.supervisor``): webhooks are still received, the rest waits for a fix."""
+    import os
+    import socket
+    where = f"ledgerflow serve on {socket.gethostname()} (pid {os.getpid()})"
+    reason = scrub(reason)[:ERROR_LIMIT]
+    title = f"Service failed: {service}"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{where}*: {_code(service)} is not running; "
+                                     "webhooks are still received and kept in the inbox."}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Reason*\n```{reason}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "Fix the cause, then restart serve; "
+                                     + _code("GET /healthz") + " shows each service's state."}},
+    ]
+    return post_message(app, f"{title} on {where}: {reason}", blocks)

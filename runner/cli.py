@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .errors import LedgerflowError
+    # never Prefect's temporary server on a random port: flows run against the API that
+    # runner.prefect_server resolved (PREFECT_API_URL, else the project's own server)
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:         # `ledgerflow inbox show ... | head`: the reader left, not an error

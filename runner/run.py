@@ -46,7 +46,9 @@ def run_event(app: App, flow: Flow, event: dict, raw: str, *, source: str = "cli
     todo = [did for did, _ in ids if store.delivery(did)["state"] in ("pending", "retrying")]
     if todo:
         from .prefect_flows import deliver_batch
-        deliver_batch(project_file=str(app.project.path), delivery_ids=todo, limit=len(todo))
+        from .prefect_server import project_api
+        with project_api(app):
+            deliver_batch(project_file=str(app.project.path), delivery_ids=todo, limit=len(todo))
     result.new = [did for did in todo if store.delivery(did)["state"] == "sent"]
     result.rows = [store.delivery(did) for did, _ in ids]
     return result

@@ -6,7 +6,12 @@ editing each other's modules.
   SOAP service, say).
 * ``BACKGROUND``: ``"module:function"`` strings; each function takes the
   ``App`` and returns an object with ``start()`` and ``stop()`` (the delivery
-  loop, the catch-up schedule, ...), started after the HTTP server is up.
+  loop, the catch-up schedule, ...), started one by one after the HTTP server
+  is up, each one's state in ``/healthz`` (``runner.server.supervisor``). A
+  service may have ``problem()`` (a reason when it has stopped working) or a
+  ``_thread``; either going wrong marks it failed.
+* ``NEEDS_PREFECT``: the BACKGROUND entries that run Prefect flows; they are not
+  started when the Prefect API could not be had.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ ASGI_MOUNTS: list[str] = [
     "connectors.quickbooks_desktop.service:mount",   # QuickBooks Web Connector SOAP service at /qbwc
 ]
 BACKGROUND: list[str] = [
-    "runner.prefect_server:background",   # embedded Prefect server (UI, schedules) unless PREFECT_API_URL is set
+    "runner.prefect_server:background",   # the project's Prefect server (UI, schedules) unless PREFECT_API_URL is set
     "runner.dispatch:background",     # pending inbox events -> delivery rows
     "runner.catchup:background",      # scheduled Stripe catch-up (when stripe.api_key is set)
     "runner.worker:background",           # the delivery loop: batches in Prefect flow runs
     "runner.deployments:background",      # runs scheduled flows (deployments) and runs started from the UI
 ]
+NEEDS_PREFECT: set[str] = {"runner.worker:background", "runner.deployments:background"}
 
 
 def load(ref: str) -> Callable[..., Any]:

@@ -2,7 +2,7 @@
 
 * ``store_url``: parametrised over SQLite (a temp file) and PostgreSQL (a fresh
   database per test session on 127.0.0.1:5432, dropped at the end).
-* ``prefect_api``: one ``prefect_test_harness`` per session (it costs ~12 s).
+* ``prefect_api``: one project Prefect server per session (runner.prefect_server; ~12 s).
 * ``project``: a temporary project folder with the shipped flows and mappings.
 """
 
@@ -24,6 +24,7 @@ def pytest_configure(config):
     if FIXTURES.exists():
         os.environ.setdefault("LEDGERFLOW_STRIPE_FIXTURES", str(FIXTURES))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"     # never a temporary server on a random port
     os.environ.pop("LEDGERFLOW_STORE_URL", None)
     os.environ.pop("LEDGERFLOW_PROJECT", None)
 
@@ -87,11 +88,19 @@ def store(store_url):
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
-    """One temporary Prefect API for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_api(tmp_path_factory):
+    """One project Prefect server per session (per xdist worker), through the same code as every
+    command (runner.prefect_server): its state under a temp folder, on a free port it records,
+    a generous start-up limit; stopped at the end of the session."""
+    from runner.prefect_server import PrefectAPI, ServerSettings
+    from tests.support.servers import free_port
+    settings = ServerSettings(tmp_path_factory.mktemp("prefect-project"), port=free_port(), port_fixed=True,
+                              startup_limit=float(os.environ.get("LEDGERFLOW_PREFECT_STARTUP_TIMEOUT", 600)))
+    api = PrefectAPI(settings).acquire(configured=False)
+    try:
+        yield api.url
+    finally:
+        api.release()
 
 
 @pytest.fixture

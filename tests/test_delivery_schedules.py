@@ -7,14 +7,13 @@ import sys
 import types
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runner.cli import main
 from tests.delivery_helpers import FLOW, http_project, load_app, plan_charges
 from tests.helpers_project import write
 from tests.standins.slack import WEBHOOK_PATH, SlackStandIn
-from tests.support.servers import free_port, serve_app
+from tests.support.servers import serve_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,36 +134,6 @@ def test_a_failed_scheduled_run_sends_a_slack_alert(prefect_api, project, target
     assert "Flow run failed: nightly-recon" in text and "Stripe API unreachable" in text
     assert "jane@example.com" not in text
     assert "/runs/flow-run/" in text
-
-
-def test_embedded_prefect_server_starts_under_the_state_dir(tmp_path, monkeypatch, capsys):
-    """No PREFECT_API_URL: a real `prefect server start` with its SQLite under the state folder."""
-    from runner import prefect_server
-    monkeypatch.setattr(prefect_server, "configured_api_url", lambda: None)
-    used = []
-    monkeypatch.setattr(prefect_server, "use_api", used.append)     # keep this test process's settings
-    port = free_port()
-    srv = prefect_server.EmbeddedPrefect(tmp_path / ".state", port=port, startup_timeout=120)
-    try:
-        srv.start()
-        assert used == [f"http://127.0.0.1:{port}/api"]
-        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json() is True
-        assert (tmp_path / ".state/prefect/prefect.db").exists()
-        out = capsys.readouterr().out
-        assert f"Prefect UI: http://127.0.0.1:{port}" in out and "/deployments" in out
-    finally:
-        srv.stop()
-    assert srv.process is None and not prefect_server.healthy(f"http://127.0.0.1:{port}/api")
-
-
-def test_embedded_prefect_server_is_not_started_when_an_api_is_configured(tmp_path, monkeypatch, capsys):
-    from runner import prefect_server
-    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.internal:4200/api")
-    srv = prefect_server.EmbeddedPrefect(tmp_path / ".state")
-    srv.start()
-    assert srv.process is None and srv.external
-    assert "Prefect UI: http://prefect.internal:4200" in capsys.readouterr().out
-    assert not (tmp_path / ".state/prefect").exists()
 
 
 @pytest.mark.prefect

@@ -31,8 +31,8 @@ def cmd_deploy(args) -> int:
         print(f"wrote {path}")
     if args.check:
         return 0
-    from ..prefect_server import adopt_running
-    adopt_running(app)
+    from ..prefect_server import use_project_api
+    use_project_api(app)
     for name, dep_id in register(app, args.work_pool):
         print(f"registered {name} ({dep_id})")
     from prefect.settings import get_current_settings

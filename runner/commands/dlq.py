@@ -113,9 +113,11 @@ def cmd_replay(args) -> int:
         queued.append(did)
     if queued and not args.queue:
         from ..prefect_flows import deliver_batch
-        for i in range(0, len(queued), 100):
-            chunk = queued[i:i + 100]
-            deliver_batch(project_file=str(app.project.path), delivery_ids=chunk, limit=len(chunk))
+        from ..prefect_server import project_api
+        with project_api(app):
+            for i in range(0, len(queued), 100):
+                chunk = queued[i:i + 100]
+                deliver_batch(project_file=str(app.project.path), delivery_ids=chunk, limit=len(chunk))
         for did in queued:
             row = app.store.delivery(did)
             state = {"sent": f"delivered [{row.get('target_ref') or ''}]", "retrying": "will retry",

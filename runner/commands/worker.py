@@ -28,7 +28,7 @@ def cmd_worker(args) -> int:
     from ..app import App
     from ..dispatch import DispatchService
     from ..errors import LedgerflowError
-    from ..prefect_server import adopt_running
+    from ..prefect_server import use_project_api
     from ..worker import DeliveryLoop, LoopSettings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -37,7 +37,7 @@ def cmd_worker(args) -> int:
         raise LedgerflowError(f"--batch-size: expected a positive number, got {args.batch_size}")
     if args.lease <= 0:
         raise LedgerflowError(f"--lease: expected a positive number of seconds, got {args.lease}")
-    adopt_running(app)            # the embedded server of a running `ledgerflow serve`, if any
+    use_project_api(app)          # PREFECT_API_URL, else the project's server (started if need be; see prefect_server)
     from ..limits import ensure_limits
     ensure_limits(app)
     settings = LoopSettings(batch_size=args.batch_size or int(app.project.settings.get("batch_size", 100)),

@@ -8,11 +8,14 @@
   cannot commit, 503 so Stripe retries. A Content-Length over the limit is
   refused before anything is read; a body is streamed with a size cap and a
   deadline (``serve.limits.body_timeout``).
-* ``GET /healthz``: liveness and the receiver's counters (fixed labels and
-  numbers only: no addresses, ids or anything a sender wrote).
+* ``GET /healthz``: liveness, the receiver's counters (fixed labels and
+  numbers only: no addresses, ids or anything a sender wrote) and each
+  background service's state (``services``: starting, running, failed with
+  the reason; ``status`` is ``degraded`` while one has failed).
 * every ``serve_hooks.ASGI_MOUNTS`` entry is mounted (unless ``mounts`` names
-  the ones served elsewhere, as the Web Connector on ``serve.qbwc``); every
-  ``serve_hooks.BACKGROUND`` service is started with the app and stopped with it.
+  the ones served elsewhere, as the Web Connector on ``serve.qbwc``); the
+  ``serve_hooks.BACKGROUND`` services are started by ``start_services()`` once the
+  port is open (``runner.server.supervisor``) and stopped with the app.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..stripe_config import StripeSettings, stripe_settings
 from ..webhooks import Rejected, verify
 from .inbox_writer import InboxUnavailable, InboxWriter
 from .limits import BodyTimeout, BodyTooLarge, Disconnected, Limits, declared_length, read_body
+from .supervisor import Supervisor
 
 log = logging.getLogger("ledgerflow.webhooks")
 
@@ -50,8 +54,14 @@ class Receiver:
         self.limits = limits or Limits()
         self.stats: Counter = Counter()
         self.rejects: Counter = Counter()
+        self.services: Supervisor | None = None
         self.paths = {path: [(ep, list(ep.secrets), ep.tolerance, ep.future_tolerance) for ep in eps]
                       for path, eps in settings.routes().items()}
+
+    def start_services(self) -> None:
+        """Start the background services (once the listeners are up: webhooks never wait for them)."""
+        if self.services is not None:
+            self.services.start()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -139,10 +149,14 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
     writer = InboxWriter(app.store)
     receiver = Receiver(settings, writer, limits=limits)
 
+    receiver.services = Supervisor(app, serve_hooks.BACKGROUND if background else [])
+
     async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "accepted": receiver.stats["accepted"],
+        services = receiver.services.health()
+        failed = any(s["state"] == "failed" for s in services.values())
+        return JSONResponse({"status": "degraded" if failed else "ok", "accepted": receiver.stats["accepted"],
                              "duplicate": receiver.stats["duplicate"], "unavailable": receiver.stats["unavailable"],
-                             "rejected": dict(receiver.rejects), "batches": writer.batches})
+                             "rejected": dict(receiver.rejects), "batches": writer.batches, "services": services})
 
     routes: list[Any] = [Route("/healthz", healthz, methods=["GET"])]
     refs = serve_hooks.ASGI_MOUNTS if mounts is True else (list(mounts) if mounts else [])
@@ -152,26 +166,11 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
 
     @asynccontextmanager
     async def lifespan(_: Starlette):
-        writer.start()
-        services = []
+        writer.start()               # the services start once the port is open: Receiver.start_services
         try:
-            if background:
-                for ref in serve_hooks.BACKGROUND:
-                    try:
-                        svc = serve_hooks.load(ref)(app)
-                        svc.start()
-                    except Exception:  # noqa: BLE001 - the front door stays open without this service
-                        log.exception("background service %s did not start; webhooks are still received", ref)
-                        continue
-                    services.append((ref, svc))
-                    log.info("started %s", ref)
             yield
         finally:
-            for ref, svc in reversed(services):
-                try:
-                    svc.stop()
-                except Exception:  # noqa: BLE001
-                    log.exception("stopping %s failed", ref)
+            receiver.services.stop()
             writer.stop()
 
     receiver.fallback = Starlette(routes=routes, lifespan=lifespan)

@@ -52,10 +52,12 @@ def build_servers(app: Any, host: str, port: int, *, background: bool = True, lo
 
 
 async def serve_all(servers: list[uvicorn.Server]) -> None:
-    """Run every server until one of them stops; then stop the others."""
+    """Run every server until one of them stops; then stop the others. The background
+    services start once every listener is up (``start_when_listening``)."""
     tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks.append(asyncio.create_task(start_when_listening(servers)))
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks[:-1], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for s in servers:
             s.should_exit = True
@@ -63,3 +65,15 @@ async def serve_all(servers: list[uvicorn.Server]) -> None:
     for r in results:
         if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
             raise r
+
+
+async def start_when_listening(servers: list[uvicorn.Server]) -> None:
+    """Start the apps' background services once every listener has its port open."""
+    while not all(s.started for s in servers):
+        if any(s.should_exit for s in servers):
+            return
+        await asyncio.sleep(0.01)
+    for s in servers:
+        start = getattr(s.config.app, "start_services", None)
+        if callable(start):
+            start()

@@ -41,6 +41,9 @@ class ServerThread:
             if time.time() > deadline or not self.thread.is_alive():
                 raise RuntimeError("test server did not start")
             time.sleep(0.01)
+        start_services = getattr(self.config.app, "start_services", None)
+        if callable(start_services):             # as `ledgerflow serve` does once its port is open
+            start_services()
         return self
 
     def stop(self) -> None:

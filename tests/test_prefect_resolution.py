@@ -1,0 +1,153 @@
+"""One Prefect API per project (runner.prefect_server): PREFECT_API_URL wins; else the project's
+recorded server, adopted only when verified; else the command starts the project's server and
+the last process using it stops it. Never a stranger's server, never one left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from runner.prefect_server import _pid_alive, healthy, server_home
+from tests.conftest import ROOT
+from tests.helpers_project import PROJECT, make_project
+from tests.support.servers import free_port, serve_app
+
+pytestmark = pytest.mark.slow
+
+
+def _stranger() -> Starlette:
+    """Something else answering like a Prefect server (another user's, another project's)."""
+    return Starlette(routes=[Route("/api/health", lambda r: JSONResponse(True)),
+                             Route("/api/admin/settings", lambda r: JSONResponse({"home": "/home/someone/.prefect"}))])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEDGERFLOW_"))}
+    env.update(PREFECT_LOGGING_LEVEL="WARNING", PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def _user(state: Path, port: int, env: dict | None = None) -> tuple[subprocess.Popen, dict]:
+    """A process using the project's API (tests/support/prefect_user.py) and what it resolved."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.prefect_user", str(state), str(port)],
+                            cwd=ROOT, env=env or _env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()            # the server may take minutes to start on a busy machine
+    assert line, f"prefect_user exited with {proc.wait(60)} before resolving"
+    return proc, json.loads(line)
+
+
+def _done(proc: subprocess.Popen) -> None:
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.wait(120) == 0
+
+
+def _prefect_processes(port: int) -> list[int]:
+    """pids of `prefect server start ... --port PORT` still running."""
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"prefect" in args and b"server" in args and str(port).encode() in args and _pid_alive(int(d.name)):
+            out.append(int(d.name))
+    return out
+
+
+def test_prefect_api_url_wins_and_nothing_is_started(tmp_path):
+    with serve_app(_stranger()) as other:
+        proc, got = _user(tmp_path / "state", free_port(), _env(PREFECT_API_URL=other.url + "/api"))
+        _done(proc)
+    assert got == {"url": other.url + "/api", "source": "PREFECT_API_URL", "started": False, "record": None}
+    assert not (tmp_path / "state" / "prefect").exists()
+
+
+def test_the_projects_server_is_adopted_only_when_verified_and_the_last_user_stops_it(tmp_path):
+    state = tmp_path / "state"
+    with serve_app(_stranger()) as other:
+        # a stale record naming the stranger, with a live pid: the pid alone must not be enough
+        (state / "prefect").mkdir(parents=True)
+        (state / "prefect" / "server.json").write_text(json.dumps({"url": other.url + "/api", "pid": os.getpid()}))
+        first, a = _user(state, other.port)     # the stranger holds the default port: the next free one
+        try:
+            assert a["started"] and a["url"] != other.url + "/api"
+            assert server_home(a["url"]) == str(state / "prefect") and (state / "prefect" / "prefect.db").exists()
+            pid = a["record"]["pid"]
+            second, b = _user(state, other.port)      # a second command adopts the verified running server
+            assert (b["url"], b["started"]) == (a["url"], False)
+            assert b["source"] == f"the project's running Prefect server (pid {pid})"
+            _done(second)
+            assert healthy(a["url"]) and _pid_alive(pid)    # the first one still uses it
+        finally:
+            _done(first)
+    assert not _pid_alive(pid) and not healthy(a["url"])
+    assert not (state / "prefect" / "server.json").exists()
+
+
+def _project(tmp_path: Path) -> Path:
+    text = PROJECT.replace("settings:\n", f"settings:\n  store_url: sqlite:///{tmp_path / 'store.db'}\n"
+                                          "  state_dir: .state\n", 1)
+    return make_project(tmp_path / "proj", text)
+
+
+def _worker(project: Path, port: int, **env: str) -> subprocess.CompletedProcess:
+    """``ledgerflow worker --until-idle``: a short command that needs the Prefect API."""
+    return subprocess.run([sys.executable, "-m", "runner.cli", "worker", "--until-idle", "--log-level", "warning"],
+                          cwd=project.parent, env=_env(LEDGERFLOW_PROJECT=str(project), LEDGERFLOW_PREFECT_PORT=str(port),
+                                                       **env),
+                          capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_a_short_command_that_started_the_server_leaves_none_running(tmp_path):
+    project, port = _project(tmp_path), free_port()
+    r = _worker(project, port)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stderr.splitlines() if x.startswith("Prefect: started the project's server"))
+    assert f"http://127.0.0.1:{port}/api" in line
+    pid = int(line.split("(pid ")[1].split(")")[0])
+    assert not _pid_alive(pid) and not _prefect_processes(port)
+    assert not (project.parent / ".state" / "prefect" / "server.json").exists()
+
+
+def test_a_missed_start_up_limit_is_a_one_line_error_and_leaves_nothing_running(tmp_path):
+    project, port = _project(tmp_path), free_port()
+    r = _worker(project, port, LEDGERFLOW_PREFECT_STARTUP_TIMEOUT="0.5")
+    assert r.returncode == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: the project's Prefect server on http://127.0.0.1:{port}/api did not answer "
+                           "within 0.5 s (log: ")
+    assert line.endswith("raise LEDGERFLOW_PREFECT_STARTUP_TIMEOUT or serve.prefect_startup_timeout, or set "
+                         "PREFECT_API_URL to a running Prefect server")
+    assert not _prefect_processes(port)
+
+
+def test_a_port_set_by_the_user_and_taken_by_a_stranger_is_an_error_not_adopted(tmp_path):
+    project = _project(tmp_path)
+    with serve_app(_stranger()) as other:
+        r = _worker(project, other.port)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"error: port {other.port} (LEDGERFLOW_PREFECT_PORT / serve.prefect_port) is in use "
+                                "by another program, not this project's Prefect server: choose a free port, or set "
+                                "PREFECT_API_URL to use that server")
+
+
+def test_the_start_up_limit_setting_is_checked():
+    from runner.errors import LedgerflowError
+    from runner.prefect_server import settings_for
+    app = type("A", (), {"project": type("P", (), {"raw": {"serve": {"prefect_startup_timeout": "soon"}},
+                                                   "file": "ledgerflow.yaml", "state_dir": Path("/tmp/x")})()})()
+    with pytest.raises(LedgerflowError, match=r"ledgerflow.yaml: serve.prefect_startup_timeout: expected a positive "
+                                              r"number of seconds, got 'soon'"):
+        settings_for(app)
+    app.project.raw["serve"] = {"prefect_startup_timeout": 42, "prefect_port": 4300}
+    s = settings_for(app)
+    assert (s.startup_limit, s.port, s.port_fixed) == (42.0, 4300, True)

@@ -1,0 +1,178 @@
+"""`ledgerflow serve` answers webhooks before its background services have started, and
+/healthz tells each service's state; a service that fails is reported (log, healthz, Slack)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+
+from runner.app import App
+from runner.spec import load_project
+from tests.standins.slack import WEBHOOK_PATH, SlackStandIn
+from tests.support.servers import free_port, serve_app
+from tests.webhook_helpers import set_secrets, signed, stripe_project
+
+GATE = threading.Event()          # the blocking service's start() waits for it
+BLOCKING = "tests.test_serve_startup:_blocking_service"
+FAILING = "tests.test_serve_startup:_failing_service"
+DYING = "tests.test_serve_startup:_dying_service"
+
+
+class _Blocking:
+    def start(self):
+        assert GATE.wait(180), "the test never opened the gate"
+
+    def stop(self):
+        GATE.set()
+
+
+class _Failing:
+    def start(self):
+        raise RuntimeError("cannot reach the ledger at db.internal")
+
+    def stop(self):
+        pass
+
+
+class _Dying:
+    """Starts, then its thread dies (an uncaught error inside the service's loop)."""
+
+    def start(self):
+        self._thread = threading.Thread(target=lambda: time.sleep(0.2), name="dying-service", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        pass
+
+
+def _blocking_service(app):
+    return _Blocking()
+
+
+def _failing_service(app):
+    return _Failing()
+
+
+def _dying_service(app):
+    return _Dying()
+
+
+def _event() -> dict:
+    return {"id": f"evt_{uuid.uuid4().hex[:20]}", "object": "event", "type": "charge.succeeded",
+            "created": int(time.time()), "livemode": False, "api_version": "2024-06-20",
+            "data": {"object": {"id": f"ch_{uuid.uuid4().hex[:20]}", "object": "charge", "amount": 1200,
+                                "currency": "usd"}}}
+
+
+def _wait_for(check, what: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def serve(tmp_path, monkeypatch):
+    """Run the real serve listeners (build_servers + serve_all) with BACKGROUND as given."""
+    from runner import serve_hooks
+    from runner.server.listeners import build_servers, serve_all
+    set_secrets(monkeypatch)
+    started = []
+
+    def run(background: list[str], extra: str = ""):
+        monkeypatch.setattr(serve_hooks, "BACKGROUND", background)
+        monkeypatch.setattr(serve_hooks, "ASGI_MOUNTS", [])
+        store = f"sqlite:///{tmp_path / 'store.db'}"
+        app = App(load_project(stripe_project(tmp_path / "proj", store, extra=extra)))
+        port = free_port()
+        servers = build_servers(app, "127.0.0.1", port, log_level="warning", qbwc=None)
+        loop = asyncio.new_event_loop()
+        th = threading.Thread(target=lambda: loop.run_until_complete(serve_all(servers)), daemon=True)
+        th.start()
+        started.append((servers, th))
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(lambda: servers[0].started or not th.is_alive(), "the listener")
+        assert th.is_alive(), "serve stopped at start-up"
+        return url, app
+
+    yield run
+    GATE.set()
+    for servers, th in started:
+        for s in servers:
+            s.should_exit = True
+        th.join(120)
+
+
+def _health(url: str) -> dict:
+    return httpx.get(url + "/healthz", timeout=30).json()
+
+
+def test_webhooks_are_answered_while_a_service_is_still_starting(serve):
+    GATE.clear()
+    url, app = serve([BLOCKING])
+    ev = _event()
+    r = httpx.post(url + "/webhooks/stripe", content=(s := signed(ev))[0], headers=s[1], timeout=30)
+    assert r.status_code == 200 and app.store.get_event(ev["id"]) is not None
+    health = _health(url)
+    assert health["status"] == "ok" and health["services"][BLOCKING]["state"] == "starting"
+    GATE.set()
+    _wait_for(lambda: _health(url)["services"][BLOCKING]["state"] == "running", "the service to run")
+
+
+def test_a_service_that_cannot_start_is_failed_in_healthz_logged_and_alerted(serve, monkeypatch, caplog):
+    slack = SlackStandIn()
+    with serve_app(slack.app) as srv:
+        monkeypatch.setenv("TEST_SLACK_WEBHOOK", srv.url + WEBHOOK_PATH)
+        url, _ = serve([FAILING, "runner.dispatch:background"],
+                       extra="slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n")
+        health = _wait_for(lambda: (h := _health(url))["services"][FAILING]["state"] == "failed" and h,
+                           "the failed state")
+        assert health["status"] == "degraded"
+        assert health["services"][FAILING]["reason"] == "RuntimeError: cannot reach the ledger at db.internal"
+        _wait_for(lambda: _health(url)["services"]["runner.dispatch:background"]["state"] == "running",
+                  "the next service to start anyway")
+        _wait_for(lambda: slack.messages, "the Slack alert")
+        ev = _event()
+        assert httpx.post(url + "/webhooks/stripe", content=(s := signed(ev))[0], headers=s[1],
+                          timeout=30).status_code == 200
+    (text,) = slack.texts()
+    assert f"Service failed: {FAILING}" in text and "cannot reach the ledger at db.internal" in text
+    assert f"background service {FAILING} did not start: RuntimeError: cannot reach the ledger" in caplog.text
+
+
+def test_a_service_whose_thread_dies_is_reported_not_masked(serve, monkeypatch, caplog):
+    slack = SlackStandIn()
+    with serve_app(slack.app) as srv:
+        monkeypatch.setenv("TEST_SLACK_WEBHOOK", srv.url + WEBHOOK_PATH)
+        url, _ = serve([DYING], extra="slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n")
+        health = _wait_for(lambda: (h := _health(url))["services"][DYING]["state"] == "failed" and h,
+                           "the failed state")
+        assert health["services"][DYING]["reason"] == "its thread 'dying-service' stopped"
+        _wait_for(lambda: slack.messages, "the Slack alert")
+    assert f"background service {DYING} failed: its thread 'dying-service' stopped" in caplog.text
+    assert f"Service failed: {DYING}" in slack.texts()[0]
+
+
+def test_prefect_flows_are_not_started_without_the_prefect_api(tmp_path, monkeypatch):
+    """When the project's Prefect server cannot be had, the services that run flows fail with that
+    reason instead of running flows with no API (Prefect's temporary server)."""
+    from runner import prefect_server
+    from runner.server.supervisor import PREFECT, Supervisor
+    monkeypatch.setattr(prefect_server, "background", lambda app: _Failing())
+    sup = Supervisor(object(), [PREFECT, "runner.worker:background"])
+    monkeypatch.setattr("runner.alerts.alert_service_failed", lambda *a: True)
+    sup.start()
+    try:
+        _wait_for(lambda: sup.health()["runner.worker:background"]["state"] == "failed", "the worker's state")
+    finally:
+        sup.stop()
+    reason = sup.health()["runner.worker:background"]["reason"]
+    assert reason == "not started: it needs the Prefect API (RuntimeError: cannot reach the ledger at db.internal)"
