@@ -14,12 +14,15 @@ class Action:
 
     ``check`` is an optional semantic check beyond the schema (a journal must
     balance, say); it returns human-readable problems, empty when all is well.
+    ``examples`` are payloads that pass both (the conformance suite checks them;
+    a reader copies them into a mapping).
     """
 
     name: str
     schema: Mapping[str, Any]
     description: str = ""
     check: Callable[[Mapping[str, Any]], list[str]] | None = None
+    examples: tuple[Mapping[str, Any], ...] = ()
 
 
 class ErrorKind(str, enum.Enum):

@@ -3,7 +3,7 @@ editing each other's modules.
 
 * ``ASGI_MOUNTS``: ``"module:function"`` strings; each function takes the
   ``App`` and returns ``(path_prefix, asgi_app)`` to mount (the Web Connector
-  SOAP service, say).
+  SOAP service, say). Connectors declare theirs (``ConnectorSpec.mounts``).
 * ``BACKGROUND``: ``"module:function"`` strings; each function takes the
   ``App`` and returns an object with ``start()`` and ``stop()`` (the delivery
   loop, the catch-up schedule, ...), started one by one after the HTTP server
@@ -19,9 +19,10 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-ASGI_MOUNTS: list[str] = [
-    "connectors.quickbooks_desktop.service:mount",   # QuickBooks Web Connector SOAP service at /qbwc
-]
+from connectors import registry
+
+# the services the connectors declare (ConnectorSpec.mounts): the QuickBooks Web Connector at /qbwc
+ASGI_MOUNTS: list[str] = registry.mounts()
 BACKGROUND: list[str] = [
     "runner.prefect_server:background",   # the project's Prefect server (UI, schedules) unless PREFECT_API_URL is set
     "runner.dispatch:background",     # pending inbox events -> delivery rows

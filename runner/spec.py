@@ -6,6 +6,7 @@ A loaded ``Flow`` has every template compiled, once, for planning at speed.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import os
@@ -47,20 +48,27 @@ def _schema(name: str) -> dict:
 
 
 def _schema_problems(doc: Document, schema_name: str) -> list[Problem]:
+    return _problems_against(doc, _schema(schema_name), doc.data)
+
+
+def _problems_against(doc: Document, schema: dict, data: Any, base: tuple = (), *,
+                      unknown: str = "unknown key {key!r} in {where}") -> list[Problem]:
+    """Every way ``data`` (found at ``base`` in the document) breaks ``schema``, at file:line:col;
+    an unknown key is pointed at (``unknown`` words it), with the nearest valid name when one is
+    close (for a connection's settings) or else the valid ones."""
     from .schemacheck import errors
 
     problems = []
-    for err in errors(_schema(schema_name), doc.data):
-        path = tuple(err.absolute_path)
-        if err.validator == "additionalProperties":
-            # point at the unknown key itself
-            extra = [k for k in (err.instance or {}) if k not in err.schema.get("properties", {})]
-            for k in extra:
-                allowed = ", ".join(sorted(err.schema.get("properties", {})))
-                problems.append(doc.key_problem(path + (k,), f"unknown key {k!r} in {field_name(path) if path else 'the document'}"
-                                                         f" (expected one of: {allowed})"))
-            continue
+    for err in errors(schema, data):
+        path = base + tuple(err.absolute_path)
         where = field_name(path) if path else "the document"
+        if err.validator == "additionalProperties":
+            known = err.schema.get("properties", {})
+            for k in [k for k in (err.instance or {}) if k not in known]:
+                close = difflib.get_close_matches(str(k), list(known), n=1) if base else []
+                hint = f": did you mean `{close[0]}`?" if close else f" (expected one of: {', '.join(sorted(known))})"
+                problems.append(doc.key_problem(path + (k,), unknown.format(key=k, where=where) + hint))
+            continue
         problems.append(doc.problem(path, f"{where}: {err.message}"))
     return problems
 
@@ -127,10 +135,20 @@ def project_problems(doc: Document) -> list[Problem]:
     problems = _schema_problems(doc, "project.schema.json") + _secret_problems(doc)
     data = doc.data if isinstance(doc.data, dict) else {}
     for name, conn in (data.get("connections") or {}).items():
-        if isinstance(conn, dict) and conn.get("type") not in registry.TYPES and "type" in conn:
+        if not isinstance(conn, dict) or "type" not in conn:
+            continue
+        spec = registry.TYPES.get(conn["type"]) if isinstance(conn["type"], str) else None
+        if spec is None:
+            close = difflib.get_close_matches(str(conn["type"]), registry.known_types(), n=1)
             problems.append(doc.problem(("connections", name, "type"),
                                         f"connections.{name}.type: unknown connector type {conn.get('type')!r} "
-                                        f"(known: {', '.join(registry.known_types())})"))
+                                        + (f"(did you mean `{close[0]}`? " if close else "(")
+                                        + f"known: {', '.join(registry.known_types())}; a connector package "
+                                          f"registers its type in the {registry.GROUP} entry points)"))
+            continue
+        # the connector's own schema (connectors/CONTRACT.md): a misspelt setting is an error, not a default
+        problems.extend(_problems_against(doc, spec.config, conn, ("connections", name),
+                                          unknown=f"{{where}}: unknown setting {{key!r}} for a {spec.type} connection"))
     tz = (data.get("settings") or {}).get("timezone")
     if isinstance(tz, str):
         try:
@@ -390,6 +408,9 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
     schedule = trigger.get("schedule")
     if schedule:
         problems.extend(_schedule_problems(doc, schedule))
+    if check_names:     # fields Stripe's objects (and the posting) do not have
+        from .stripe_fields import flow_problems
+        problems.extend(flow_problems(doc, data, routes))
 
     if problems:
         raise SpecError(problems)

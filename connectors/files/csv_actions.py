@@ -15,6 +15,9 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from connectors.base import Action
+from connectors.contract import ConnectorSpec, config_schema, with_examples
+
+from . import FILE_CAPABILITIES, FILE_SETTINGS
 
 ROW = {
     "type": "object",
@@ -77,3 +80,24 @@ ACTIONS = {
     "journal": Action("journal", JOURNAL, "A balanced journal entry, one row per line, in QuickBooks Online's "
                                           "journal-entry import layout.", _balanced),
 }
+
+_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "row": [{"date": "2026-03-02", "description": "Stripe charge ch_1", "amount": Decimal("25.00"), "currency": "usd"}],
+    "qbo_bank_row": [{"Date": "2026-03-02", "Description": "Stripe charge ch_1", "Amount": Decimal("25.00")}],
+    "journal": [{"date": "2026-03-02", "number": "ch_1", "memo": "Stripe charge ch_1", "lines": [
+        {"account": "Stripe Clearing", "amount": Decimal("23.97")},
+        {"account": "Stripe Fees", "amount": Decimal("1.03")},
+        {"account": "Sales", "amount": Decimal("-25.00"), "name": "Jenny Rosen"}]}],
+}
+ACTIONS = with_examples(ACTIONS, _EXAMPLES)
+
+SPEC = ConnectorSpec(
+    type="csv",
+    connector="connectors.files.csv_file:CsvConnector",
+    description="CSV files: a file per day per connection and action, atomic appends, no key written twice.",
+    actions=ACTIONS,
+    config=config_schema("csv", FILE_SETTINGS),
+    capabilities=FILE_CAPABILITIES,
+    booked_amount={"row": {"amount": "amount", "currency": "currency", "rate": "exchange_rate"},
+                   "qbo_bank_row": {"amount": "Amount"}},
+)

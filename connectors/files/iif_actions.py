@@ -6,6 +6,9 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from connectors.base import Action
+from connectors.contract import ConnectorSpec, config_schema, with_examples
+
+from . import FILE_CAPABILITIES, FILE_SETTINGS
 
 _TEXT = {"type": "string", "maxLength": 4095, "pattern": "^[^\\t\\r\\n]*$"}
 _MONEY = {"type": "number"}
@@ -57,3 +60,23 @@ ACTIONS = {
     "journal": Action("journal", JOURNAL, "A GENERAL JOURNAL transaction of balanced lines.", _balanced),
     "transfer": Action("transfer", TRANSFER, "A TRANSFER from one balance-sheet account to another."),
 }
+
+_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "journal": [{"date": "2026-03-02", "docnum": "ch_1", "memo": "Stripe charge ch_1", "lines": [
+        {"account": "Stripe Clearing", "amount": Decimal("23.97")},
+        {"account": "Stripe Fees", "amount": Decimal("1.03")},
+        {"account": "Sales", "amount": Decimal("-25.00"), "name": "Jenny Rosen"}]}],
+    "transfer": [{"date": "2026-03-04", "from_account": "Stripe Clearing", "to_account": "Operating Bank",
+                  "amount": Decimal("20.00"), "memo": "Stripe payout po_1"}],
+}
+ACTIONS = with_examples(ACTIONS, _EXAMPLES)
+
+SPEC = ConnectorSpec(
+    type="iif",
+    connector="connectors.files.iif:IifConnector",
+    description="IIF files (QuickBooks Desktop's import): TRNS/SPL/ENDTRNS blocks, a file per day.",
+    actions=ACTIONS,
+    config=config_schema("iif", FILE_SETTINGS),
+    capabilities=FILE_CAPABILITIES,
+    booked_amount={"journal": {"amount": "lines[0].amount"}, "transfer": {"amount": "amount"}},
+)

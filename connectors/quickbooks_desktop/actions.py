@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from connectors.base import Action, find_values
+from connectors.contract import (CURRENCY_SETTINGS, PULL, SECRET_REF, Capabilities, ConnectorSpec, config_schema,
+                                 with_examples)
 
 
 def _str(max_length: int) -> dict:
@@ -208,3 +210,46 @@ def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[s
 # action -> qbXML object name (SalesReceipt -> SalesReceiptAddRq, SalesReceiptQueryRq, SalesReceiptRet)
 OBJECTS = {"sales_receipt": "SalesReceipt", "credit_memo": "CreditMemo", "deposit": "Deposit",
            "journal_entry": "JournalEntry", "receive_payment": "ReceivePayment", "customer": "Customer"}
+
+
+_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "sales_receipt": [{"TxnDate": "2026-03-02", "RefNumber": "ch_3PqR", "CustomerRef": {"FullName": "Jenny Rosen"},
+                       "DepositToAccountRef": {"FullName": "Stripe Clearing"},
+                       "SalesReceiptLineAdd": [{"ItemRef": {"FullName": "Stripe Sales"}, "Amount": Decimal("25.00")}]}],
+    "credit_memo": [{"TxnDate": "2026-03-03", "RefNumber": "re_3PqR", "CustomerRef": {"FullName": "Jenny Rosen"},
+                     "CreditMemoLineAdd": [{"ItemRef": {"FullName": "Stripe Sales"}, "Amount": Decimal("5.00")}]}],
+    "deposit": [{"TxnDate": "2026-03-04", "DepositToAccountRef": {"FullName": "Operating Bank"},
+                 "DepositLineAdd": [{"AccountRef": {"FullName": "Stripe Clearing"}, "Amount": Decimal("20.00")}]}],
+    "journal_entry": [{"TxnDate": "2026-03-02", "RefNumber": "fee_1",
+                       "JournalDebitLine": [{"AccountRef": {"FullName": "Stripe Fees"}, "Amount": Decimal("1.03")}],
+                       "JournalCreditLine": [{"AccountRef": {"FullName": "Stripe Clearing"},
+                                              "Amount": Decimal("1.03")}]}],
+    "receive_payment": [{"CustomerRef": {"FullName": "Jenny Rosen"}, "TxnDate": "2026-03-02",
+                         "TotalAmount": Decimal("25.00"), "DepositToAccountRef": {"FullName": "Stripe Clearing"}}],
+    "customer": [{"Name": "Jenny Rosen", "Email": "jenny@example.com"}],
+}
+ACTIONS = with_examples(ACTIONS, _EXAMPLES)
+
+SPEC = ConnectorSpec(
+    type="quickbooks_desktop",
+    connector="connectors.quickbooks_desktop.connector:QuickBooksDesktopConnector",
+    description="QuickBooks Desktop / Enterprise through the QuickBooks Web Connector (qbXML over SOAP).",
+    actions=ACTIONS,
+    payload_check=check_payload,
+    config=config_schema("quickbooks_desktop", {
+        **CURRENCY_SETTINGS,
+        "username": {"type": "string", "minLength": 1, "description": "The Web Connector's user name."},
+        "password": {**SECRET_REF, "description": "The Web Connector's password: a secret reference."},
+        "company_file": {"type": "string", "description": "The company file's path (default: the open one)."},
+        "qbxml_version": {"type": "string", "pattern": "^[0-9]+\\.[0-9]+$", "description": "qbXML version."},
+        "requests_per_message": {"type": "integer", "minimum": 1, "description": "Requests per poll (default 50)."},
+        "poll_minutes": {"type": "integer", "minimum": 1, "description": "The Web Connector's poll interval."},
+        "lease_seconds": {"type": "number", "exclusiveMinimum": 0,
+                          "description": "How long a claimed request waits for its answer (default 900)."},
+    }, ("username",)),
+    capabilities=Capabilities(mode=PULL, batch_size=50, multicurrency=True,
+                              idempotency="a find-before-add query by RefNumber and the key's tag in Memo",
+                              lookups=("Customer",)),
+    store=frozenset({"cache"}),
+    mounts=("connectors.quickbooks_desktop.service:mount",),
+)

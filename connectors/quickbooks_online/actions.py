@@ -20,6 +20,8 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from ..base import Action, find_values
+from ..contract import (CURRENCY_SETTINGS, OAUTH_SETTINGS, Capabilities, ConnectorSpec, OAuthProvider, config_schema,
+                        with_examples)
 
 DOCNUMBER_MAX = 21          # Intuit: DocNumber, max 21 characters
 PRIVATE_NOTE_MAX = 4000
@@ -221,3 +223,68 @@ def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[s
                 "sets multicurrency: false (turn on multicurrency in QuickBooks and set multicurrency: true, "
                 "or book in the home currency)"]
     return []
+
+
+_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "sales_receipt": [{"DocNumber": "ch_3PqR", "TxnDate": "2026-03-02", "CurrencyRef": {"value": "USD"},
+                       "CustomerRef": {"name": "Jenny Rosen", "email": "jenny@example.com"},
+                       "DepositToAccountRef": {"name": "Stripe Clearing"},
+                       "Line": [{"Amount": Decimal("25.00"), "DetailType": "SalesItemLineDetail",
+                                 "SalesItemLineDetail": {"ItemRef": {"name": "Stripe Sales"}}}]}],
+    "refund_receipt": [{"DocNumber": "re_3PqR", "TxnDate": "2026-03-03", "DepositToAccountRef": {"name": "Stripe Clearing"},
+                        "Line": [{"Amount": Decimal("5.00"), "DetailType": "SalesItemLineDetail",
+                                  "SalesItemLineDetail": {"ItemRef": {"name": "Stripe Sales"}}}]}],
+    "credit_memo": [{"DocNumber": "cn_1", "TxnDate": "2026-03-03", "CustomerRef": {"name": "Jenny Rosen"},
+                     "Line": [{"Amount": Decimal("5.00"), "DetailType": "SalesItemLineDetail",
+                               "SalesItemLineDetail": {"ItemRef": {"name": "Stripe Sales"}}}]}],
+    "deposit": [{"DocNumber": "po_1", "TxnDate": "2026-03-04", "DepositToAccountRef": {"name": "Operating Bank"},
+                 "Line": [{"Amount": Decimal("20.00"), "DetailType": "DepositLineDetail",
+                           "DepositLineDetail": {"AccountRef": {"name": "Stripe Clearing"}}}]}],
+    "journal_entry": [{"DocNumber": "fee_1", "TxnDate": "2026-03-02", "Line": [
+        {"Amount": Decimal("1.03"), "DetailType": "JournalEntryLineDetail",
+         "JournalEntryLineDetail": {"PostingType": "Debit", "AccountRef": {"name": "Stripe Fees"}}},
+        {"Amount": Decimal("1.03"), "DetailType": "JournalEntryLineDetail",
+         "JournalEntryLineDetail": {"PostingType": "Credit", "AccountRef": {"name": "Stripe Clearing"}}}]}],
+    "purchase": [{"DocNumber": "fee_2", "TxnDate": "2026-03-02", "PaymentType": "Cash",
+                  "AccountRef": {"name": "Stripe Clearing"}, "EntityRef": {"name": "Stripe", "type": "Vendor"},
+                  "Line": [{"Amount": Decimal("1.03"), "DetailType": "AccountBasedExpenseLineDetail",
+                            "AccountBasedExpenseLineDetail": {"AccountRef": {"name": "Stripe Fees"}}}]}],
+    "transfer": [{"TxnDate": "2026-03-04", "FromAccountRef": {"name": "Stripe Clearing"},
+                  "ToAccountRef": {"name": "Operating Bank"}, "Amount": Decimal("20.00")}],
+    "customer": [{"DisplayName": "Jenny Rosen", "PrimaryEmailAddr": {"Address": "jenny@example.com"}}],
+}
+ACTIONS = with_examples(ACTIONS, _EXAMPLES)
+
+SPEC = ConnectorSpec(
+    type="quickbooks_online",
+    connector="connectors.quickbooks_online.connector:QuickBooksOnlineConnector",
+    description="QuickBooks Online (Intuit Accounting API v3): documents created once each, batched.",
+    actions=ACTIONS,
+    payload_check=check_payload,
+    config=config_schema("quickbooks_online", {
+        **OAUTH_SETTINGS, **CURRENCY_SETTINGS,
+        "environment": {"enum": ["sandbox", "production"], "description": "Intuit's API to use (default sandbox)."},
+        "base_url": {"type": "string", "description": "API address (overrides environment; tests: a stand-in)."},
+        "realm_id": {"type": "string", "description": "The company (default: the one chosen at connect)."},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds per request (default 60)."},
+        "minorversion": {"type": "integer", "minimum": 1, "description": "Intuit's minorversion (default 75)."},
+        "limits": {"type": "object", "additionalProperties": False, "description": "Intuit's limits per company.",
+                   "properties": {"requests_per_minute": {"type": "integer", "minimum": 1},
+                                  "concurrency": {"type": "integer", "minimum": 1},
+                                  "batch_per_minute": {"type": "integer", "minimum": 1},
+                                  "batch_size": {"type": "integer", "minimum": 1, "maximum": 30},
+                                  "max_wait": {"type": "number", "minimum": 0}}},
+    }, ("client_id", "client_secret")),
+    capabilities=Capabilities(batch_size=30, multicurrency=True,
+                              idempotency="requestid per attempt; a retry looks for its document by DocNumber "
+                                          "(or date) and the [ledgerflow <requestid>] marker in PrivateNote",
+                              lookups=("Account", "Item", "Class", "Department", "PaymentMethod", "TaxCode",
+                                       "Customer", "Vendor")),
+    oauth=OAuthProvider("quickbooks-online", "connectors.quickbooks_online.connector:oauth_config",
+                        {"realmId": "realm_id"}),
+    store=frozenset({"cache", "tokens"}),
+    booked_amount={"sales_receipt": {"amount": "TotalAmt", "currency": "CurrencyRef.value", "rate": "ExchangeRate"},
+                   "refund_receipt": {"amount": "TotalAmt", "currency": "CurrencyRef.value", "rate": "ExchangeRate"},
+                   "journal_entry": {"amount": "Line[0].Amount", "currency": "CurrencyRef.value",
+                                     "rate": "ExchangeRate"}},
+)

@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from connectors.base import Action, decimal_sum, find_values
+from connectors.contract import (CURRENCY_SETTINGS, OAUTH_SETTINGS, STRING_OR_SECRET, Capabilities, ConnectorSpec,
+                                 OAuthProvider, config_schema, with_examples)
 
 DATE = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}
 MONEY = {"type": "number", "description": "Amount in the document's currency (a decimal, never a float)."}
@@ -241,3 +243,55 @@ ACTIONS = {
     "bank_transfer": Action("bank_transfer", BANK_TRANSFER,
                             "Money moved between two bank accounts (a payout: clearing -> bank).", _transfer_check),
 }
+
+_CONTACT_EXAMPLE = {"name": "Jenny Rosen", "reference": "cus_QXg1o8vcGmoR32", "email": "jenny@example.com"}
+_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "contact": [_CONTACT_EXAMPLE],
+    "sales_invoice_payment": [{
+        "date": "2026-03-02", "contact": _CONTACT_EXAMPLE,
+        "lines": [{"description": "Stripe charge ch_1", "ledger_account": "Sales", "tax_rate": "No Tax",
+                   "unit_price": Decimal("25.00")}],
+        "payment": {"bank_account": "Stripe Clearing", "amount": Decimal("25.00")},
+        "fees": {"bank_account": "Stripe Clearing", "lines": [{"ledger_account": "Stripe Fees",
+                                                              "amount": Decimal("1.03")}]}}],
+    "credit_note_refund": [{
+        "date": "2026-03-03", "contact": _CONTACT_EXAMPLE, "original_invoice_key": "charges:sage:evt_1",
+        "lines": [{"description": "Stripe refund re_1", "ledger_account": "Sales", "unit_price": Decimal("5.00")}],
+        "refund": {"bank_account": "Stripe Clearing", "amount": Decimal("5.00")}}],
+    "other_payment": [{"date": "2026-03-02", "bank_account": "Stripe Clearing", "total_amount": Decimal("1.03"),
+                       "lines": [{"ledger_account": "Stripe Fees", "amount": Decimal("1.03")}]}],
+    "journal": [{"date": "2026-03-04", "description": "Stripe payout po_1", "lines": [
+        {"ledger_account": "Operating Bank", "debit": Decimal("20.00"), "credit": Decimal("0")},
+        {"ledger_account": "Stripe Clearing", "debit": Decimal("0"), "credit": Decimal("20.00")}]}],
+    "bank_transfer": [{"date": "2026-03-04", "from_bank_account": "Stripe Clearing",
+                       "to_bank_account": "Operating Bank", "amount": Decimal("20.00")}],
+}
+ACTIONS = with_examples(ACTIONS, _EXAMPLES)
+
+SPEC = ConnectorSpec(
+    type="sage",
+    connector="connectors.sage.connector:SageConnector",
+    description="Sage Accounting (API v3.1): contacts, invoices and receipts, credit notes and refunds, "
+                "other payments, journals, bank transfers.",
+    actions=ACTIONS,
+    payload_check=check_payload,
+    config=config_schema("sage", {
+        **OAUTH_SETTINGS, **CURRENCY_SETTINGS,
+        "business_id": {**STRING_OR_SECRET, "description": "X-Business (default: the one chosen at connect)."},
+        "base_url": {"type": "string", "description": "API address (default Sage's; tests: a stand-in)."},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds per request (default 30)."},
+        "page_size": {"type": "integer", "minimum": 1, "maximum": 200, "description": "List page size (default 200)."},
+        "lookup_ttl": {"type": "number", "minimum": 0, "description": "Seconds look-ups stay cached (default 3600)."},
+        "refresh_margin": {"type": "number", "minimum": 0,
+                           "description": "Refresh the access token this long before it expires (default 60)."},
+        "journal_lookback_days": {"type": "number", "minimum": 1,
+                                  "description": "How far back a repeat looks for its journal (default 35)."},
+    }, ("client_id", "client_secret")),
+    capabilities=Capabilities(batch_size=1, multicurrency=True,
+                              idempotency="a reference derived from the key on every document; each part is "
+                                          "found by it before it is created",
+                              lookups=("ledger_accounts", "tax_rates", "bank_accounts", "contacts")),
+    oauth=OAuthProvider("sage", "connectors.sage.connector:oauth_config", {"country": "country"},
+                        after="connectors.sage.business:choose_business"),
+    store=frozenset({"cache", "tokens"}),
+)

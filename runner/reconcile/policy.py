@@ -36,19 +36,12 @@ DEFAULT_EXPECT: dict[str, list[str]] = {
 }
 
 # Where a delivery's payload keeps the booked amount (and currency, and the rate
-# it used), by "<connector type>.<action>". Dotted paths; [n] for list items.
-DEFAULT_BOOKED_AMOUNT: dict[str, dict[str, str]] = {
-    "csv.row": {"amount": "amount", "currency": "currency", "rate": "exchange_rate"},
-    "csv.qbo_bank_row": {"amount": "Amount"},
-    "iif.journal": {"amount": "lines[0].amount"},
-    "iif.transfer": {"amount": "amount"},
-    "quickbooks_online.sales_receipt": {"amount": "TotalAmt", "currency": "CurrencyRef.value",
-                                        "rate": "ExchangeRate"},
-    "quickbooks_online.refund_receipt": {"amount": "TotalAmt", "currency": "CurrencyRef.value",
-                                         "rate": "ExchangeRate"},
-    "quickbooks_online.journal_entry": {"amount": "Line[0].Amount", "currency": "CurrencyRef.value",
-                                        "rate": "ExchangeRate"},
-}
+# it used), by "<connector type>.<action>": each connector declares its own
+# (ConnectorSpec.booked_amount); a flow's reconcile.booked_amount adds to them.
+def default_booked_amount() -> dict[str, dict[str, str]]:
+    from connectors import registry
+    return registry.booked_amounts()
+
 
 DEFAULT_LEDGER = {"clearing": "Stripe Clearing", "bank": "Operating Bank", "fees": "Stripe Fees",
                   "fx_gain_loss": "FX Gain/Loss", "charge": "Sales", "refund": "Sales Refunds",
@@ -77,7 +70,7 @@ class Policy:
     fx_base_url: str | None = None
     ledger: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LEDGER))
     expect: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_EXPECT.items()})
-    booked_amount: dict[str, dict[str, str]] = field(default_factory=lambda: dict(DEFAULT_BOOKED_AMOUNT))
+    booked_amount: dict[str, dict[str, str]] = field(default_factory=default_booked_amount)
     page_size: int = 100
 
     def account_for(self, category: str) -> str:

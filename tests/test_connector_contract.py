@@ -1,0 +1,94 @@
+"""The connector contract as the runner reads it: types found through the
+``ledgerflow.connectors`` entry points, connection settings checked against each
+connector's own schema at ``validate``, ``ledgerflow connect`` systems, service
+mounts and reconciliation defaults read from the connectors' declarations."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from connectors import registry
+from runner.cli import main
+from runner.errors import LedgerflowError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROJECT = """\
+settings:
+  home_currency: USD
+connections:
+  qbo:
+    type: quickbooks_online
+    enviroment: production
+    client_id: {env: QBO_CLIENT_ID}
+    client_secret: {env: QBO_CLIENT_SECRET}
+  books:
+    type: csv
+    directroy: out/books
+  api:
+    type: http
+    url: https://example.com/hooks
+    timeout: soon
+  files:
+    type: iff
+"""
+
+
+def test_discovery_finds_what_importlib_metadata_finds():
+    found = registry.entry_points()
+    expected = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=registry.GROUP)}
+    assert found == expected
+    assert {"csv", "iif", "http", "quickbooks_online", "quickbooks_desktop", "sage"} <= set(found)
+    assert registry.known_types() == sorted(found)
+
+
+def test_validate_rejects_unknown_connection_settings_with_the_nearest_name(tmp_path, monkeypatch, capsys):
+    (tmp_path / "ledgerflow.yaml").write_text(PROJECT)
+    (tmp_path / "flows").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGERFLOW_PROJECT", raising=False)
+    assert main(["validate"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert ("ledgerflow.yaml:6:5: connections.qbo: unknown setting 'enviroment' for a quickbooks_online "
+            "connection: did you mean `environment`?") in out
+    assert ("ledgerflow.yaml:11:5: connections.books: unknown setting 'directroy' for a csv connection: "
+            "did you mean `directory`?") in out
+    assert any(line.startswith("ledgerflow.yaml:15:14: connections.api.timeout: 'soon' is not of type 'number'")
+               for line in out), out
+    assert any(line.startswith("ledgerflow.yaml:17:11: connections.files.type: unknown connector type 'iff' "
+                               "(did you mean `iif`?") for line in out), out
+
+
+def test_every_shipped_connection_schema_has_a_fresh_compiled_validator():
+    """validate pays no schema compile for the shipped connectors (scripts/compile_schemas.py)."""
+    from runner import schemacheck
+    spec = importlib.util.spec_from_file_location("compile_schemas", ROOT / "scripts" / "compile_schemas.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for module, schema in mod.shipped_connection_schemas().items():
+        generated = ROOT / "runner" / "_schema_validators" / f"{module}.py"
+        assert generated.exists() and schemacheck._generated(schema) is not None, (
+            f"{generated.relative_to(ROOT)} is stale: run .venv/bin/python scripts/compile_schemas.py")
+
+
+def test_connect_systems_come_from_the_connectors():
+    from runner.commands.connect import provider_for
+    assert provider_for("sage")[0] == "sage"
+    assert provider_for("quickbooks-online")[0] == "quickbooks_online"
+    with pytest.raises(LedgerflowError, match="did you mean `quickbooks-online`"):
+        provider_for("quickbooks-onlin")
+
+
+def test_mounts_pull_types_and_reconciliation_defaults_come_from_the_connectors():
+    from runner import serve_hooks
+    from runner.reconcile.policy import Policy
+    assert serve_hooks.ASGI_MOUNTS == ["connectors.quickbooks_desktop.service:mount"] == registry.mounts()
+    assert registry.PULL_TYPES == {"quickbooks_desktop"}
+    booked = Policy(flow="f").booked_amount
+    assert booked["csv.row"] == {"amount": "amount", "currency": "currency", "rate": "exchange_rate"}
+    assert booked["quickbooks_online.journal_entry"]["amount"] == "Line[0].Amount"
+    assert booked["iif.transfer"] == {"amount": "amount"}
