@@ -305,3 +305,26 @@ def alert_service_failed(app, service: str, reason: str) -> bool:
                                      + _code("GET /healthz") + " shows each service's state."}},
     ]
     return post_message(app, f"{title} on {where}: {reason}", blocks)
+
+
+def alert_config_refused(app, problems: list, *, files: str, process: str = "serve") -> bool:
+    """A configuration edit that did not validate was refused (hot reload, ``runner.reload``):
+    the problems as ``file:line:col: message`` and what to do; the previous version still runs."""
+    import os
+    import socket
+    listing = "\n".join(scrub(str(p)) for p in problems[:20])
+    if len(problems) > 20:
+        listing += f"\n... and {len(problems) - 20} more"
+    where = f"ledgerflow {process} on {socket.gethostname()} (pid {os.getpid()})"
+    title = f"Configuration change refused: {files}"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{where}* keeps running the previous version."}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Problems*\n```{listing[:2900]}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "Fix the file (check it with "
+                                     + _code("ledgerflow validate") + "); the next valid save is taken "
+                                     "without a restart."}},
+    ]
+    text = f"{title}: {len(problems)} problem(s); {where} keeps the previous version. {listing[:500]}"
+    return post_message(app, text, blocks)
+

@@ -1,23 +1,86 @@
-"""A loaded project at run time: settings, flows, the store and connectors."""
+"""A loaded project at run time: settings, flows, the store and connectors.
+
+The configuration (the project file and its flows) is one immutable snapshot,
+replaced whole by ``reload()`` (hot reload, ``runner.reload``): a reader that
+took ``app.project`` or ``app.flows()`` keeps a consistent version while a
+newer one is swapped in; nothing is changed in place.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .errors import LedgerflowError, SpecError
+from .errors import LedgerflowError, Problem, SpecError
 from .planner import Operation, PlanContext, plan
 from .spec import Flow, Project, iter_flow_files, load_flow, load_project
+
+log = logging.getLogger("ledgerflow.app")
+
+RETIRED_GRACE = 300.0      # seconds a replaced connector stays open for a batch still using it
+
+
+@dataclass(frozen=True)
+class Config:
+    """One version of the configuration. ``cache`` holds what is derived from the project
+    (the postings source); it is shared by versions whose project file is unchanged."""
+
+    project: Project
+    flows: dict[str, Flow] | None = None          # None: not loaded yet
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reload:
+    """What ``App.reload()`` did: refused (``problems``), applied (``changes``), or nothing to do."""
+
+    problems: list[Problem] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def applied(self) -> bool:
+        return not self.problems and bool(self.changes)
+
+
+def _load_flows(project: Project) -> dict[str, Flow]:
+    flows: dict[str, Flow] = {}
+    problems = []
+    for path in iter_flow_files([project.dir / "flows"]):
+        try:
+            f = load_flow(path, project)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        if f.name in flows:
+            raise LedgerflowError(f"{f.file}: flow name {f.name!r} is also used by {flows[f.name].file}")
+        flows[f.name] = f
+    if problems:
+        raise SpecError(problems)
+    return flows
 
 
 class App:
     def __init__(self, project: Project | None = None):
-        self.project = project or load_project()
-        self._flows: dict[str, Flow] | None = None
+        self._config = Config(project or load_project())
         self._connectors: dict[str, Any] = {}
+        self._retired: list[tuple[float, Any]] = []        # (retired at, connector) after a reload
+        self._lock = threading.RLock()
+        self._reload_listeners: list[Callable[[Config, Config], None]] = []
 
     # ---- configuration -------------------------------------------------------
+
+    @property
+    def project(self) -> Project:
+        return self._config.project
+
+    @property
+    def config(self) -> Config:
+        return self._config
 
     @cached_property
     def store(self):
@@ -29,16 +92,21 @@ class App:
         from .secrets import SecretResolver
         return SecretResolver()
 
-    @cached_property
+    @property
     def postings(self):
-        """The accounting model's source of postings (balance transactions cached in the store)."""
-        from .posting.source import PostingSource
-        return PostingSource.for_app(self)
+        """The accounting model's source of postings (balance transactions cached in the store),
+        built once per version of the project file."""
+        cache = self._config.cache
+        if "postings" not in cache:
+            from .posting.source import PostingSource
+            cache["postings"] = PostingSource.for_app(self)
+        return cache["postings"]
 
     def context(self, lookups: dict | None = None, params: dict | None = None) -> PlanContext:
-        return PlanContext(settings=self.project.settings,
-                           connection_types={k: v.get("type") for k, v in self.project.connections.items()},
-                           lookups=lookups or {}, params=params or {}, connections=self.project.connections,
+        project = self.project
+        return PlanContext(settings=project.settings,
+                           connection_types={k: v.get("type") for k, v in project.connections.items()},
+                           lookups=lookups or {}, params=params or {}, connections=project.connections,
                            postings=self.postings)
 
     def flow_dir(self) -> Path:
@@ -46,22 +114,14 @@ class App:
 
     def flows(self, reload: bool = False) -> dict[str, Flow]:
         """Every flow under flows/ (validated; a broken flow stops start-up with its problems)."""
-        if self._flows is None or reload:
-            flows: dict[str, Flow] = {}
-            problems = []
-            for path in iter_flow_files([self.flow_dir()]):
-                try:
-                    f = load_flow(path, self.project)
-                except SpecError as exc:
-                    problems.extend(exc.problems)
-                    continue
-                if f.name in flows:
-                    raise LedgerflowError(f"{f.file}: flow name {f.name!r} is also used by {flows[f.name].file}")
-                flows[f.name] = f
-            if problems:
-                raise SpecError(problems)
-            self._flows = flows
-        return self._flows
+        config = self._config
+        if config.flows is None or reload:
+            flows = _load_flows(config.project)
+            with self._lock:
+                if self._config is config:         # a hot reload in between wins
+                    self._config = Config(config.project, flows, config.cache)
+            return flows
+        return config.flows
 
     def flow(self, name_or_path: str) -> Flow:
         p = Path(name_or_path)
@@ -74,6 +134,58 @@ class App:
 
     def flows_for(self, event_type: str) -> list[Flow]:
         return [f for f in self.flows().values() if f.matches(event_type)]
+
+    # ---- hot reload --------------------------------------------------------------
+
+    def on_reload(self, listener: Callable[[Config, Config], None]) -> None:
+        """Call ``listener(old, new)`` after each applied reload (the webhook receiver's endpoints)."""
+        self._reload_listeners.append(listener)
+
+    def reload(self) -> Reload:
+        """Load and check the project file, every flow and mapping as ``ledgerflow validate`` does;
+        swap the new version in only when it is clean. A refused version changes nothing."""
+        from .reload import describe_changes, endpoint_problems, restart_problems
+        from .validate import check_project
+        with self._lock:
+            old = self._config
+            project, flows, problems = check_project(old.project.path or old.project.file)
+            if not problems:
+                problems = restart_problems(old.project, project) or endpoint_problems(self, old.project, project)
+            if problems:
+                return Reload(problems=problems)
+            changes = describe_changes(old, project, flows)
+            if not changes:
+                return Reload()
+            if project.raw == old.project.raw:     # flows or mappings only: keep what the project file gave
+                project = old.project
+            new = Config(project, flows, old.cache if project is old.project else {})
+            self._retire_connectors(old.project, project)
+            self._config = new
+        for listener in self._reload_listeners:
+            try:
+                listener(old, new)
+            except Exception:  # noqa: BLE001 - one part failing to follow must not undo the reload
+                log.exception("applying the reloaded configuration to %r failed", listener)
+        return Reload(changes=changes)
+
+    def _retire_connectors(self, old: Project, new: Project) -> None:
+        """Connectors whose connection (or the settings) changed are replaced on next use; the old
+        ones are closed after ``RETIRED_GRACE`` (a batch in flight may still hold one)."""
+        same_settings = old.settings == new.settings
+        for name in list(self._connectors):
+            if name == "(plan)" or (same_settings and old.connections.get(name) == new.connections.get(name)):
+                continue
+            self._retired.append((time.monotonic(), self._connectors.pop(name)))
+
+    def close_retired(self, grace: float = RETIRED_GRACE) -> int:
+        """Close connectors replaced by a reload at least ``grace`` seconds ago; the number closed."""
+        with self._lock:
+            now = time.monotonic()
+            due = [c for at, c in self._retired if now - at >= grace]
+            self._retired = [(at, c) for at, c in self._retired if now - at < grace]
+        for c in due:
+            _close(c)
+        return len(due)
 
     # ---- planning --------------------------------------------------------------
 
@@ -91,25 +203,40 @@ class App:
     # ---- connectors ------------------------------------------------------------
 
     def connector(self, connection: str):
-        if connection not in self._connectors and connection == "(plan)":
+        found = self._connectors.get(connection)
+        if found is not None:
+            return found
+        with self._lock:
+            if connection not in self._connectors:
+                self._connectors[connection] = self._new_connector(connection)
+            return self._connectors[connection]
+
+    def _new_connector(self, connection: str):
+        if connection == "(plan)":
             from .replan import PlanConnector
-            self._connectors[connection] = PlanConnector(self)
-        if connection not in self._connectors:
-            from connectors import registry
-            from connectors.base import Runtime
-            cfg = self.project.connections.get(connection)
-            if cfg is None:
-                raise LedgerflowError(f"no connection named {connection!r} in {self.project.file}")
-            cls = registry.connector_class(cfg["type"])
-            runtime = Runtime(project_dir=self.project.dir, settings=self.project.settings, secrets=self.secrets,
-                              store=self.store, connection_configs=self.project.connections)
-            self._connectors[connection] = cls(connection, cfg, runtime)
-        return self._connectors[connection]
+            return PlanConnector(self)
+        from connectors import registry
+        from connectors.base import Runtime
+        project = self.project
+        cfg = project.connections.get(connection)
+        if cfg is None:
+            raise LedgerflowError(f"no connection named {connection!r} in {project.file}")
+        cls = registry.connector_class(cfg["type"])
+        runtime = Runtime(project_dir=project.dir, settings=project.settings, secrets=self.secrets,
+                          store=self.store, connection_configs=project.connections)
+        return cls(connection, cfg, runtime)
 
     def close(self) -> None:
-        for c in self._connectors.values():
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001
-                pass
-        self._connectors.clear()
+        with self._lock:
+            connectors = list(self._connectors.values()) + [c for _, c in self._retired]
+            self._connectors.clear()
+            self._retired.clear()
+        for c in connectors:
+            _close(c)
+
+
+def _close(connector: Any) -> None:
+    try:
+        connector.close()
+    except Exception:  # noqa: BLE001
+        pass

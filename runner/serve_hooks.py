@@ -24,6 +24,7 @@ from connectors import registry
 # the services the connectors declare (ConnectorSpec.mounts): the QuickBooks Web Connector at /qbwc
 ASGI_MOUNTS: list[str] = registry.mounts()
 BACKGROUND: list[str] = [
+    "runner.reload:background",           # hot reload: changed flows, mappings, ledgerflow.yaml (first: cheap)
     "runner.prefect_server:background",   # the project's Prefect server (UI, schedules) unless PREFECT_API_URL is set
     "runner.dispatch:background",     # pending inbox events -> delivery rows
     "runner.catchup:background",      # scheduled Stripe catch-up (when stripe.api_key is set)

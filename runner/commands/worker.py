@@ -53,6 +53,9 @@ def cmd_worker(args) -> int:
     log = logging.getLogger("ledgerflow.worker")
     log.info("worker %s: batches of %d, lease %.0fs, store %s, dispatcher %s", loop.worker, settings.batch_size,
              settings.lease, app.store.dialect, "off" if dispatcher is None else "on")
+    from ..reload import background as config_watcher
+    watcher = config_watcher(app, process="worker")     # hot reload of flows, mappings, ledgerflow.yaml
+    watcher.start()
     try:
         if args.until_idle:
             _until_idle(app, loop, dispatcher is not None, stopping)
@@ -61,6 +64,7 @@ def cmd_worker(args) -> int:
                 dispatcher.start()          # plans while the loop's lanes deliver, never between batches
             loop.run()
     finally:
+        watcher.stop()
         if dispatcher is not None:
             dispatcher.stop()
         log.info("worker %s stopping: %d batches, %d delivered", loop.worker, loop.batches, loop.delivered)

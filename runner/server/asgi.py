@@ -55,8 +55,14 @@ class Receiver:
         self.stats: Counter = Counter()
         self.rejects: Counter = Counter()
         self.services: Supervisor | None = None
+        self.configure(settings)
+
+    def configure(self, settings: StripeSettings) -> None:
+        """Serve ``settings``' endpoints (paths, resolved secrets) from now on: at start, and on
+        each hot reload that changes ``stripe:`` (``runner.reload.follow_endpoints``)."""
         self.paths = {path: [(ep, list(ep.secrets), ep.tolerance, ep.future_tolerance) for ep in eps]
                       for path, eps in settings.routes().items()}
+        self.settings = settings
 
     def start_services(self) -> None:
         """Start the background services (once the listeners are up: webhooks never wait for them)."""
@@ -148,6 +154,8 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
         limits = Limits.from_config((app.project.raw.get("serve") or {}).get("limits"))
     writer = InboxWriter(app.store)
     receiver = Receiver(settings, writer, limits=limits)
+    from ..reload import follow_endpoints
+    follow_endpoints(app, receiver)           # hot reload: new paths and signing secrets, no restart
 
     receiver.services = Supervisor(app, serve_hooks.BACKGROUND if background else [])
 

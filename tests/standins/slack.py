@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -91,3 +93,13 @@ class SlackStandIn:
                               "blocks": body.get("blocks") or [], "at": time.time()})
         return JSONResponse({"ok": True, "channel": "C0FINANCE", "ts": ts,
                              "message": {"type": "message", "text": body.get("text", ""), "ts": ts}})
+
+
+@contextmanager
+def running_slack() -> Iterator[SlackStandIn]:
+    """A stand-in Slack served on a loopback port, its address in ``.url``."""
+    from tests.support.servers import serve_app
+    s = SlackStandIn()
+    with serve_app(s.app) as srv:
+        s.url = srv.url
+        yield s
