@@ -134,12 +134,14 @@ def field_name(path: tuple) -> str:
 class Mapping_:
     """A compiled mapping: ``render(ctx) -> payload``."""
 
-    def __init__(self, doc: Document, root: Obj, names: set[str], env: Environment):
+    def __init__(self, doc: Document, root: Obj, names: set[str], env: Environment,
+                 templates: list[tuple[str, tuple, bool, frozenset]] | None = None):
         self.env = env
         self.file = doc.file
         self.doc = doc
         self.root = root
         self.names = names   # top-level names the templates read
+        self.templates = templates or []   # (source, path, expression, loop names): for validate's field check
 
     def render(self, ctx: "dict | Scope") -> dict:
         if not isinstance(ctx, Scope):
@@ -164,6 +166,7 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
 
     names: set[str] = set()
     unsafe: list[Problem] = []
+    templates: list[tuple[str, tuple, bool, frozenset]] = []
 
     def compile_leaf(source: str, path: tuple, expression: bool = False, scope: frozenset = frozenset()) -> Leaf:
         from .templating import referenced_names, unsafe_attributes
@@ -173,6 +176,7 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
                 unsafe.append(doc.problem(path, f"{field_name(path)}: attribute {attr!r} is not "
                                                 "allowed (templates run in a sandbox)"))
             names.update(referenced_names(env, source, expression=expression) - scope)
+            templates.append((source, path, expression, scope))
         except TemplateProblem as exc:
             problems.append(doc.problem(path, f"{field_name(path)}: {exc}"))
             compiled = None  # type: ignore[assignment]
@@ -204,7 +208,7 @@ def compile_mapping(doc: Document, env: Environment) -> Mapping_:
     problems.extend(unsafe)
     if problems:
         raise SpecError(problems)
-    return Mapping_(doc, root, names, env)
+    return Mapping_(doc, root, names, env, templates)
 
 
 _LOOP_KEYS = {"$for", "$each", "$if"}

@@ -182,6 +182,22 @@ class Scope:
         self._jctx = None
 
 
+_NO_SUCH = re.compile(r"^No (filter|test) named '([^']*)'")
+
+
+def _explained(env: Environment, message: str) -> str:
+    """Jinja's "No filter named 'dat'." with the nearest name and every available one."""
+    m = _NO_SUCH.match(message)
+    if not m:
+        return message
+    import difflib
+    kind, name = m.groups()
+    known = sorted(n for n in (env.filters if kind == "filter" else env.tests) if n.isidentifier())
+    guess = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean `{guess[0]}`?)" if guess else ""
+    return f"no {kind} named {name!r}{hint}; available: {', '.join(known)}"
+
+
 class Compiled:
     """A compiled string leaf: either a native expression or a text template."""
 
@@ -205,7 +221,7 @@ class Compiled:
                 self._render = env.from_string(source).root_render_func
                 self.native = False
         except TemplateSyntaxError as exc:
-            raise TemplateProblem(f"template syntax error: {exc.message}") from None
+            raise TemplateProblem(f"template syntax error: {_explained(env, exc.message or '')}") from None
 
     def __call__(self, ctx: "dict[str, Any] | Scope") -> Any:
         scope = ctx if isinstance(ctx, Scope) else Scope(self.env, ctx)
@@ -232,20 +248,26 @@ class Compiled:
 
 # ---- static checks used by `validate` (no data needed) ----------------------
 
+def _static_text(source: str, expression: bool) -> str:
+    return source if not expression or _SINGLE_EXPR.match(source) else "{{ " + source + " }}"
+
+
+@lru_cache(maxsize=4096)
+def _parsed(env: Environment, text: str) -> nodes.Template:
+    """One parse per template text for the static checks (a mapping shared by flows is read once)."""
+    return env.parse(text)
+
+
 def referenced_names(env: Environment, source: str, *, expression: bool = False) -> set[str]:
     """Top-level names a template reads, for the undefined-name check at validate time."""
     from jinja2 import meta
 
-    m = _SINGLE_EXPR.match(source)
-    text = source if not expression or m else "{{ " + source + " }}"
-    return set(meta.find_undeclared_variables(env.parse(text)))
+    return set(meta.find_undeclared_variables(_parsed(env, _static_text(source, expression))))
 
 
 def unsafe_attributes(env: Environment, source: str, *, expression: bool = False) -> list[str]:
     """Attribute names the sandbox would refuse (``__class__`` and friends)."""
-    m = _SINGLE_EXPR.match(source)
-    text = source if not expression or m else "{{ " + source + " }}"
-    ast = env.parse(text)
+    ast = _parsed(env, _static_text(source, expression))
     bad = []
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         name = node.attr if isinstance(node, nodes.Getattr) else (
@@ -253,3 +275,38 @@ def unsafe_attributes(env: Environment, source: str, *, expression: bool = False
         if name and name.startswith("_"):
             bad.append(name)
     return bad
+
+
+# a chain under these reads a field that may be absent on purpose
+_ABSENCE_TESTS = {"defined", "undefined"}
+_ABSENCE_FILTERS = {"default", "d"}
+
+
+def attribute_chains(env: Environment, source: str, *, expression: bool = False) -> list[tuple[str, tuple]]:
+    """Every ``name.field['key'][0].more`` the template reads from an undeclared name, as
+    (name, parts): a part is a field name, or None for an index that is not a string
+    (``[0]``, ``[i]``). Chains tested with ``is defined`` or passed to ``default`` are left out."""
+    from jinja2 import meta
+
+    ast = _parsed(env, _static_text(source, expression))
+    free = meta.find_undeclared_variables(ast)
+    links = (nodes.Getattr, nodes.Getitem)
+    inner = {id(n.node) for n in ast.find_all(links) if isinstance(n.node, links)}
+    inner |= {id(n.node) for n in ast.find_all(nodes.Test) if n.name in _ABSENCE_TESTS}
+    inner |= {id(n.node) for n in ast.find_all(nodes.Filter) if n.name in _ABSENCE_FILTERS}
+    out = []
+    for node in ast.find_all(links):
+        if id(node) in inner:
+            continue
+        parts: list = []
+        while isinstance(node, links):
+            if isinstance(node, nodes.Getattr):
+                parts.append(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                parts.append(node.arg.value)
+            else:
+                parts.append(None)
+            node = node.node
+        if isinstance(node, nodes.Name) and node.name in free:
+            out.append((node.name, tuple(reversed(parts))))
+    return out

@@ -8,6 +8,7 @@ Duplicate keys are errors rather than silent overwrites.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool",
-    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
 
@@ -46,6 +47,7 @@ class Document:
     data: Any
     positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    text: str = field(default="", repr=False)   # the source, for messages that quote it
 
     def where(self, path: tuple | list) -> tuple[int, int]:
         """Position of ``path``, or of its nearest ancestor that has one."""
@@ -73,6 +75,11 @@ def _construct(node: yaml.Node, path: tuple, doc: Document, loader: yaml.Loader,
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.MappingNode) and node.flow_style and key_node.flow_style:
+                # `amount: {{ charge.amount }}`: YAML reads the braces as a mapping in a mapping
+                line, col = node.start_mark.line + 1, node.start_mark.column + 1
+                problems.append(Problem(doc.file, line, col, unquoted_template(doc.text, line, col)))
+                return None
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 problems.append(Problem(doc.file, key_node.start_mark.line + 1,
@@ -92,9 +99,33 @@ def _construct(node: yaml.Node, path: tuple, doc: Document, loader: yaml.Loader,
     return loader.construct_object(node, deep=True)
 
 
+_TEMPLATE_START = re.compile(r"(?:^|[:\-\[,]\s|\s-\s|^\s*-\s)\s*(\{[{%])")
+
+
+def unquoted_template(text: str, line: int, col: int) -> str:
+    """What to say about a template YAML read as a mapping (or could not read) at ``line``."""
+    lines = text.splitlines()
+    value = lines[line - 1][col - 1:] if 0 < line <= len(lines) else ""
+    value = re.sub(r"\s+#.*$", "", value).strip() or "{{ ... }}"
+    quoted = '"' + value + '"' if '"' not in value else "'" + value.replace("'", "''") + "'"
+    return (f"a template must be quoted: YAML reads an unquoted {value[:2]} as the start of a mapping; "
+            f"write {quoted}")
+
+
+def _unquoted_template_at(text: str, *lines: int) -> tuple[int, int] | None:
+    """The line and column of an unquoted ``{{``/``{%`` value on one of these (0-based) lines."""
+    all_lines = text.splitlines()
+    for n in lines:
+        if 0 <= n < len(all_lines):
+            m = _TEMPLATE_START.search(all_lines[n])
+            if m and not set(all_lines[n][:m.start(1)]) & {'"', "'", "#"}:
+                return n + 1, m.start(1) + 1
+    return None
+
+
 def load_text(text: str, file: str) -> Document:
     """Parse one YAML document; raise SpecError naming file:line:col on failure."""
-    doc = Document(file=file, data=None)
+    doc = Document(file=file, data=None, text=text)
     problems: list[Problem] = []
     try:
         loader = _Loader(text)
@@ -108,6 +139,10 @@ def load_text(text: str, file: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or exc.context or "invalid YAML"
+        marks = [m.line for m in (exc.problem_mark, exc.context_mark) if m is not None]
+        template = _unquoted_template_at(text, *marks)
+        if template:
+            raise SpecError([Problem(file, *template, unquoted_template(text, *template))]) from None
         raise SpecError([Problem(file, line, col, f"malformed YAML: {what}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(file, 1, 1, f"malformed YAML: {exc}")]) from None

@@ -1,0 +1,268 @@
+"""``validate`` knows Stripe's objects: a template reading ``charge.amout`` is an error
+with "did you mean `amount`?", found before any event arrives.
+
+The fields come from the stripe SDK's typed resource classes, written out by
+scripts/stripe_objects.py into runner/_stripe_objects.py (the SDK itself is not
+imported). What a name is:
+
+* ``charge``, ``payout``, ``refund``, ... (the event's object under its own name) is
+  always that object;
+* ``object``, ``data`` and ``event.data.object`` are what the flow's trigger events
+  carry (the union for several; not checked when the SDK does not say, as for
+  ``customer.source.*``, or for a flow without Stripe events);
+* ``event`` is an Event; ``posting`` and ``doc`` the accounting model's Posting and
+  DocumentView (their attributes, one level).
+
+Misses are preferred to false alarms: metadata and other free-form fields take any
+key, a string field any string method, an id-or-object (expandable) field the
+object's fields or a string's, a chain under ``is defined`` or ``| default`` is not
+checked, nor are loop variables, look-ups, or anything after an index we cannot
+type; ``charge.get('field')`` reads a field the SDK does not know.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import fields as dataclass_fields
+from functools import lru_cache
+from typing import Iterable
+
+from .errors import Problem
+
+FREE, SCALAR = "*", "_"
+DICT_ATTRS = frozenset(n for n in dir(dict) if not n.startswith("_"))   # a Stripe object is a dict
+STR_ATTRS = frozenset(n for n in dir(str) if not n.startswith("_"))
+
+
+@lru_cache(maxsize=None)
+def _generated():
+    from . import _stripe_objects
+    return _stripe_objects
+
+
+@lru_cache(maxsize=None)
+def _by_template_name() -> dict[str, str]:
+    """``checkout_session`` (the name templates read) -> ``checkout.session`` (the type key)."""
+    return {key.replace(".", "_"): key for key in _generated().TYPES if "/" not in key}
+
+
+@lru_cache(maxsize=4096)
+def _shape(key: str) -> tuple[str, dict[str, str]]:
+    """(display name, {field: code}) of a type key; codes are described in scripts/stripe_objects.py."""
+    if key in _OVERLAY:
+        return _OVERLAY[key]
+    display, *items = _generated().TYPES[key].split(" ")
+    out = {}
+    for item in items:
+        name, _, code = item.partition(":")
+        out[name] = code or SCALAR
+    return f"Stripe's {display}", out
+
+
+def _model_shape(display: str, *classes: type, extra: Iterable[str] = ()) -> tuple[str, dict[str, str]]:
+    names = set(extra)
+    for cls in classes:
+        names |= {n for n in dir(cls) if not n.startswith("_")}
+        names |= {f.name for f in dataclass_fields(cls)}
+    return display, {n: SCALAR for n in names}
+
+
+def _overlay() -> dict[str, tuple[str, dict[str, str]]]:
+    from .posting.model import DocumentView, Posting
+    return {"@posting": _model_shape("the posting (runner/posting/model.py Posting)", Posting,
+                                     extra=("record", "resolve")),
+            "@doc": _model_shape("the document (runner/posting/model.py DocumentView)", DocumentView)}
+
+
+_OVERLAY: dict[str, tuple[str, dict[str, str]]] = {}
+
+
+def event_objects(stripe_types: Iterable[str]) -> str | None:
+    """The code of ``data.object`` for these trigger patterns: one type key or "a|b";
+    None when any event type they match carries an object the SDK does not name."""
+    events = _generated().EVENTS
+    keys: set[str] = set()
+    for pattern in stripe_types:
+        matched = [t for t in events if fnmatch.fnmatchcase(t, pattern)]
+        if not matched or any(not events[t] for t in matched):
+            return None
+        keys.update(events[t] for t in matched)
+    return "|".join(sorted(keys)) or None
+
+
+class FieldCheck:
+    """The typed names of one flow (or of a mapping checked on its own)."""
+
+    def __init__(self, stripe_types: Iterable[str] = (), shadowed: Iterable[str] = ()):
+        if not _OVERLAY:
+            _OVERLAY.update(_overlay())
+        self.obj = event_objects(stripe_types)
+        self.shadowed = set(shadowed)
+        if self.obj:
+            _OVERLAY.setdefault("@event", ("Stripe's Event", {**_shape("event")[1], "data": "@event.data"}))
+            self._event_data = ("Stripe's Event.Data", {**_shape("event/Data")[1], "object": self.obj})
+
+    def root(self, name: str) -> str | None:
+        if name in self.shadowed or name == "account":   # `account` is the connected account's id
+            return None
+        if name in ("object", "data"):
+            return self.obj
+        if name in ("posting", "doc"):
+            return "@" + name
+        if name == "event":
+            return "@event" if self.obj else "event"
+        return _by_template_name().get(name)
+
+    def chain_problem(self, root: str, parts: tuple) -> tuple[int, str] | None:
+        """(index of the bad part, message) for the first part no type along the chain has."""
+        code = self.root(root)
+        for i, part in enumerate(parts):
+            if code is None:
+                return None
+            code, message = self._step(code, part, root, parts[:i])
+            if message:
+                return i, message
+        return None
+
+    def _shape_of(self, key: str) -> tuple[str, dict[str, str]]:
+        if key == "@event.data" and self.obj:
+            return self._event_data
+        return _shape(key)
+
+    def _step(self, code: str, part, root: str, before: tuple) -> tuple[str | None, str | None]:
+        """The code after reading ``part`` (None: unknown from here on), or a problem."""
+        if code in (FREE, SCALAR):
+            return None, None
+        if code.startswith("[") and code.endswith("]"):
+            return (code[1:-1] if part is None else None), None
+        if code.startswith("{") and code.endswith("}"):          # a Stripe list: data is the list
+            return (f"[{code[1:-1]}]" if part == "data" else None), None
+        alternatives = _split(code)
+        if FREE in alternatives or part is None:
+            return None, None
+        shapes = [self._shape_of(a) for a in alternatives if a != SCALAR]
+        found = [fields[part] for _, fields in shapes if part in fields]
+        if found:
+            return "|".join(sorted(set(found))), None
+        if not shapes or part in DICT_ATTRS or (SCALAR in alternatives and part in STR_ATTRS):
+            return None, None    # dict.get(...), or a string method on an id that could be expanded
+        known = sorted({f for _, fields in shapes for f in fields})
+        written = root + "".join("[...]" if p is None else f".{p}" for p in (*before, part))
+        what = " or ".join(display for display, _ in shapes)
+        guess = difflib.get_close_matches(part, known, n=1)
+        hint = f"; did you mean `{guess[0]}`?" if guess else f" (it has: {', '.join(known)})"
+        return None, f"`{written}`: {what} has no field `{part}`{hint}"
+
+
+def _split(code: str) -> list[str]:
+    """"_|charge" -> ["_", "charge"]; brackets keep their inside whole."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(code):
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "|" and depth == 0:
+            out.append(code[start:i])
+            start = i + 1
+    out.append(code[start:])
+    return out
+
+
+def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
+    """Every read of a field Stripe's objects do not have, in a loaded flow's templates
+    (filter, look-up parameters, when, idempotency keys) and its routes' mappings."""
+    from .mapping import field_name
+
+    trigger = data.get("trigger") or {}
+    check = FieldCheck(trigger.get("stripe") or [], shadowed=(data.get("lookups") or {}).keys())
+    out: list[Problem] = []
+    flow_level = [(("filter",), True)]
+    flow_level += [(("lookups", name, kind, k), False) for name, spec in (data.get("lookups") or {}).items()
+                   for kind, params in spec.items() for k in params if k != "provider"]
+    for i, r in enumerate(data.get("routes") or []):
+        flow_level += [(("routes", i, "when"), True), (("routes", i, "idempotency_key"), False)]
+    for path, expression in flow_level:
+        source = _at(data, path)
+        if isinstance(source, str):
+            out += template_problems(check, doc, path, source, expression, prefix=f"{field_name(path)}: ")
+    seen = set()
+    for route in routes:
+        mapping = route.mapping
+        if mapping is None or id(mapping) in seen:
+            continue
+        seen.add(id(mapping))
+        for source, path, expression, scope in mapping.templates:
+            out += template_problems(check, mapping.doc, path, source, expression, scope,
+                                     prefix=f"{field_name(path)}: ")
+    return out
+
+
+def _at(data, path: tuple):
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def template_problems(check: FieldCheck, doc, path: tuple, source: str, expression: bool,
+                      scope: Iterable[str] = (), prefix: str = "") -> list[Problem]:
+    """Problems of one template at ``path`` of ``doc``, each pointing at the bad field's name."""
+    from jinja2 import TemplateSyntaxError
+
+    from .templating import attribute_chains, environment
+
+    try:
+        chains = attribute_chains(environment(), source, expression=expression)
+    except TemplateSyntaxError:       # reported where it was compiled
+        return []
+    out = []
+    skip = set(scope)
+    for root, parts in chains:
+        if root in skip:
+            continue
+        found = check.chain_problem(root, parts)
+        if found:
+            index, message = found
+            line, col = locate(doc, path, root, parts[:index + 1])
+            out.append(Problem(doc.file, line, col, f"{prefix}{message}"))
+    return out
+
+
+def locate(doc, path: tuple, root: str, parts: tuple) -> tuple[int, int]:
+    """The line and column of the chain's last name in the file (the first match at or
+    after the template's own position); the template's position when not found."""
+    line, col = doc.where(path)
+    text = _text(doc.file)
+    if not text or parts[-1] is None:
+        return line, col
+    start = _offset(text, line, col)
+    pattern = r"\b" + re.escape(root) + "".join(
+        r"\s*(?:\[[^\]]*\])" if p is None else r"\s*(?:\.\s*|\[\s*[\"']?)" + re.escape(p) for p in parts[:-1])
+    pattern += r"\s*(?:\.\s*|\[\s*[\"']?)(" + re.escape(parts[-1]) + r")\b"
+    m = re.compile(pattern).search(text, start)
+    if not m:
+        return line, col
+    at = m.start(1)
+    found_line = text.count("\n", 0, at) + 1
+    return found_line, at - (text.rfind("\n", 0, at) + 1) + 1
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    pos = 0
+    for _ in range(line - 1):
+        nl = text.find("\n", pos)
+        if nl < 0:
+            return len(text)
+        pos = nl + 1
+    return pos + col - 1
+
+
+def _text(file: str) -> str:
+    try:
+        with open(file, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
