@@ -25,7 +25,6 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 import orjson
-import stripe
 
 from .errors import EventError
 from .planner import check_event
@@ -193,4 +192,5 @@ def _looks_like_event(event: Any) -> bool:
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
     """A ``Stripe-Signature`` header as Stripe makes it (tests, bench, demo)."""
+    import stripe               # not at import: the SDK costs serve about a second of start-up
     return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)
