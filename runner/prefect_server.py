@@ -152,7 +152,9 @@ def _number(value, where: str) -> float:
 
 
 def settings_for(app) -> ServerSettings:
-    serve = app.project.raw.get("serve") or {}
+    """The project's server settings; ``app`` is an App (or a loaded project)."""
+    project = getattr(app, "project", app)
+    serve = project.raw.get("serve") or {}
     port_cfg = os.environ.get(PORT_ENV) or serve.get("prefect_port")
     try:
         port = int(port_cfg) if port_cfg else DEFAULT_PORT
@@ -161,10 +163,10 @@ def settings_for(app) -> ServerSettings:
     if os.environ.get(LIMIT_ENV):
         limit = _number(os.environ[LIMIT_ENV], LIMIT_ENV)
     elif serve.get("prefect_startup_timeout") is not None:
-        limit = _number(serve["prefect_startup_timeout"], f"{app.project.file}: serve.prefect_startup_timeout")
+        limit = _number(serve["prefect_startup_timeout"], f"{project.file}: serve.prefect_startup_timeout")
     else:
         limit = DEFAULT_STARTUP_LIMIT
-    return ServerSettings(app.project.state_dir, port=port, port_fixed=bool(port_cfg), startup_limit=limit)
+    return ServerSettings(project.state_dir, port=port, port_fixed=bool(port_cfg), startup_limit=limit)
 
 
 class ProjectServer:

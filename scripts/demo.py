@@ -126,57 +126,77 @@ def main() -> int:
              f"platform + {len(scenario.accounts)} connected accounts")
         write_project(stripe.url, scenario.accounts)
         env = dict(os.environ, STRIPE_API_KEY=DEFAULT_KEY, STRIPE_WEBHOOK_SECRET=SECRET,
-                   LEDGERFLOW_PROJECT=str(DEMO / "ledgerflow.yaml"),
-                   PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="600", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+                   LEDGERFLOW_PROJECT=str(DEMO / "ledgerflow.yaml"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
         step("ledgerflow validate (the demo project: the shipped file flows and the payout reconciliation)")
         cli("validate", env=env)
-        port = free_port()
-        serve = start_serve(env, port)
-        try:
-            step("Stripe events in: signed webhooks, duplicates and out-of-order deliveries included")
-            codes = post_events(port, scenario.events)
-            print(f"  answers: {codes}  (one charge's events held back: {', '.join(sorted(scenario.missing))})")
-        finally:
-            serve.terminate()
-            serve.wait(30)
-        step("plan: each movement's balance transaction is read from Stripe (cached), postings in USD")
-        cli("stripe", "dispatch", env=env)
-        step("deliver: batches in Prefect flow runs (the temporary local Prefect API)")
-        cli("worker", "--until-idle", "--log-level", "warning", env=env)
-        cli("inbox", "list", env=env, check=False)
-        first = min(datetime.fromtimestamp(p["arrival_date"], timezone.utc).date() for p, _ in scenario.payouts)
-        step("the payout reconciliation, with its report (exit 1: the held-back charge is an exception)")
-        rc = cli("reconcile", "payouts", "--since", (first - timedelta(days=1)).isoformat(), env=env, check=False)
-        print(f"  exit {rc}")
-        cli("worker", "--until-idle", "--log-level", "warning", env=env)
-        step("books out")
-        for kind in ("iif", "csv"):
-            files = sorted((DEMO / "out" / kind).glob(f"*.{kind}"))
-            print(f"--- out/{kind}: {', '.join(f.name for f in files)}; first lines of {files[0].name}:")
-            print("\n".join(files[0].read_text().splitlines()[:8]).replace("\t", "  "))
-        truth = scenario.truth(None)
-        for kind in ("iif", "csv"):
-            print(f"--- trial balance, {kind}")
-            balances = trial_balance(kind)
-            for account in sorted(balances):
-                print(f"  {account:<30} {balances[account]:>12}")
-            held = sum((bt["net"] for bt, acct in scenario.balance_transactions.values()
-                        if acct is None and bt.get("source") in scenario.missing), 0)
-            held = Decimal(held) / 100
-            clearing = balances.get("Stripe Clearing", Decimal(0))
-            print(f"  Stripe Clearing {clearing} USD; Stripe still holds {truth['balance']} USD: "
-                  + ("they agree" if clearing == truth["balance"] else
-                     f"they differ by {truth['balance'] - clearing} USD"
-                     + (", the held-back charge's net, booked once `ledgerflow stripe catch-up` brings its events"
-                        if clearing + held == truth["balance"] else "")))
-        step("the same webhooks again: nothing is booked twice")
-        serve = start_serve(env, port)
-        try:
-            print(f"  answers: {post_events(port, scenario.events)}")
-        finally:
-            serve.terminate()
-            serve.wait(30)
-        cli("stripe", "dispatch", env=env)
+        with demo_prefect(env):
+            run_demo(scenario, env)
+    where_to_look()
+    return 0
+
+
+def demo_prefect(env: dict):
+    """The demo project's own Prefect server for the whole demo (runner.prefect_server, as every
+    command resolves it): the commands below find it recorded under .ledgerflow/demo/.state and
+    use it; it stops when the demo ends. With PREFECT_API_URL set, that server is used instead."""
+    from runner.prefect_server import project_api
+    from runner.spec import load_project
+    step("the demo project's Prefect server (PREFECT_API_URL, else the project's own: started once, "
+         "shared by the commands below, stopped at the end)")
+    return project_api(load_project(env["LEDGERFLOW_PROJECT"]))
+
+
+def run_demo(scenario, env: dict) -> None:
+    port = free_port()
+    serve = start_serve(env, port)
+    try:
+        step("Stripe events in: signed webhooks, duplicates and out-of-order deliveries included")
+        codes = post_events(port, scenario.events)
+        print(f"  answers: {codes}  (one charge's events held back: {', '.join(sorted(scenario.missing))})")
+    finally:
+        serve.terminate()
+        serve.wait(30)
+    step("plan: each movement's balance transaction is read from Stripe (cached), postings in USD")
+    cli("stripe", "dispatch", env=env)
+    step("deliver: batches in Prefect flow runs (on the demo project's Prefect server)")
+    cli("worker", "--until-idle", "--log-level", "warning", env=env)
+    cli("inbox", "list", env=env, check=False)
+    first = min(datetime.fromtimestamp(p["arrival_date"], timezone.utc).date() for p, _ in scenario.payouts)
+    step("the payout reconciliation, with its report (exit 1: the held-back charge is an exception)")
+    rc = cli("reconcile", "payouts", "--since", (first - timedelta(days=1)).isoformat(), env=env, check=False)
+    print(f"  exit {rc}")
+    cli("worker", "--until-idle", "--log-level", "warning", env=env)
+    step("books out")
+    for kind in ("iif", "csv"):
+        files = sorted((DEMO / "out" / kind).glob(f"*.{kind}"))
+        print(f"--- out/{kind}: {', '.join(f.name for f in files)}; first lines of {files[0].name}:")
+        print("\n".join(files[0].read_text().splitlines()[:8]).replace("\t", "  "))
+    truth = scenario.truth(None)
+    for kind in ("iif", "csv"):
+        print(f"--- trial balance, {kind}")
+        balances = trial_balance(kind)
+        for account in sorted(balances):
+            print(f"  {account:<30} {balances[account]:>12}")
+        held = sum((bt["net"] for bt, acct in scenario.balance_transactions.values()
+                    if acct is None and bt.get("source") in scenario.missing), 0)
+        held = Decimal(held) / 100
+        clearing = balances.get("Stripe Clearing", Decimal(0))
+        print(f"  Stripe Clearing {clearing} USD; Stripe still holds {truth['balance']} USD: "
+              + ("they agree" if clearing == truth["balance"] else
+                 f"they differ by {truth['balance'] - clearing} USD"
+                 + (", the held-back charge's net, booked once `ledgerflow stripe catch-up` brings its events"
+                    if clearing + held == truth["balance"] else "")))
+    step("the same webhooks again: nothing is booked twice")
+    serve = start_serve(env, port)
+    try:
+        print(f"  answers: {post_events(port, scenario.events)}")
+    finally:
+        serve.terminate()
+        serve.wait(30)
+    cli("stripe", "dispatch", env=env)
+
+
+def where_to_look() -> None:
     step("where to look")
     print("  CLI:  ledgerflow inbox list | inbox show EVT | dlq list | reconcile payouts --since ... "
           "(run in .ledgerflow/demo with LEDGERFLOW_PROJECT=.ledgerflow/demo/ledgerflow.yaml)")
@@ -184,7 +204,6 @@ def main() -> int:
           "(ledgerflow-deliver, one per batch; artifacts list each operation), Deployments "
           "(ledgerflow-scheduled/payout-reconciliation, daily at 07:00), Artifacts (payout-reconciliation)")
     print(f"  Files: {DEMO / 'out'}")
-    return 0
 
 
 if __name__ == "__main__":
