@@ -342,13 +342,13 @@ def test_a_background_service_that_fails_to_start_does_not_close_the_front_door(
     assert "background service tests.test_webhooks:_broken_service did not start" in caplog.text
 
 
-def test_writer_commits_the_rest_of_a_batch_one_by_one_when_a_row_fails(store):
+def test_writer_commits_the_rest_of_a_batch_one_by_one_when_a_row_fails(store, monkeypatch):
     from runner.server.inbox_writer import InboxUnavailable, InboxWriter
     real = store.add_events
     writer = InboxWriter(store)
-    writer.store = type("S", (), {"add_events": lambda self, rows, conn=None: (
+    monkeypatch.setattr(store, "add_events", lambda rows, conn=None: (
         (_ for _ in ()).throw(RuntimeError("bad row")) if any(e["id"] == "evt_bad" for e, _, _ in rows)
-        else real(rows, conn))})()
+        else real(rows, conn)))
     batch = [({"id": i, "type": "x"}, "{}", "t", None, None) for i in ("evt_a", "evt_bad", "evt_b", "evt_a")]
     out = writer._insert(batch)
     assert out[0] is True and isinstance(out[1], InboxUnavailable) and out[2] is True and out[3] is False
@@ -413,3 +413,60 @@ def test_future_tolerance_is_configurable_per_endpoint(tmp_path, store_url, monk
         assert (r.status_code, r.json()["error"]) == (400, "timestamp more than 30s in the future")
         r = client.post("/webhooks/stripe", content=(s := signed(ev, NEW, t=now + 120))[0], headers=s[1])
         assert r.status_code == 200                                     # the platform endpoint keeps 300 s
+
+
+def test_the_writer_keeps_its_connection_and_replaces_one_that_went_stale(store, monkeypatch):
+    """One connection across batches; a kept connection that fails (the server dropped it while
+    idle) is replaced and the batch tried once more, so no 503 comes of it."""
+    from runner.server.inbox_writer import InboxWriter
+    writer = InboxWriter(store)
+    item = lambda i: ({"id": f"evt_keep_{i}", "type": "x"}, "{}", "t", None, None)   # noqa: E731
+    assert writer._insert([item(1)]) == [True]
+    kept = writer._conn
+    assert writer._insert([item(2)]) == [True] and writer._conn is kept
+    real, calls = store.add_events, []
+
+    def stale_once(rows, conn=None):
+        calls.append(conn)
+        if len(calls) == 1:
+            raise RuntimeError("server closed the connection unexpectedly")
+        return real(rows, conn)
+
+    monkeypatch.setattr(store, "add_events", stale_once)
+    assert writer._insert([item(3)]) == [True]
+    assert calls[0] is kept and calls[1] is not kept and writer._conn is calls[1]
+    assert store.event_ids([f"evt_keep_{i}" for i in (1, 2, 3)]) == {f"evt_keep_{i}" for i in (1, 2, 3)}
+    writer._drop_connection()
+
+
+def _sdk_accepts(body: bytes, header: str, secrets: list[str], tolerance: int) -> bool:
+    import stripe
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(body.decode(), header, secret, tolerance)
+            return True
+        except stripe.SignatureVerificationError:
+            continue
+    return False
+
+
+def test_the_signature_check_agrees_with_the_stripe_sdk():
+    """runner.webhooks checks Stripe's scheme over the raw bytes (no copies); on every header shape it
+    accepts exactly what ``stripe.WebhookSignature.verify_header`` accepts."""
+    from runner.webhooks import Rejected, _check_signature, sign
+    body = '{"id": "evt_sig", "amount": "12.30", "name": "Zoë"}'.encode()
+    now = int(time.time())
+    good = sign(body.decode(), NEW, now).split(",")[1]
+    other = sign(body.decode(), OLD, now).split(",")[1]
+    headers = [f"t={now},{good}", f"t={now},{other}", f"t={now},v1=00,{good}", f"t={now},{good},v0=ab",
+               f"{good},t={now}", f"t={now - 301},{good}", f"t={now},t=1,{good}", f"t=1,t={now},{good}",
+               f"t={now}, {good}", f"t= {now},{good}", f"t={now},{good}=x", f"t={now},{good.upper()}",
+               f"t={now},v1", f"t={now}", good, f"t=x,{good}", "", "t", f"t={now},v1=", f"t={now};{good}"]
+    for secrets in ([NEW], [OLD, NEW], [CONNECT], ["", NEW], ["  "]):
+        for header in headers:
+            try:
+                _check_signature(body, header, secrets, 300, 10 ** 9, now=now)
+                ours = True
+            except Rejected:
+                ours = False
+            assert ours == _sdk_accepts(body, header, secrets, 300), (header, secrets)

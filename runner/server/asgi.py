@@ -11,7 +11,8 @@
 * ``GET /healthz``: liveness, the receiver's counters (fixed labels and
   numbers only: no addresses, ids or anything a sender wrote) and each
   background service's state (``services``: starting, running, failed with
-  the reason; ``status`` is ``degraded`` while one has failed).
+  the reason; ``status`` is ``degraded`` while one has failed), and which
+  process answered (``process``: pid, receiver index of ``serve --workers``).
 * every ``serve_hooks.ASGI_MOUNTS`` entry is mounted (unless ``mounts`` names
   the ones served elsewhere, as the Web Connector on ``serve.qbwc``); the
   ``serve_hooks.BACKGROUND`` services are started by ``start_services()`` once the
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,7 +37,7 @@ from .. import serve_hooks
 from ..stripe_config import StripeSettings, stripe_settings
 from ..webhooks import Rejected, verify
 from .inbox_writer import InboxUnavailable, InboxWriter
-from .limits import BodyTimeout, BodyTooLarge, Disconnected, Limits, declared_length, read_body
+from .limits import BodyTimeout, BodyTooLarge, Disconnected, Limits, read_body
 from .supervisor import Supervisor
 
 log = logging.getLogger("ledgerflow.webhooks")
@@ -80,12 +82,11 @@ class Receiver:
         max_bytes = self.settings.max_body_bytes
         try:
             header = None
-            for k, v in scope["headers"]:
+            for k, v in scope["headers"]:       # one pass: the signature and the declared length
                 if k == b"stripe-signature":
                     header = v.decode("latin-1")
-            declared = declared_length(scope["headers"])
-            if declared is not None and declared > max_bytes:
-                raise Rejected(413, f"body larger than {max_bytes} bytes")
+                elif k == b"content-length" and v.isdigit() and int(v) > max_bytes:
+                    raise Rejected(413, f"body larger than {max_bytes} bytes")
             body = await _read_body(receive, max_bytes, self.limits.body_timeout)
             verified, source, last = None, None, None
             for ep, secrets, tolerance, future in self.paths[path]:
@@ -140,12 +141,14 @@ async def _respond(send, status: int, payload: dict, extra: list | None = None) 
 
 
 def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: bool = True,
-               mounts: bool | list[str] = True, limits: Limits | None = None) -> Receiver:
+               mounts: bool | list[str] = True, limits: Limits | None = None,
+               worker: tuple[int, int] | None = None) -> Receiver:
     """The ASGI app for ``ledgerflow serve`` over a loaded ``App``.
 
     ``background=False`` leaves the serve_hooks background services off (tests
     of the receiver alone); the inbox writer always runs. ``mounts`` is True
-    (every serve_hooks mount), False, or the list of mounts to include.
+    (every serve_hooks mount), False, or the list of mounts to include. ``worker``
+    is (index, count) of this receiver process under ``serve --workers``.
     """
     settings = settings or stripe_settings(app.project.raw.get("stripe"), app.project.file)
     if not all(ep.secrets for ep in settings.endpoints):
@@ -158,13 +161,16 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
     follow_endpoints(app, receiver)           # hot reload: new paths and signing secrets, no restart
 
     receiver.services = Supervisor(app, serve_hooks.BACKGROUND if background else [])
+    index, count = worker or (0, 1)
+    process = {"pid": os.getpid(), "receiver": index, "receivers": count}
 
     async def healthz(_: Request) -> Response:
         services = receiver.services.health()
         failed = any(s["state"] == "failed" for s in services.values())
         return JSONResponse({"status": "degraded" if failed else "ok", "accepted": receiver.stats["accepted"],
                              "duplicate": receiver.stats["duplicate"], "unavailable": receiver.stats["unavailable"],
-                             "rejected": dict(receiver.rejects), "batches": writer.batches, "services": services})
+                             "rejected": dict(receiver.rejects), "batches": writer.batches, "services": services,
+                             "process": process})
 
     routes: list[Any] = [Route("/healthz", healthz, methods=["GET"])]
     refs = serve_hooks.ASGI_MOUNTS if mounts is True else (list(mounts) if mounts else [])

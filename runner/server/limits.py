@@ -24,7 +24,6 @@ connections. The body timeout is enforced by ``read_body`` in our ASGI code.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -142,27 +141,26 @@ class Disconnected(Exception):
 
 
 async def read_body(receive, max_bytes: int, timeout: float) -> bytes:
-    """The request body, streamed with a size cap and an overall deadline (no more is read past either)."""
+    """The request body, streamed with a size cap and an overall deadline (no more is read past either).
+
+    One timer for the whole body (``asyncio.timeout_at``), not a task and a timer per chunk."""
     chunks, size = [], 0
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BodyTimeout()
-        try:
-            message = await asyncio.wait_for(receive(), left)
-        except asyncio.TimeoutError:
-            raise BodyTimeout() from None
-        if message["type"] == "http.disconnect":
-            raise Disconnected()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > max_bytes:
-                raise BodyTooLarge()
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        async with asyncio.timeout_at(asyncio.get_running_loop().time() + timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise Disconnected()
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise BodyTooLarge()
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        raise BodyTimeout() from None
 
 
 def declared_length(headers) -> int | None:

@@ -79,10 +79,13 @@ class Store:
     def add_events(self, events: Iterable[tuple[dict, str, str]], conn: Connection | None = None) -> list[bool]:
         """Insert (event, raw_json, source) rows; True where new, False for a duplicate id.
 
-        One transaction: the ids already present are read first, then every row
-        goes in with one driver-level executemany ``INSERT ... ON CONFLICT DO
-        NOTHING`` (the webhook receiver's group commit calls this per batch, so
-        the per-row cost matters; the SQL is the same on SQLite and PostgreSQL).
+        One transaction, no read before the insert: ``INSERT ... ON CONFLICT
+        (event_id) DO NOTHING RETURNING event_id`` names the rows this statement
+        inserted, so several receiver processes may insert the same id at once
+        and exactly one of them gets it as new (PostgreSQL: psycopg's pipelined
+        executemany; SQLite: multi-row statements under BEGIN IMMEDIATE). The
+        webhook receiver's group commit calls this per batch, so the per-row
+        cost matters.
         """
         now = time.time()
         rows = [(ev["id"], ev.get("type", ""), ev.get("account"),
@@ -91,29 +94,26 @@ class Store:
         if not rows:
             return []
         ph = "?" if self.dialect == "sqlite" else "%s"
-        sql = ("INSERT INTO inbox (event_id, type, account, created, payload, source, received_at, status, "
-               f"updated_at) VALUES ({', '.join([ph] * 9)}) ON CONFLICT (event_id) DO NOTHING")
+        head = "INSERT INTO inbox (event_id, type, account, created, payload, source, received_at, status, updated_at)"
+        one = f"({', '.join([ph] * 9)})"
+        tail = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         new: set[str] = set()
         with (self._maybe(conn)) as c:
             cur = c.connection.cursor()
             try:
-                if self.dialect == "postgresql":     # concurrent writers: RETURNING says which rows were ours
-                    cur.executemany(sql + " RETURNING event_id", rows, returning=True)
+                if self.dialect == "postgresql":
+                    cur.executemany(f"{head} VALUES {one}{tail}", rows, returning=True)
                     while True:
                         for r in cur.fetchall():
                             new.add(r[0])
                         if not cur.nextset():
                             break
-                else:                                # BEGIN IMMEDIATE: nobody else writes until we commit
-                    ids = list(dict.fromkeys(r[0] for r in rows))
-                    known: set[str] = set()
-                    for i in range(0, len(ids), 500):
-                        chunk = ids[i:i + 500]
-                        cur.execute(f"SELECT event_id FROM inbox WHERE event_id IN ({', '.join([ph] * len(chunk))})",
-                                    chunk)
-                        known.update(r[0] for r in cur.fetchall())
-                    cur.executemany(sql, rows)
-                    new = set(ids) - known
+                else:                                # sqlite3's executemany drops RETURNING rows
+                    for i in range(0, len(rows), 300):
+                        chunk = rows[i:i + 300]
+                        cur.execute(f"{head} VALUES {', '.join([one] * len(chunk))}{tail}",
+                                    [v for r in chunk for v in r])
+                        new.update(r[0] for r in cur.fetchall())
             finally:
                 cur.close()
         results = []
