@@ -13,8 +13,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             "serve.qbwc.host:port when that is set")
     p.add_argument("--no-background", action="store_true",
                    help="only receive webhooks into the inbox; start no background service")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="receiver processes sharing the port (default 1); the background services and the Web "
+                        "Connector's own listener run in the first one only. Use a PostgreSQL store for more than "
+                        "one (SQLite works, but takes one commit at a time)")
+    p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)       # a receiver started by --workers
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be 1 or more, got {n}")
+    return n
 
 
 def cmd_serve(args) -> int:
@@ -34,6 +47,13 @@ def cmd_serve(args) -> int:
     serve = app.project.raw.get("serve") or {}
     host = args.host or serve.get("host", "127.0.0.1")
     port = args.port or int(serve.get("port", 8000))
+    if args.worker_fd is not None or args.workers > 1:
+        from ..server import workers
+        if args.worker_fd is not None:
+            return workers.serve_child(app, host, port, args.worker_fd, args.worker_index, args.workers,
+                                       log_level=args.log_level)
+        return workers.supervise(app, host, port, args.workers, background=not args.no_background,
+                                 log_level=args.log_level)
     servers = build_servers(app, host, port, background=not args.no_background, log_level=args.log_level)
     try:
         asyncio.run(serve_all(servers))

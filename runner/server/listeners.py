@@ -26,22 +26,24 @@ QBWC_MOUNT = "connectors.quickbooks_desktop.service:mount"
 
 
 def build_servers(app: Any, host: str, port: int, *, background: bool = True, log_level: str = "info",
-                  limits: Limits | None = None, qbwc: Listener | None | bool = True) -> list[uvicorn.Server]:
+                  limits: Limits | None = None, qbwc: Listener | None | bool = True,
+                  worker: tuple[int, int] | None = None, own_listeners: bool = True) -> list[uvicorn.Server]:
     """The uvicorn servers to run: [webhooks] or [webhooks, Web Connector].
 
     ``qbwc=True`` reads ``serve.qbwc`` from the project; a ``Listener`` overrides it; None/False keeps the
-    Web Connector beside the webhooks."""
+    Web Connector beside the webhooks. ``worker`` is (index, count) of a receiver of ``serve --workers``;
+    ``own_listeners=False`` leaves the Web Connector's own listener to another process (receiver 0)."""
     cfg_limits, cfg_qbwc = serve_settings(app.project.raw.get("serve"))
     limits = limits or cfg_limits
     listener = cfg_qbwc if qbwc is True else (qbwc or None)
     separate = listener is not None and QBWC_MOUNT in serve_hooks.ASGI_MOUNTS
     mounts = [m for m in serve_hooks.ASGI_MOUNTS if not (separate and m == QBWC_MOUNT)]
-    asgi = build_asgi(app, background=background, mounts=mounts, limits=limits)
+    asgi = build_asgi(app, background=background, mounts=mounts, limits=limits, worker=worker)
     common = dict(log_level=log_level, access_log=False, timeout_graceful_shutdown=10, **limits.uvicorn_options())
     servers = [uvicorn.Server(uvicorn.Config(asgi, host=host, port=port, **common))]
     for path in asgi.paths:
         log.info("Stripe webhooks: POST http://%s:%d%s", host, port, path)
-    if separate:
+    if separate and own_listeners:
         prefix, sub = serve_hooks.load(QBWC_MOUNT)(app)
         qapp = Starlette(routes=[Mount(prefix, app=sub)])
         servers.append(uvicorn.Server(uvicorn.Config(qapp, host=listener.host, port=listener.port, lifespan="off",
@@ -51,10 +53,11 @@ def build_servers(app: Any, host: str, port: int, *, background: bool = True, lo
     return servers
 
 
-async def serve_all(servers: list[uvicorn.Server]) -> None:
+async def serve_all(servers: list[uvicorn.Server], sockets: list | None = None) -> None:
     """Run every server until one of them stops; then stop the others. The background
-    services start once every listener is up (``start_when_listening``)."""
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    services start once every listener is up (``start_when_listening``). ``sockets``: already
+    listening sockets for the first (webhooks) server, as ``serve --workers`` shares one."""
+    tasks = [asyncio.create_task(s.serve(sockets=sockets if i == 0 else None)) for i, s in enumerate(servers)]
     tasks.append(asyncio.create_task(start_when_listening(servers)))
     try:
         await asyncio.wait(tasks[:-1], return_when=asyncio.FIRST_COMPLETED)

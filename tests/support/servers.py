@@ -61,14 +61,14 @@ def serve_app(app: Any, **config: Any) -> Iterator[ServerThread]:
 
 
 def start_serve(port: int, env: dict[str, str], *, cwd: Path = ROOT, log: Path | None = None,
-                timeout: float = 240.0) -> subprocess.Popen:
-    """``ledgerflow serve --no-background`` (receives webhooks only) in its own process, once it
-    answers ``/healthz``; the project comes from ``env`` (LEDGERFLOW_PROJECT) or ``cwd``. A busy
-    machine can be slow to start Python: the wait is generous, and a failure says why."""
+                timeout: float = 240.0, args: tuple[str, ...] = ("--no-background",)) -> subprocess.Popen:
+    """``ledgerflow serve --no-background`` (receives webhooks only; ``args`` replaces that flag) in
+    its own process, once it answers ``/healthz``; the project comes from ``env`` (LEDGERFLOW_PROJECT)
+    or ``cwd``. A busy machine can be slow to start Python: the wait is generous, and a failure says why."""
     import httpx
 
     out = open(log, "wb") if log is not None else None
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--no-background", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", *args, "--port", str(port),
                              "--log-level", "warning"], cwd=cwd, env=env, stdout=out,
                             stderr=subprocess.STDOUT if out else None)
     tail = (lambda: log.read_text(errors="replace")[-3000:]) if log is not None else (lambda: "")
