@@ -29,11 +29,20 @@ class BatchReport:
     sent: list[dict] = field(default_factory=list)
     retried: list[dict] = field(default_factory=list)
     dead: list[dict] = field(default_factory=list)
+    superseded: list[dict] = field(default_factory=list)   # lease lapsed: another worker decides these
 
     def merge(self, other: "BatchReport") -> None:
         self.sent += other.sent
         self.retried += other.retried
         self.dead += other.dead
+        self.superseded += other.superseded
+
+    def rows(self) -> list[tuple[str, dict]]:
+        """(outcome, row) for every operation, in delivery id order."""
+        out = [(outcome, r) for outcome, rows in (("delivered", self.sent), ("retrying", self.retried),
+                                                  ("dead", self.dead), ("taken over", self.superseded))
+               for r in rows]
+        return sorted(out, key=lambda o: o[1]["id"])
 
     def counts(self) -> dict[tuple[str, str], Counter]:
         out: dict[tuple[str, str], Counter] = defaultdict(Counter)
@@ -70,10 +79,7 @@ def decide(row: dict, outcome: Outcome, now: float, rand: Callable[[], float] = 
 
 def claimed_rows(store, worker: str, ids: list[int]) -> list[dict]:
     """The rows among ``ids`` that ``worker`` holds a live claim on."""
-    from .store.tables import deliveries as d
-    if not ids:
-        return []
-    return store.deliveries_where(d.c.id.in_(ids), d.c.claimed_by == worker, d.c.state == "sending")
+    return store.claimed(worker, ids)
 
 
 def deliver_rows(app, rows: list[dict], *, worker: str, flow_run_id: str | None = None) -> BatchReport:
@@ -103,16 +109,22 @@ def deliver_group(app, connection: str, group: list[dict], *, worker: str,
         outcomes = [Outcome.failed(i, TargetError(f"{type(exc).__name__}: {exc}")) for i in items]
     by_id = {o.delivery_id: o for o in outcomes}
     now = time.time()
-    results = []
+    results = [decide(r, by_id.get(r["id"]) or Outcome.failed(Item(r["id"], "", "", {}),
+                                                             TargetError("connector returned no outcome")), now)
+               for r in group]
+    decided = app.store.finish(results, worker=worker, flow_run_id=flow_run_id)
     report = BatchReport()
-    for r in group:
-        o = by_id.get(r["id"]) or Outcome.failed(Item(r["id"], "", "", {}), TargetError("connector returned no outcome"))
-        res = decide(r, o, now)
-        results.append(res)
-        enriched = {**r, **res}
-        {"sent": report.sent, "retrying": report.retried, "dead": report.dead}[res["state"]].append(enriched)
-    app.store.finish(results, worker=worker, flow_run_id=flow_run_id)
+    for r, res in zip(group, results):
+        bucket = {"sent": report.sent, "retrying": report.retried, "dead": report.dead}[res["state"]]
+        if res["id"] not in decided:
+            bucket = report.superseded
+            log.warning("delivery %s: this worker's lease lapsed and another worker took it over; "
+                        "this attempt's outcome (%s) was recorded, its state left to the holder",
+                        r["id"], res["state"])
+        bucket.append({**r, **res})
     for d in report.dead:
         log.warning("dead-letter: delivery %s (%s/%s -> %s): %s", d["id"], d["flow"], d["route"],
                     d["connection"], d.get("error"))
+    log.info("%s: %d operations, %d delivered, %d to retry, %d dead", connection, len(group), len(report.sent),
+             len(report.retried), len(report.dead))
     return report

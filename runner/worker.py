@@ -1,16 +1,25 @@
-"""The continuous delivery loop: claim due deliveries in batches, and deliver
-each batch in its own Prefect flow run. (Pending inbox events are planned into
-deliveries by the dispatcher, a service of its own: runner/dispatch.py.)
+"""The continuous delivery loop: claim due deliveries in batches and deliver each
+batch in its own Prefect flow run (planning pending events is the dispatcher's,
+runner/dispatch.py, a service of its own beside this loop).
 
 Claims are leases in the store (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
 any number of loops, in ``ledgerflow serve`` or ``ledgerflow worker``
-processes, share the work without sending anything twice; a loop that dies
-mid-batch has its claims taken over when the lease runs out. Pull-based
-connector types (the QuickBooks Web Connector) are never claimed here.
+processes, share the work without sending anything twice. A live loop renews
+the leases of the batches in hand (a heartbeat thread), so a slow target never
+has its batch taken over; a loop that dies or stalls has its claims taken over
+when the lease runs out. Each lane (thread) claims under its own worker id.
+Pull-based connector types (the QuickBooks Web Connector) are never claimed here.
+
+All lanes run their flow runs on one event loop with one Prefect API client
+(``prefect_flows.PrefectRuntime``). When the queue is deep a lane doubles its
+batch (up to ``max_batch``), so Prefect's per-run cost is spread over more
+operations. A batch that fails outside the connectors (the Prefect API answers
+503, say) gives its claims back at once and the lane retries with backoff.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -25,10 +34,20 @@ log = logging.getLogger("ledgerflow.worker")
 class LoopSettings:
     batch_size: int = 100
     poll_interval: float = 0.5     # seconds to sleep when nothing is due
-    lease: float = 300.0           # seconds a claim holds before another worker may take it
+    lease: float = 300.0           # seconds a claim holds unless renewed; a dead worker's claims free up after it
     alert_flush_every: float = 10.0
-    concurrency: int = 2           # batches in flight at once (a flow run each): Prefect's per-run
-                                   # latency is waiting on its API, so batches overlap well
+    concurrency: int = 2           # lanes: batches in flight at once (a flow run each)
+    max_batch: int = 0             # a deep queue grows batches up to this (0: 10 x batch_size)
+    backoff_max: float = 30.0      # seconds between retries of batches that keep failing
+    give_up_after: int = 6         # with until_idle: consecutive failed batches before the loop stops
+
+    @property
+    def batch_cap(self) -> int:
+        return max(self.batch_size, self.max_batch or 10 * self.batch_size)
+
+    @property
+    def renew_every(self) -> float:
+        return max(0.1, min(self.lease / 3, 30.0))
 
 
 def push_types() -> list[str]:
@@ -43,69 +62,110 @@ class DeliveryLoop:
     """start()/stop() service for ``ledgerflow serve``; ``run()`` for ``ledgerflow worker``."""
 
     def __init__(self, app: App, settings: LoopSettings | None = None, worker: str | None = None, *,
-                 dispatch: bool = True):
-        from .prefect_flows import register_app, worker_id
+                 dispatch: bool = False):
+        """``dispatch`` is ignored: planning is the dispatcher service's (runner/dispatch.py)."""
+        from .prefect_flows import attach_run_logs, register_app, worker_id
         self.app = app
-        self.dispatch = dispatch
         self.settings = settings or LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100)))
         self.worker = worker or worker_id()
         self.project_file = register_app(app)
+        attach_run_logs()
+        self._context = contextvars.copy_context()      # the creator's Prefect settings, for the runtime
+        self._runtime = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_flush = 0.0
         self._count_lock = threading.Lock()
+        self._in_hand: dict[str, list[int]] = {}         # lane id -> the ids of its batch in flight
         self.batches = 0
         self.delivered = 0
+        self.dead = 0
+        self.last_error: str | None = None
+        self.gave_up = False
+
+    def lane_id(self, lane: int) -> str:
+        """Each lane claims under its own id: ``host:pid/lane-1``."""
+        return f"{self.worker}/lane-{lane}"
 
     # ---- one step ------------------------------------------------------------
 
-    def claim(self) -> list[int]:
-        rows = self.app.store.claim(self.worker, limit=self.settings.batch_size, lease=self.settings.lease,
-                                    connector_types=push_types())
-        return [r["id"] for r in rows]
+    def claim(self, lane: int = 0, limit: int | None = None) -> list[int]:
+        return [r["id"] for r in self._claim(lane, limit)]
 
-    def deliver(self, ids: list[int]) -> dict:
-        from .prefect_flows import deliver_batch
-        result = deliver_batch(project_file=self.project_file, delivery_ids=ids, limit=len(ids),
-                               lease_seconds=self.settings.lease, claimed_by=self.worker)
+    def _claim(self, lane: int, limit: int | None) -> list[dict]:
+        return self.app.store.claim(self.lane_id(lane), limit=limit or self.settings.batch_size,
+                                    lease=self.settings.lease, connector_types=push_types())
+
+    def deliver(self, rows: list[dict], lane: int = 0) -> dict:
+        from .prefect_flows import batch_label, run_batch
+        ids = [r["id"] for r in rows]
+        params = dict(project_file=self.project_file, delivery_ids=ids, limit=len(ids),
+                      lease_seconds=self.settings.lease, claimed_by=self.lane_id(lane), label=batch_label(rows))
+        result = self._runtime.run(lambda: run_batch(**params)) if self._runtime else \
+            self._context.run(_run_once, params)
         with self._count_lock:
             self.batches += 1
             self.delivered += len(result["sent"])
+            self.dead += len(result["dead"])
         return result
 
-    def tick(self, lead: bool = True) -> int:
-        """Claim one batch and deliver it; the number of deliveries claimed.
-        Only the lead lane flushes grouped alerts. (Planning is the dispatcher's, a service
-        of its own: runner/dispatch.py.)"""
+    def tick(self, lead: bool = True, lane: int = 0, limit: int | None = None) -> int:
+        """Claim one batch and deliver it; the number of deliveries claimed. Only the
+        lead lane runs the housekeeping (grouped alerts)."""
+        if lead:
+            self.housekeeping()
+        rows = self._claim(lane, limit)
+        if rows:
+            lane_id = self.lane_id(lane)
+            self._in_hand[lane_id] = [r["id"] for r in rows]
+            try:
+                self.deliver(rows, lane)
+            except BaseException:
+                self.release([r["id"] for r in rows], lane)
+                raise
+            finally:
+                self._in_hand.pop(lane_id, None)
+        return len(rows)
+
+    def housekeeping(self) -> None:
+        """Between batches, on the lead lane: flushing grouped alerts. (Planning pending events
+        is not done here: the dispatcher is a service of its own, runner/dispatch.py.)"""
         now = time.time()
-        if lead and now - self._last_flush >= self.settings.alert_flush_every:
+        if now - self._last_flush >= self.settings.alert_flush_every:
             self._last_flush = now
             try:
                 from .alerts import flush_grouped
                 flush_grouped(self.app)
             except Exception:  # noqa: BLE001
                 log.exception("flushing grouped alerts failed")
-        ids = self.claim()
-        if ids:
-            try:
-                self.deliver(ids)
-            except BaseException:
-                self.release(ids)
-                raise
-        return len(ids)
 
-    def release(self, ids: list[int]) -> None:
-        """Give back claims a failed batch still holds (instead of waiting for the lease)."""
+    def release(self, ids: list[int], lane: int = 0) -> bool:
+        """Give back at once the claims a failed batch still holds; False when that failed."""
         from sqlalchemy import and_, update
         from .store.tables import deliveries as d
         try:
             with self.app.store.tx() as c:
-                c.execute(update(d).where(and_(d.c.id.in_(ids), d.c.claimed_by == self.worker,
+                c.execute(update(d).where(and_(d.c.id.in_(ids), d.c.claimed_by == self.lane_id(lane),
                                                d.c.state == "sending"))
                           .values(state="retrying", claimed_by=None, lease_until=None,
                                   next_attempt_at=time.time() + self.settings.poll_interval, updated_at=time.time()))
+            return True
         except Exception:  # noqa: BLE001 - the lease will release them anyway
-            log.exception("could not release claims %s", ids[:10])
+            log.exception("could not release claims %s; they free up when their lease ends (%.0fs)",
+                          ids[:10], self.settings.lease)
+            return False
+
+    def renew(self) -> None:
+        """Heartbeat: extend the leases of every batch in hand."""
+        for lane_id, ids in list(self._in_hand.items()):
+            try:
+                self.app.store.renew(lane_id, ids, self.settings.lease)
+            except Exception:  # noqa: BLE001 - try again at the next beat; the lease is 3 beats long
+                log.exception("could not renew the leases of %s", lane_id)
+
+    def remaining(self) -> int:
+        """Deliveries due now that this loop would claim."""
+        return self.app.store.count_due(connector_types=push_types())
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then stop (SIGTERM)."""
@@ -114,28 +174,52 @@ class DeliveryLoop:
     # ---- loops -----------------------------------------------------------------
 
     def run(self, *, until_idle: bool = False, max_batches: int | None = None) -> None:
-        """Loop until stopped (or, with ``until_idle``, until nothing is due), with
-        ``settings.concurrency`` lanes, each claiming and delivering its own batches."""
+        """Loop until stopped (or, with ``until_idle``, until nothing is due or batches keep
+        failing), with ``settings.concurrency`` lanes, each claiming and delivering its own batches."""
+        from .prefect_flows import PrefectRuntime
         lanes = max(1, self.settings.concurrency)
-        if lanes == 1:
-            return self._lane(until_idle, max_batches, True)
-        threads = [threading.Thread(target=self._lane, args=(until_idle, max_batches, i == 0),
+        self.gave_up = False
+        self._runtime = self._context.run(PrefectRuntime)
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(done,), name="ledgerflow-lease-renewal", daemon=True)
+        beat.start()
+        threads = [threading.Thread(target=self._lane, args=(until_idle, max_batches, i),
                                     name=f"ledgerflow-delivery-{i}", daemon=True) for i in range(lanes)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            done.set()
+            beat.join()
+            self._runtime.close()
+            self._runtime = None
 
-    def _lane(self, until_idle: bool, max_batches: int | None, lead: bool) -> None:
+    def _heartbeat(self, done: threading.Event) -> None:
+        while not done.wait(self.settings.renew_every):
+            self.renew()
+
+    def _lane(self, until_idle: bool, max_batches: int | None, lane: int) -> None:
+        size, failures = self.settings.batch_size, 0
         while not self._stop.is_set():
             try:
-                claimed = self.tick(lead)
-            except Exception:  # noqa: BLE001 - a failed batch is retried after its lease
-                log.exception("delivery batch failed; its claims are released when the lease ends")
-                claimed = 0
-                self._stop.wait(self.settings.poll_interval)
+                claimed = self.tick(lane == 0, lane, size)
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - nothing is lost: the claims went back at once
+                failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                wait = min(self.settings.poll_interval * 2 ** failures, self.settings.backoff_max)
+                log.exception("delivery batch failed (%d in a row); its claims were released at once, "
+                              "retrying in %.1fs", failures, wait)
+                if until_idle and failures >= self.settings.give_up_after:
+                    self.gave_up = True
+                    return
+                self._stop.wait(wait)
+                continue
             if max_batches is not None and self.batches >= max_batches:
                 return
+            size = min(size * 2, self.settings.batch_cap) if claimed >= size else self.settings.batch_size
             if not claimed:
                 if until_idle:
                     return
@@ -153,9 +237,16 @@ class DeliveryLoop:
             self._thread = None
 
 
+def _run_once(params: dict) -> dict:
+    """A batch outside ``run()`` (tests, one-off callers): its own event loop."""
+    import asyncio
+
+    from .prefect_flows import run_batch
+    return asyncio.run(run_batch(**params))
+
+
 def background(app: App) -> DeliveryLoop:
-    """serve_hooks.BACKGROUND entry: the delivery loop inside ``ledgerflow serve`` (the
-    dispatcher, runner.dispatch:background, is a service of its own beside it)."""
+    """serve_hooks.BACKGROUND entry: the delivery loop inside ``ledgerflow serve``."""
     from .limits import ensure_limits
     try:
         ensure_limits(app)

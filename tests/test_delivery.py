@@ -224,3 +224,26 @@ def test_late_finish_from_a_worker_whose_lease_was_taken_over_is_ignored(app, ta
                      worker="slow")
     row = app.store.delivery(did)
     assert row["state"] == "sent" and row["target_ref"] == "doc_fast"
+
+
+def test_late_success_after_a_takeover_is_recorded_and_wins_over_the_takers_failure(app, target):
+    """Worker A's lease lapsed and B took the row over; A's target answer (booked) still arrives:
+    it is recorded and wins; B's later rejection neither dead-letters the row nor alerts."""
+    (did,) = plan_charges(app, 1)
+    t = time.time()
+    (a_row,) = app.store.claim("A", ids=[did], lease=1, now=t)
+    (b_row,) = app.store.claim("B", ids=[did], now=t + 2)              # taken over
+    assert app.store.delivery(did)["attempts"] == 0                    # the takeover counts nothing
+    assert b_row["attempts"] == 1                                      # ...but B's connector looks first
+    a = deliver_rows(app, [a_row], worker="A")                         # A's answer, late
+    assert [r["id"] for r in a.sent] == [did]
+    row = app.store.delivery(did)
+    assert row["state"] == "sent" and row["target_ref"] == "doc_1" and row["claimed_by"] is None
+    target.fail(key_of(app, did), "400")                               # B's attempt is rejected
+    b = deliver_rows(app, [b_row], worker="B")
+    assert b.dead == [] and [r["id"] for r in b.superseded] == [did]
+    row = app.store.delivery(did)
+    assert row["state"] == "sent" and row["target_ref"] == "doc_1"
+    assert row["attempts"] == 2                                        # both really attempted
+    assert [x["outcome"] for x in app.store.attempts_of(did)] == ["lost", "sent", "dead"]
+    assert app.store.count_deliveries("dead") == 0

@@ -57,21 +57,24 @@ def test_claim_leases_and_expired_leases_are_released(store):
     # worker-a dies; after its lease, its rows are claimable again
     later = store.claim("worker-c", limit=10, now=time.time() + 61)
     assert sorted(r["id"] for r in later) == sorted(r["id"] for r in a + b)
-    # the dead workers' attempts may have reached the target: counted, so connectors look before resending
+    # the dead workers' attempts may have reached the target: connectors see one attempt made, so they
+    # look before resending; the store counts only attempts that answered (a late answer counts then)
     assert all(r["attempts"] == 1 and "lease expired" in r["last_error"] for r in later)
+    assert all(store.delivery(r["id"])["attempts"] == 0 for r in later)
     assert [x["outcome"] for x in store.attempts_of(later[0]["id"])] == ["lost"]
 
 
-def test_finish_records_attempts_and_ignores_a_stale_worker(store):
+def test_finish_a_stale_workers_failure_is_counted_but_the_holder_decides(store):
     (did, _), = store.add_deliveries([op("k")])
-    store.claim("w1", lease=1, now=time.time() - 10)      # w1's lease has long expired
-    (row,) = store.claim("w2")
-    store.finish([{"id": did, "state": "sent", "target_ref": "T1"}], worker="w1")   # stale: ignored
-    assert store.delivery(did)["state"] == "sending"
-    store.finish([{"id": did, "state": "sent", "target_ref": "T2"}], worker="w2")
+    t = time.time()
+    assert store.claim("w1", lease=1, now=t)
+    (row,) = store.claim("w2", now=t + 2)                 # w1's lease lapsed: taken over
+    assert store.finish([{"id": did, "state": "dead", "error": "HTTP 400"}], worker="w1") == set()
+    assert store.delivery(did)["state"] == "sending" and store.delivery(did)["claimed_by"] == "w2"
+    assert store.finish([{"id": did, "state": "sent", "target_ref": "T2"}], worker="w2") == {did}
     d = store.delivery(did)
-    assert d["state"] == "sent" and d["target_ref"] == "T2" and d["attempts"] == 1
-    assert [a["outcome"] for a in store.attempts_of(did)] == ["sent"]
+    assert d["state"] == "sent" and d["target_ref"] == "T2" and d["attempts"] == 2
+    assert [a["outcome"] for a in store.attempts_of(did)] == ["lost", "dead", "sent"]
 
 
 def test_throttled_attempts_do_not_count(store):

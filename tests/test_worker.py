@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,30 +34,68 @@ def _artifacts(run_ids: list[str]) -> list[dict]:
     return resp.json()
 
 
+def _runs(run_ids: list[str]) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    with get_client(sync_client=True) as client:
+        return {i: client.read_flow_run(i) for i in run_ids}
+
+
+def _run_logs(run_id: str, needle: str, timeout: float = 120) -> list[str]:
+    """The run's log messages, once one contains ``needle`` (logs reach the API in batches)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+    APILogHandler().flush()
+    deadline = time.time() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = [entry.message for entry in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=0)]
+            if any(needle in m for m in logs) or time.time() > deadline:
+                return logs
+            time.sleep(0.5)
+
+
 @pytest.mark.prefect
-def test_loop_delivers_in_batches_each_in_a_flow_run_with_an_artifact(prefect_api, target, tmp_path, store_url,
-                                                                       monkeypatch):
+def test_loop_delivers_in_batches_each_in_an_honest_flow_run(prefect_api, target, tmp_path, store_url, monkeypatch):
+    """A run per batch, named after what it carries; a dead letter makes it Failed ("Dead letters")
+    and says so in its name; its artifact lists every operation; ledgerflow's log lines are in it."""
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     app = load_app(http_project(tmp_path / "p", target.url))
     ids = plan_charges(app, 7)
     target.fail(app.store.delivery(ids[1])["idempotency_key"], "500")
     target.fail(app.store.delivery(ids[2])["idempotency_key"], "400")
-    loop = DeliveryLoop(app, LoopSettings(batch_size=5), worker="w1", dispatch=False)
+    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=1, max_batch=5), worker="w1")
     loop.run(until_idle=True)
-    assert loop.batches == 2
+    assert loop.batches == 2 and loop.dead == 1
     states = {i: app.store.delivery(i)["state"] for i in ids}
     assert states[ids[1]] == "retrying" and states[ids[2]] == "dead"
     assert sum(s == "sent" for s in states.values()) == 5 and target.created == 5
     run_ids = sorted({a["flow_run_id"] for i in ids for a in app.store.attempts_of(i)})
     assert len(run_ids) == 2 and all(run_ids)
+    runs = _runs(run_ids)
+    failed = next(r for r in runs.values() if r.state.is_failed())
+    clean = next(r for r in runs.values() if r is not failed)
+    assert failed.state.name == "Dead letters" and "1 dead-lettered" in failed.state.message
+    assert failed.name == "ledger_api · 5 ops · 1 dead · 1 to retry"
+    assert clean.state.is_completed() and clean.name == "ledger_api · 2 ops"
     arts = _artifacts(run_ids)
-    assert len(arts) == 2
-    assert all(a["type"] == "table" for a in arts)
-    tables = [json.loads(a["data"]) if isinstance(a["data"], str) else a["data"] for a in arts]
-    first = next(t for t in tables if any(r["dead"] for r in t))
-    assert first == [{"flow": "charges-to-ledger", "target": "ledger_api", "delivered": 3, "retried": 1, "dead": 1}]
-    assert [t for t in tables if t is not first] == [[{"flow": "charges-to-ledger", "target": "ledger_api",
-                                                       "delivered": 2, "retried": 0, "dead": 0}]]
+    assert len(arts) == 2 and all(a["type"] == "table" for a in arts)
+    table = next(json.loads(a["data"]) if isinstance(a["data"], str) else a["data"]
+                 for a in arts if a["flow_run_id"] == str(failed.id))
+    dead = app.store.delivery(ids[2])
+    assert len(table) == 5
+    assert {r["event"] for r in table} == {app.store.delivery(i)["event_id"] for i in ids[:5]}
+    row = next(r for r in table if r["outcome"] == "dead")
+    assert row == {"event": dead["event_id"], "flow": "charges-to-ledger", "target": "ledger_api",
+                   "operation": "post", "amount": "10.02", "currency": "USD", "document": None,
+                   "outcome": "dead", "error": dead["last_error"]}
+    assert "HTTP 400" in row["error"]
+    sent = [r for r in table if r["outcome"] == "delivered"]
+    assert len(sent) == 3 and all(r["document"].startswith("doc_") and r["error"] is None for r in sent)
+    assert [r["outcome"] for r in table].count("retrying") == 1
+    logs = _run_logs(str(failed.id), f"dead-letter: delivery {ids[2]}")
+    assert any(f"dead-letter: delivery {ids[2]}" in m for m in logs), logs
     app.close()
 
 
@@ -140,8 +180,8 @@ def test_two_worker_processes_on_postgresql_deliver_each_operation_once(prefect_
     for did in ids:
         attempts = app.store.attempts_of(did)
         assert [a["outcome"] for a in attempts] == ["sent"]
-        workers.add(attempts[0]["worker"])
-    assert len(workers) == 2                                 # both shared the load
+        workers.add(attempts[0]["worker"].rsplit("/lane-", 1)[0])
+    assert len(workers) == 2                                 # both processes shared the load
     app.close()
 
 
@@ -153,16 +193,22 @@ def _idle_workers_ready(procs) -> bool:
 _ready_flag: dict[int, float] = {}
 
 
-@pytest.mark.prefect
-def test_worker_killed_mid_batch_then_restarted_delivers_everything_exactly_once(prefect_api, store_url, tmp_path,
-                                                                                  monkeypatch):
+@contextmanager
+def _slow_target_project(tmp_path, store_url, monkeypatch, n: int):
+    """A project with ``n`` planned charges whose target takes 6 s over ``slow`` requests."""
     target = FlakyTarget(hang=6.0)
     with serve_app(target.app) as srv:
         monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
         project = http_project(tmp_path / "p", srv.url)
-        project.write_text(project.read_text().replace("timeout: 0.5", "timeout: 30"))
+        project.write_text(project.read_text().replace("timeout: 0.5", "timeout: 60"))
         app = load_app(project)
-        ids = plan_charges(app, 20)
+        yield target, project, app, plan_charges(app, n)
+
+
+@pytest.mark.prefect
+def test_worker_killed_mid_batch_then_restarted_delivers_everything_exactly_once(prefect_api, store_url, tmp_path,
+                                                                                  monkeypatch):
+    with _slow_target_project(tmp_path, store_url, monkeypatch, 20) as (target, project, app, ids):
         keys = [app.store.delivery(i)["idempotency_key"] for i in ids]
         target.fail(keys[6], "slow")                 # the batch is in flight while this one hangs
         first = _worker(project, store_url, "--batch-size", "20", "--lease", "3")
@@ -194,10 +240,37 @@ def test_lanes_overlap_batches_and_deliver_each_operation_once(prefect_api, targ
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     app = load_app(http_project(tmp_path / "p", target.url))
     ids = plan_charges(app, 40)
-    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=3), worker="w1", dispatch=False)
+    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=3, max_batch=5), worker="w1")
     loop.run(until_idle=True)
     assert loop.batches == 8 and loop.delivered == 40
     assert target.created == 40                      # each operation reached the target once
     assert all(app.store.delivery(i)["state"] == "sent" for i in ids)
     assert all(len(app.store.attempts_of(i)) == 1 for i in ids)
+    lanes = {app.store.attempts_of(i)[0]["worker"] for i in ids}
+    assert len(lanes) >= 2 and lanes <= {"w1/lane-0", "w1/lane-1", "w1/lane-2"}   # each lane its own id
     app.close()
+
+
+@pytest.mark.prefect
+def test_a_live_worker_renews_its_leases_through_a_slow_batch(prefect_api, store_url, tmp_path, monkeypatch):
+    """The target takes longer than the lease: the worker's heartbeat keeps the claims, nobody
+    takes the batch over, every operation is attempted once and counted once."""
+    with _slow_target_project(tmp_path, store_url, monkeypatch, 4) as (target, project, app, ids):
+        slow = app.store.delivery(ids[0])["idempotency_key"]
+        target.fail(slow, "slow")
+        loop = DeliveryLoop(app, LoopSettings(batch_size=4, concurrency=1, lease=1.5), worker="w1")
+        runner = threading.Thread(target=loop.run, kwargs={"until_idle": True})
+        runner.start()
+        stolen = []
+        _wait_for(lambda: slow in target.docs, 120, "the slow request to reach the target")
+        while runner.is_alive():            # another worker tries to take the batch over all along
+            stolen += app.store.claim("thief", ids=ids, lease=60)
+            time.sleep(0.2)
+        runner.join()
+        assert stolen == []
+        for did in ids:
+            row = app.store.delivery(did)
+            assert row["state"] == "sent" and row["attempts"] == 1
+            assert [a["outcome"] for a in app.store.attempts_of(did)] == ["sent"]
+        assert all(n == 1 for n in target.posts_by_key.values())
+        app.close()

@@ -16,6 +16,33 @@ from .tables import attempts, audit, deliveries, delivery_postings, inbox, kv
 TERMINAL = ("sent", "dead", "discarded")
 LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease expired); "
                 "the attempt may have reached the target, so the next one checks for it first")
+LOST = "lost"     # error_kind of a row taken over from a lapsed lease (see ``claim``)
+
+
+def as_claimed(row: dict) -> dict:
+    """A claimed row as connectors see it: ``attempts`` counts a taken-over holder's attempt that
+    may have reached the target, so the connector looks for the document before sending again."""
+    if row.get("error_kind") == LOST:
+        row = {**row, "attempts": row["attempts"] + 1}
+    return row
+
+
+def _decided(r: dict, cur, n: int, now: float) -> dict:
+    """The bound values of ``finish``'s UPDATE for one result that decides its row's state."""
+    sent = r["state"] == "sent"
+    error = None if sent else (r["error"] if r.get("error") is not None else cur.last_error)
+    kind = None if sent else (r.get("kind") if r.get("error") is not None else cur.error_kind)
+    return {"b_id": r["id"], "b_state": r["state"], "b_attempts": n,
+            "b_target_ref": r["target_ref"] if r.get("target_ref") is not None else cur.target_ref,
+            "b_last_error": error, "b_error_kind": kind,
+            "b_next": r["next_attempt_at"] if r.get("next_attempt_at") is not None else cur.next_attempt_at,
+            "b_sent_at": now if sent else cur.sent_at}
+
+
+def _due(now: float):
+    """Due: pending/retrying whose time has come, or held under a lease that has lapsed."""
+    return or_(and_(deliveries.c.state.in_(("pending", "retrying")), deliveries.c.next_attempt_at <= now),
+               and_(deliveries.c.state == "sending", deliveries.c.lease_until < now))
 
 
 def _insert(engine: Engine, table):
@@ -236,11 +263,7 @@ class Store:
         ``FOR UPDATE SKIP LOCKED``; SQLite takes the database write lock.
         """
         now = time.time() if now is None else now
-        due = or_(
-            and_(deliveries.c.state.in_(("pending", "retrying")), deliveries.c.next_attempt_at <= now),
-            and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
-        )
-        conds = [due]
+        conds = [_due(now)]
         if connections:
             conds.append(deliveries.c.connection.in_(connections))
         if connector_types:
@@ -254,70 +277,97 @@ class Store:
             claimed = [r[0] for r in c.execute(q)]
             if not claimed:
                 return []
-            # A row still 'sending' was held by a worker that stopped mid-batch: its attempt may have
-            # reached the target. Count it, so the connector looks for the document before sending again.
+            # A row still 'sending' was held by a worker whose lease lapsed (it died or stalled): its
+            # attempt may have reached the target. Not counted (it may never have been made, and a late
+            # answer counts it in ``finish``), but marked "lost", so the next attempt looks first.
             lost = [r[0] for r in c.execute(select(deliveries.c.id).where(
                 and_(deliveries.c.id.in_(claimed), deliveries.c.state == "sending")))]
             if lost:
                 c.execute(update(deliveries).where(deliveries.c.id.in_(lost))
-                          .values(attempts=deliveries.c.attempts + 1, last_error=LOST_ATTEMPT, error_kind="retryable"))
+                          .values(last_error=LOST_ATTEMPT, error_kind=LOST))
                 c.execute(attempts.insert(), [{"delivery_id": i, "attempt": 0, "at": now, "outcome": "lost",
                                                "error": LOST_ATTEMPT, "worker": worker} for i in lost])
             c.execute(update(deliveries).where(deliveries.c.id.in_(claimed))
                       .values(state="sending", claimed_by=worker, lease_until=now + lease, updated_at=now))
             rows = c.execute(select(deliveries).where(deliveries.c.id.in_(claimed))
                              .order_by(deliveries.c.id)).mappings().all()
-        return [self._row(r) for r in rows]
+        return [as_claimed(self._row(r)) for r in rows]
 
-    def finish(self, results: list[dict], *, worker: str | None = None, flow_run_id: str | None = None) -> None:
-        """Record outcomes. Each result: id, state (sent|retrying|dead), error, kind,
-        target_ref, next_attempt_at, counted (False for throttling).
+    def claimed(self, worker: str, ids: list[int]) -> list[dict]:
+        """The rows among ``ids`` that ``worker`` still holds a claim on, as ``claim`` returns them."""
+        if not ids:
+            return []
+        return [as_claimed(r) for r in self.deliveries_where(
+            deliveries.c.id.in_(ids), deliveries.c.claimed_by == worker, deliveries.c.state == "sending")]
 
-        With ``worker``, only rows this worker still holds a claim on are written: a
-        worker whose lease was taken over must not overwrite (nor after the taker
-        finished). One UPDATE and one INSERT, each executed for many rows.
+    def renew(self, worker: str, ids: list[int], lease: float, now: float | None = None) -> int:
+        """Extend the leases a live worker holds on ``ids`` (its batch in hand); rows renewed."""
+        if not ids:
+            return 0
+        now = time.time() if now is None else now
+        with self.tx() as c:
+            return c.execute(update(deliveries).where(and_(
+                deliveries.c.id.in_(ids), deliveries.c.claimed_by == worker, deliveries.c.state == "sending"))
+                .values(lease_until=now + lease)).rowcount
+
+    def count_due(self, *, connector_types: list[str] | None = None, now: float | None = None) -> int:
+        """Deliveries ``claim`` would take now (of these connector types)."""
+        now = time.time() if now is None else now
+        conds = [_due(now)]
+        if connector_types:
+            conds.append(deliveries.c.connector_type.in_(connector_types))
+        with self.engine.connect() as c:
+            return c.execute(select(func.count()).select_from(deliveries).where(and_(*conds))).scalar_one()
+
+    def finish(self, results: list[dict], *, worker: str | None = None,
+               flow_run_id: str | None = None) -> set[int]:
+        """Record outcomes; the ids whose state this worker's results decided.
+
+        Each result: id, state (sent|retrying|dead), error, kind, target_ref,
+        next_attempt_at, counted (False for throttling). With ``worker``, a row
+        this worker no longer holds (its lease lapsed and another worker took it
+        over) keeps its state, with one exception: a success is the target's
+        answer and wins over anything but an earlier success. Every real attempt
+        is counted and logged either way. Few statements, each for many rows.
         """
         if not results:
-            return
+            return set()
         now = time.time()
         d = deliveries
         with self.tx(immediate=True) as c:
-            q = select(d.c.id, d.c.attempts, d.c.target_ref, d.c.last_error, d.c.error_kind, d.c.next_attempt_at,
-                       d.c.sent_at).where(d.c.id.in_([r["id"] for r in results]))
-            if worker is not None:
-                q = q.where(d.c.claimed_by == worker, d.c.state == "sending")
+            q = select(d.c.id, d.c.state, d.c.claimed_by, d.c.attempts, d.c.target_ref, d.c.last_error,
+                       d.c.error_kind, d.c.next_attempt_at, d.c.sent_at).where(d.c.id.in_([r["id"] for r in results]))
             if self.dialect == "postgresql":
                 q = q.with_for_update()
             current = {row.id: row for row in c.execute(q)}
-            updates, logged = [], []
+            decided, counted_only, logged = [], [], []
             for r in results:
                 cur = current.pop(r["id"], None)
                 if cur is None:
                     continue
                 counted = r.get("counted", True)
                 n = cur.attempts + (1 if counted else 0)
-                sent = r["state"] == "sent"
-                error = None if sent else (r["error"] if r.get("error") is not None else cur.last_error)
-                kind = None if sent else (r.get("kind") if r.get("error") is not None else cur.error_kind)
-                updates.append({
-                    "b_id": r["id"], "b_state": r["state"], "b_attempts": n,
-                    "b_target_ref": r["target_ref"] if r.get("target_ref") is not None else cur.target_ref,
-                    "b_last_error": error, "b_error_kind": kind,
-                    "b_next": r["next_attempt_at"] if r.get("next_attempt_at") is not None else cur.next_attempt_at,
-                    "b_sent_at": now if sent else cur.sent_at,
-                })
+                holder = worker is None or (cur.claimed_by == worker and cur.state == "sending")
+                if holder or (r["state"] == "sent" and cur.state != "sent"):
+                    decided.append(_decided(r, cur, n, now))
+                elif counted:
+                    counted_only.append({"b_id": r["id"]})
                 logged.append({"delivery_id": r["id"], "attempt": n, "at": now,
                                "outcome": {"sent": "sent", "dead": "dead"}.get(
                                    r["state"], "retry" if counted else "throttled"),
                                "error": r.get("error"), "worker": worker, "flow_run_id": flow_run_id})
-            if not updates:
-                return
-            c.execute(update(d).where(d.c.id == bindparam("b_id")).values(
-                state=bindparam("b_state"), attempts=bindparam("b_attempts"), target_ref=bindparam("b_target_ref"),
-                last_error=bindparam("b_last_error"), error_kind=bindparam("b_error_kind"),
-                next_attempt_at=bindparam("b_next"), sent_at=bindparam("b_sent_at"), updated_at=now,
-                claimed_by=None, lease_until=None), updates)
-            c.execute(attempts.insert(), logged)
+            if decided:
+                c.execute(update(d).where(d.c.id == bindparam("b_id")).values(
+                    state=bindparam("b_state"), attempts=bindparam("b_attempts"),
+                    target_ref=bindparam("b_target_ref"), last_error=bindparam("b_last_error"),
+                    error_kind=bindparam("b_error_kind"), next_attempt_at=bindparam("b_next"),
+                    sent_at=bindparam("b_sent_at"), updated_at=now, claimed_by=None, lease_until=None), decided)
+            if counted_only:     # attempted by a worker that lost its claim: counted, state left to the holder
+                c.execute(update(d).where(d.c.id == bindparam("b_id")).values(attempts=d.c.attempts + 1),
+                          counted_only)
+            if logged:
+                c.execute(attempts.insert(), logged)
+        return {u["b_id"] for u in decided}
 
     def set_delivery(self, delivery_id: int, **values: Any) -> None:
         values.setdefault("updated_at", time.time())
