@@ -117,6 +117,7 @@ class ScheduleRunner:
         self._runner = Runner(name="ledgerflow-serve", query_seconds=5, pause_on_shutdown=False)
         started = threading.Event()
         names: list[str] = []
+        failure: list[str] = []
 
         def run() -> None:
             # built here, in a thread without a running event loop: Prefect's dual sync/async
@@ -130,14 +131,17 @@ class ScheduleRunner:
                     self._loop.run_until_complete(self._runner.aadd_deployment(dep))
                 started.set()
                 self._loop.run_until_complete(self._runner.start())
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 log.exception("the schedule runner stopped")
+                failure.append(f"{type(exc).__name__}: {exc}")
             finally:
                 started.set()
 
         self._thread = threading.Thread(target=run, name="ledgerflow-schedules", daemon=True)
         self._thread.start()
         started.wait(60)
+        if failure:                      # never "schedules served" when they are not (serve's /healthz says why)
+            raise RuntimeError(f"the schedule runner did not start: {failure[0]}")
         log.info("schedules served: %s", ", ".join(names) or "none")
 
     def stop(self) -> None:

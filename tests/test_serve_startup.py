@@ -176,3 +176,16 @@ def test_prefect_flows_are_not_started_without_the_prefect_api(tmp_path, monkeyp
         sup.stop()
     reason = sup.health()["runner.worker:background"]["reason"]
     assert reason == "not started: it needs the Prefect API (RuntimeError: cannot reach the ledger at db.internal)"
+
+
+def test_a_schedule_runner_that_cannot_start_says_so_instead_of_schedules_served(monkeypatch, caplog):
+    from runner import deployments
+
+    def broken(app):
+        raise ValueError("flows/nightly.yaml: trigger.schedule: bad cron")
+    monkeypatch.setattr(deployments, "scheduled_flows", lambda app: ["nightly"])
+    monkeypatch.setattr(deployments, "runner_deployments", broken)
+    with pytest.raises(RuntimeError, match=r"^the schedule runner did not start: ValueError: flows/nightly.yaml: "
+                                           r"trigger.schedule: bad cron$"):
+        deployments.ScheduleRunner(object()).start()
+    assert "schedules served" not in caplog.text
