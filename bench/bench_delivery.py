@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,15 +139,27 @@ def pg_database() -> str | None:
         return None
 
 
+@contextmanager
+def prefect_server(tmp: Path):
+    """A project Prefect server for the bench (runner.prefect_server, as every command resolves it):
+    under ``tmp``, on a free port, stopped at the end; the worker processes inherit its URL."""
+    from runner.prefect_server import PrefectAPI, ServerSettings
+    from tests.support.servers import free_port
+    api = PrefectAPI(ServerSettings(tmp / ".state", port=free_port(), port_fixed=True)).acquire(configured=False)
+    try:
+        yield api
+    finally:
+        api.release()
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    from prefect.testing.utilities import prefect_test_harness
     target, url = start_target()
     tmp = Path(tempfile.mkdtemp(prefix="ledgerflow-bench-"))
     pf = project(tmp / "p", url)
     print(f"delivery bench: {n} operations, batches of {BATCH}, http target on loopback with no latency")
     try:
-        with prefect_test_harness(server_startup_timeout=120):
+        with prefect_server(tmp):
             app = fresh_app(pf, f"sqlite:///{tmp / 'plain.db'}")
             seed(app, n)
             plain = one_worker_plain(app, n)
