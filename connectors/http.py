@@ -82,8 +82,22 @@ def classify_response(response: "httpx.Response", what: str, *, detail: str | No
         return None
     if detail is None:
         detail = response.text[:EXCERPT].strip() if response.content else ""
+    if field and field not in detail:
+        detail = f"{field}: {detail}" if detail else field
     message = f"HTTP {status} from {what}" + (f": {detail}" if detail else "")
     return classify_status(status, message, retry_after=response_retry_after(response), field=field)
+
+
+def json_body(value: Any) -> bytes:
+    """A request body with exact decimals (money is never a float on the wire)."""
+    from runner import jsonio
+    return jsonio.dumps(value).encode("utf-8")
+
+
+def json_answer(response: "httpx.Response") -> Any:
+    """The answer's JSON with decimals kept exact; None for an empty body."""
+    from runner import jsonio
+    return jsonio.loads(response.content) if response.content else None
 
 
 def send(http: "httpx.Client", method: str, url: str, what: str, **kw: Any) -> "httpx.Response":

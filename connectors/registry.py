@@ -26,9 +26,9 @@ from .contract import ConnectorSpec, OAuthProvider, load
 GROUP = "ledgerflow.connectors"
 
 
-def entry_points(path: list[str] | None = None) -> dict[str, str]:
-    """name -> "module:attr" of every ``ledgerflow.connectors`` entry point on ``path`` (default
-    sys.path); the first distribution on the path wins, as with importlib.metadata."""
+def entry_points(group: str = GROUP, path: list[str] | None = None) -> dict[str, str]:
+    """name -> "module:attr" of every entry point of ``group`` on ``path`` (default sys.path);
+    the first distribution on the path wins, as with importlib.metadata."""
     found: dict[str, str] = {}
     for folder in (sys.path if path is None else path):
         try:
@@ -37,23 +37,23 @@ def entry_points(path: list[str] | None = None) -> dict[str, str]:
             continue
         for entry in entries:
             if entry.name.endswith((".dist-info", ".egg-info")):
-                for name, value in _group(os.path.join(entry.path, "entry_points.txt")).items():
+                for name, value in _group(os.path.join(entry.path, "entry_points.txt"), group).items():
                     found.setdefault(name, value)
     return found
 
 
-def _group(file: str) -> dict[str, str]:
+def _group(file: str, group: str) -> dict[str, str]:
     try:
         with open(file, encoding="utf-8") as f:
             text = f.read()
     except OSError:
         return {}
-    if f"[{GROUP}]" not in text:
+    if f"[{group}]" not in text:
         return {}
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
     parser.optionxform = str          # type: ignore[assignment,method-assign] - names are case-sensitive
     parser.read_string(text)
-    return {k.strip(): v.strip() for k, v in parser[GROUP].items()}
+    return {k.strip(): v.strip() for k, v in parser[group].items()}
 
 
 def discover() -> dict[str, ConnectorSpec]:

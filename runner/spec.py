@@ -148,7 +148,7 @@ def project_problems(doc: Document) -> list[Problem]:
             continue
         # the connector's own schema (connectors/CONTRACT.md): a misspelt setting is an error, not a default
         problems.extend(_problems_against(doc, spec.config, conn, ("connections", name),
-                                          unknown=f"{{where}}: unknown setting {{key!r}} for a {spec.type} connection"))
+                                          unknown=f"{{where}}: unknown setting {{key!r}} for a connection of type {spec.type}"))
     tz = (data.get("settings") or {}).get("timezone")
     if isinstance(tz, str):
         try:

@@ -53,9 +53,9 @@ def test_validate_rejects_unknown_connection_settings_with_the_nearest_name(tmp_
     monkeypatch.delenv("LEDGERFLOW_PROJECT", raising=False)
     assert main(["validate"]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert ("ledgerflow.yaml:6:5: connections.qbo: unknown setting 'enviroment' for a quickbooks_online "
-            "connection: did you mean `environment`?") in out
-    assert ("ledgerflow.yaml:11:5: connections.books: unknown setting 'directroy' for a csv connection: "
+    assert ("ledgerflow.yaml:6:5: connections.qbo: unknown setting 'enviroment' for a connection of type quickbooks_online"
+            ": did you mean `environment`?") in out
+    assert ("ledgerflow.yaml:11:5: connections.books: unknown setting 'directroy' for a connection of type csv: "
             "did you mean `directory`?") in out
     assert any(line.startswith("ledgerflow.yaml:15:14: connections.api.timeout: 'soon' is not of type 'number'")
                for line in out), out

@@ -34,10 +34,23 @@ from .actions import ACTIONS
 def classify(response: httpx.Response) -> TargetError | None:
     """None for a 2xx answer; otherwise the TargetError the runner acts on (connectors.http's rules)."""
     where = f"{response.request.method} {response.request.url.host}{response.request.url.path}"
-    error = classify_response(response, where)
+    error = classify_response(response, where, field=_field(response))
     if response.status_code == 409:           # a request with the same key is still in flight there
         error = TargetError(str(error), ErrorKind.RETRYABLE)
     return error
+
+
+def _field(response: httpx.Response) -> str | None:
+    """The field a refusal names, in the common shapes {"error": {"field": ...}} or {"field": ...}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        field = inner.get("field") or inner.get("param")
+        return str(field) if field else None
+    return None
 
 
 def _target_ref(response: httpx.Response) -> str | None:

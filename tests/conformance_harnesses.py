@@ -1,0 +1,269 @@
+"""How the conformance suite (tests/test_connector_conformance.py) drives each shipped
+connector against its stand-in. A third-party package ships its own harness under the
+``ledgerflow.conformance`` entry points (tests/fixtures/ledgerflow_example_connector).
+
+A harness has: ``type``; ``failures`` (which of throttled, server_error, timeout, lost,
+permanent the target can produce); ``config()``, a valid connection; ``connector()``;
+``item(n, attempts)``, a valid operation; ``permanent_item(n)`` -> (item the target refuses,
+the field it names); ``documents()``, what the target holds; ``failing(mode)``, a context in
+which the next call fails that way; ``close()``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+from connectors.base import Item
+
+
+class FileHarness:
+    """csv and iif: the target is a folder; a transient failure is a folder that cannot be written."""
+
+    failures = {"server_error", "lost", "permanent"}
+
+    def __init__(self, type_name: str, serve: Any, runtime: Any):
+        self.type = type_name
+        self.runtime = runtime
+        self.dir = Path(runtime.project_dir) / "out" / "books"
+
+    def config(self) -> dict:
+        return {"type": self.type, "directory": "out/books"}
+
+    def connector(self):
+        from connectors import registry
+        return registry.connector_class(self.type)("books", self.config(), self.runtime)
+
+    def item(self, n: int, attempts: int = 0) -> Item:
+        payload = {"date": "2026-03-02", "lines": [{"account": "Stripe Clearing", "amount": Decimal("25.00")},
+                                                   {"account": "Sales", "amount": Decimal("-25.00")}]}
+        if self.type == "csv":
+            payload["number"] = f"ch_{n}"
+        return Item(n, f"conformance:{n}", "journal", payload, attempts, created_at=1772409600.0)
+
+    def permanent_item(self, n: int) -> tuple[Item, str]:
+        item = self.item(n)
+        item.payload["lines"][1]["amount"] = Decimal("-24.00")     # does not balance
+        return item, "lines"
+
+    def documents(self) -> int:
+        import json
+        return sum(len(json.loads(p.read_text())["keys"]) for p in self.dir.glob(".*.keys.json"))
+
+    @contextmanager
+    def failing(self, mode: str) -> Iterator[None]:
+        if mode == "lost":            # written, but the outcome never reached the store
+            yield
+            return
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.write_text("a file where the folder should be")
+        try:
+            yield
+        finally:
+            self.dir.unlink()
+
+    def close(self) -> None:
+        pass
+
+
+class HttpHarness:
+    type = "http"
+    failures = {"throttled", "server_error", "timeout", "lost", "permanent"}
+
+    def __init__(self, serve: Any, runtime: Any):
+        from tests.standins.flaky_target import FlakyTarget
+        self.target = FlakyTarget(hang=2.0, require=("amount",))
+        self._server = serve(self.target.app)
+        self.url = self._server.__enter__().url
+        self.runtime = runtime
+
+    def config(self) -> dict:
+        return {"type": "http", "url": self.url + "/docs", "timeout": 0.5, "concurrency": 1}
+
+    def connector(self):
+        from connectors.http_post.connector import HttpPostConnector
+        return HttpPostConnector("api", self.config(), self.runtime)
+
+    def item(self, n: int, attempts: int = 0) -> Item:
+        return Item(n, f"conformance:{n}", "post", {"charge": f"ch_{n}", "amount": Decimal("25.00")}, attempts)
+
+    def permanent_item(self, n: int) -> tuple[Item, str]:
+        item = self.item(n)
+        del item.payload["amount"]
+        return item, "amount"
+
+    def documents(self) -> int:
+        return self.target.created
+
+    @contextmanager
+    def failing(self, mode: str) -> Iterator[None]:
+        self.target.fail_all({"throttled": "429:7", "server_error": "503", "timeout": "timeout",
+                              "lost": "timeout-after-create"}[mode])
+        yield
+
+    def close(self) -> None:
+        self._server.__exit__(None, None, None)
+
+
+class QboHarness:
+    type = "quickbooks_online"
+    failures = {"throttled", "server_error", "timeout", "lost", "permanent"}
+
+    def __init__(self, serve: Any, runtime: Any):
+        from connectors.oauth import TokenSet, TokenStore
+        from tests.qbo_support import CONNECTION, REALM, seed_company
+        from tests.standins.qbo import QboStandin
+        self.standin = QboStandin()
+        self.company = self.standin.company(REALM)
+        seed_company(self.company)
+        ts = TokenSet.from_response(self.standin.connect(REALM))
+        ts.extra["realm_id"] = REALM
+        TokenStore(runtime.store).write(CONNECTION, ts)
+        self._server = serve(self.standin.app())
+        self.url = self._server.__enter__().url
+        self.name = CONNECTION
+        os.environ["CONFORMANCE_QBO_ID"] = self.standin.authority.client_id
+        os.environ["CONFORMANCE_QBO_SECRET"] = self.standin.authority.client_secret
+        self.runtime = runtime
+
+    def config(self) -> dict:
+        return {"type": "quickbooks_online", "base_url": self.url, "token_url": self.url + "/oauth2/v1/tokens/bearer",
+                "client_id": {"env": "CONFORMANCE_QBO_ID"}, "client_secret": {"env": "CONFORMANCE_QBO_SECRET"},
+                "multicurrency": False, "timeout": 0.5}
+
+    def connector(self):
+        from connectors.quickbooks_online.connector import QuickBooksOnlineConnector
+        return QuickBooksOnlineConnector(self.name, self.config(), self.runtime)
+
+    def item(self, n: int, attempts: int = 0) -> Item:
+        from tests.qbo_support import item, receipt
+        return item(n, receipt(f"ch-{n:04d}"), attempts=attempts)
+
+    def permanent_item(self, n: int) -> tuple[Item, str]:
+        item = self.item(n)
+        item.payload["Line"][0].pop("Amount")            # Intuit: a required field is missing
+        return item, "Line.Amount"
+
+    def documents(self) -> int:
+        return len(self.company.all("SalesReceipt"))
+
+    @contextmanager
+    def failing(self, mode: str) -> Iterator[None]:
+        if mode == "lost":
+            self.standin.lose.append("salesreceipt")
+            yield
+        elif mode == "timeout":
+            self.standin.latency = 2.0
+            try:
+                yield
+            finally:
+                self.standin.latency = 0
+        elif mode == "server_error":
+            self.standin.inject.append(("salesreceipt", 503, {}))
+            yield
+        else:
+            self.standin.inject.append(("salesreceipt", 429, {"Fault": {"Error": [{
+                "Message": "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                "code": "3001"}], "type": "SERVICE"}}))
+            yield
+            self._time_passes()
+
+    def _time_passes(self) -> None:
+        """The 429's wait (Intuit sends no Retry-After here: 60 s) is over for every worker."""
+        from sqlalchemy import update
+
+        from runner.store.tables import rate_keys
+        with self.runtime.store.tx() as c:
+            c.execute(update(rate_keys).values(blocked_until=0))
+
+    def close(self) -> None:
+        self._server.__exit__(None, None, None)
+
+
+class SageHarness:
+    type = "sage"
+    failures = {"throttled", "server_error", "timeout", "lost", "permanent"}
+
+    def __init__(self, serve: Any, runtime: Any):
+        from tests.standins.sage import SageStandIn
+        self.standin = SageStandIn()
+        self._server = serve(self.standin.app())
+        self.standin.url = self._server.__enter__().url
+        os.environ["SAGE_CLIENT_ID"] = self.standin.client_id
+        os.environ["SAGE_CLIENT_SECRET"] = self.standin.client_secret
+        self.runtime = runtime
+        self._seeded = False
+
+    def config(self) -> dict:
+        from tests.standins.sage import connection_config
+        return connection_config(self.standin.url, business_id=self.standin.business_id, timeout=0.5)
+
+    def connector(self):
+        from connectors.oauth import TokenSet
+        from connectors.sage.connector import SageConnector
+        conn = SageConnector("sage", self.config(), self.runtime)
+        if not self._seeded:
+            conn.client.session.save(TokenSet.from_response(self.standin.seed_tokens()))
+            self._seeded = True
+        return conn
+
+    def item(self, n: int, attempts: int = 0) -> Item:
+        from tests.test_sage_connector import charge
+        return Item(n, f"conformance:{n}", "sales_invoice_payment", charge("25.00"), attempts)
+
+    def permanent_item(self, n: int) -> tuple[Item, str]:
+        item = self.item(n)
+        item.payload["lines"][0]["ledger_account"] = "Salez"       # no such ledger account
+        return item, "lines[0].ledger_account"
+
+    def documents(self) -> int:
+        return len(self.standin.records("sales_invoices"))
+
+    @contextmanager
+    def failing(self, mode: str) -> Iterator[None]:
+        if mode == "lost":
+            self.standin.lose_response("POST", "/sales_invoices", status=502)
+        elif mode == "timeout":
+            self.standin.lose_response("POST", "/sales_invoices", delay=1.5)
+        else:
+            self.standin.fail("POST", "/sales_invoices", 429 if mode == "throttled" else 503,
+                              retry_after=7 if mode == "throttled" else None)
+        yield
+
+    def close(self) -> None:
+        self._server.__exit__(None, None, None)
+
+
+class QbdHarness:
+    """QuickBooks Desktop is pulled by the Web Connector: the suite checks the pull-shaped
+    contract (deliver never sends; a service is mounted); tests/test_qbd_service.py drives the
+    Web Connector stand-in for lost answers, retries and errors."""
+
+    type = "quickbooks_desktop"
+    failures: set[str] = set()
+
+    def __init__(self, serve: Any, runtime: Any):
+        self.runtime = runtime
+
+    def config(self) -> dict:
+        return {"type": "quickbooks_desktop", "username": "ledgerflow", "password": {"env": "QBWC_PASSWORD"}}
+
+    def connector(self):
+        from connectors.quickbooks_desktop.connector import QuickBooksDesktopConnector
+        return QuickBooksDesktopConnector("qbd", self.config(), self.runtime)
+
+    def item(self, n: int, attempts: int = 0) -> Item:
+        from connectors import registry
+        example = registry.actions_for(self.type)["sales_receipt"].examples[0]
+        return Item(n, f"conformance:{n}", "sales_receipt", dict(example), attempts)
+
+    def close(self) -> None:
+        pass
+
+
+SHIPPED = {"csv": lambda serve, rt: FileHarness("csv", serve, rt), "iif": lambda serve, rt: FileHarness("iif", serve, rt),
+           "http": HttpHarness, "quickbooks_online": QboHarness, "sage": SageHarness,
+           "quickbooks_desktop": QbdHarness}
