@@ -176,6 +176,8 @@ def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
 
     trigger = data.get("trigger") or {}
     check = FieldCheck(trigger.get("stripe") or [], shadowed=(data.get("lookups") or {}).keys())
+    # the project's environment, whose static checks of these templates are cached already
+    env = next((r.mapping.env for r in routes if r.mapping is not None), None)
     out: list[Problem] = []
     flow_level = [(("filter",), True)]
     flow_level += [(("lookups", name, kind, k), False) for name, spec in (data.get("lookups") or {}).items()
@@ -185,7 +187,7 @@ def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
     for path, expression in flow_level:
         source = _at(data, path)
         if isinstance(source, str):
-            out += template_problems(check, doc, path, source, expression, prefix=f"{field_name(path)}: ")
+            out += template_problems(check, doc, path, source, expression, prefix=f"{field_name(path)}: ", env=env)
     seen = set()
     for route in routes:
         mapping = route.mapping
@@ -194,7 +196,7 @@ def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
         seen.add(id(mapping))
         for source, path, expression, scope in mapping.templates:
             out += template_problems(check, mapping.doc, path, source, expression, scope,
-                                     prefix=f"{field_name(path)}: ")
+                                     prefix=f"{field_name(path)}: ", env=mapping.env)
     return out
 
 
@@ -208,14 +210,14 @@ def _at(data, path: tuple):
 
 
 def template_problems(check: FieldCheck, doc, path: tuple, source: str, expression: bool,
-                      scope: Iterable[str] = (), prefix: str = "") -> list[Problem]:
+                      scope: Iterable[str] = (), prefix: str = "", env=None) -> list[Problem]:
     """Problems of one template at ``path`` of ``doc``, each pointing at the bad field's name."""
     from jinja2 import TemplateSyntaxError
 
     from .templating import attribute_chains, environment
 
     try:
-        chains = attribute_chains(environment(), source, expression=expression)
+        chains = attribute_chains(env or environment(), source, expression=expression)
     except TemplateSyntaxError:       # reported where it was compiled
         return []
     out = []

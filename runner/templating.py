@@ -258,11 +258,16 @@ def _parsed(env: Environment, text: str) -> nodes.Template:
     return env.parse(text)
 
 
-def referenced_names(env: Environment, source: str, *, expression: bool = False) -> set[str]:
-    """Top-level names a template reads, for the undefined-name check at validate time."""
+@lru_cache(maxsize=4096)
+def _undeclared(env: Environment, text: str) -> frozenset[str]:
     from jinja2 import meta
 
-    return set(meta.find_undeclared_variables(_parsed(env, _static_text(source, expression))))
+    return frozenset(meta.find_undeclared_variables(_parsed(env, text)))   # costs a code generation: once
+
+
+def referenced_names(env: Environment, source: str, *, expression: bool = False) -> frozenset[str]:
+    """Top-level names a template reads, for the undefined-name check at validate time."""
+    return _undeclared(env, _static_text(source, expression))
 
 
 def unsafe_attributes(env: Environment, source: str, *, expression: bool = False) -> list[str]:
@@ -286,10 +291,8 @@ def attribute_chains(env: Environment, source: str, *, expression: bool = False)
     """Every ``name.field['key'][0].more`` the template reads from an undeclared name, as
     (name, parts): a part is a field name, or None for an index that is not a string
     (``[0]``, ``[i]``). Chains tested with ``is defined`` or passed to ``default`` are left out."""
-    from jinja2 import meta
-
-    ast = _parsed(env, _static_text(source, expression))
-    free = meta.find_undeclared_variables(ast)
+    text = _static_text(source, expression)
+    ast, free = _parsed(env, text), _undeclared(env, text)
     links = (nodes.Getattr, nodes.Getitem)
     inner = {id(n.node) for n in ast.find_all(links) if isinstance(n.node, links)}
     inner |= {id(n.node) for n in ast.find_all(nodes.Test) if n.name in _ABSENCE_TESTS}
