@@ -14,6 +14,13 @@ are masked) within a window send one message; later ones are counted, and
 the count goes out when the window closes (``flush_grouped``, called by the
 delivery loop) or with the next message. Error texts are scrubbed of emails,
 card numbers, phone numbers and personal fields before they leave.
+
+Every message names the event (type, Stripe object id, amount: never the
+customer), a fix for the kind of error and the exact command after it
+(``runner.alert_fix``), and links the Prefect run through ``PREFECT_UI_URL``
+when it is set, so the link works away from the server's own machine. A
+flow that could not plan an event (a dead plan row, ``runner.replan``) is
+alerted as a planning failure with its ``file:line:col``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import and_, select, update
 
+from . import alert_fix
 from .redact import scrub
 from .spec import parse_duration
 from .store.tables import alert_groups
@@ -45,7 +53,7 @@ def signature(error: str | None) -> str:
 
 @dataclass
 class Alert:
-    kind: str                 # dead | run-failed
+    kind: str                 # dead | plan-failed | run-failed
     flow: str
     target: str | None
     error: str
@@ -55,6 +63,13 @@ class Alert:
     run_name: str | None = None
     channel: str | None = None
     window: float = DEFAULT_WINDOW
+    error_kind: str | None = None        # the target error's kind: permanent, auth, retryable, throttled
+    connection: str | None = None
+    connector_type: str | None = None
+    flow_file: str | None = None
+    where: str | None = None             # file:line:col of a planning failure
+    field: str | None = None             # the field a target rejected, when known
+    facts: Any = None                    # timeline.EventFacts: type, Stripe object id, amount
 
     @property
     def group_key(self) -> str:
@@ -71,15 +86,23 @@ def slack_config(app) -> dict[str, Any] | None:
     return cfg
 
 
+def prefect_ui_url() -> str | None:
+    """PREFECT_UI_URL as the environment has it now (a public address, say), else Prefect's own
+    setting (derived from the API URL). Read per call: settings loaded earlier may be stale."""
+    import os
+    ui = os.environ.get("PREFECT_UI_URL", "").strip()
+    if not ui:
+        try:
+            from prefect.settings import get_current_settings
+            ui = str(get_current_settings().ui_url or "")
+        except Exception:  # noqa: BLE001
+            ui = ""
+    return ui.rstrip("/") or None
+
+
 def prefect_run_url(run_id: str | None) -> str | None:
-    if not run_id:
-        return None
-    try:
-        from prefect.settings import get_current_settings
-        ui = get_current_settings().ui_url
-    except Exception:  # noqa: BLE001
-        ui = None
-    return f"{str(ui).rstrip('/')}/runs/flow-run/{run_id}" if ui else None
+    ui = prefect_ui_url() if run_id else None
+    return f"{ui}/runs/flow-run/{run_id}" if ui else None
 
 
 def post_message(app, text: str, blocks: list[dict] | None = None, channel: str | None = None) -> bool:
@@ -120,59 +143,71 @@ def post_message(app, text: str, blocks: list[dict] | None = None, channel: str 
 
 # ---- messages -------------------------------------------------------------------------
 
-def _code(text: str) -> str:
-    return "`" + text.replace("`", "'") + "`"
+_code = alert_fix.code
+TITLES = {"dead": "Dead-lettered", "plan-failed": "Planning failed", "run-failed": "Flow run failed"}
+
+
+def _event_text(alert: Alert) -> str:
+    facts = alert.facts
+    return facts.line() if facts is not None else "-"
 
 
 def build_message(alert: Alert, count: int, *, earlier: int = 0) -> tuple[str, list[dict]]:
     """(fallback text, Block Kit blocks) for one alert that stands for ``count`` occurrences."""
     error = (scrub(alert.error) or "")[:ERROR_LIMIT]
-    if alert.kind == "dead":
-        title = f"Dead-lettered: {alert.flow}"
-        replay = (f"ledgerflow dlq replay {alert.delivery_id}" if count == 1 and alert.delivery_id
-                  else f"ledgerflow dlq replay --all --flow {alert.flow}")
-    else:
-        title = f"Flow run failed: {alert.flow}"
-        replay = "ledgerflow dlq list" + (f" --flow {alert.flow}" if alert.flow else "")
+    replay = alert_fix.replay_command(alert, count)
+    title = f"{TITLES.get(alert.kind, alert.kind)}: {alert.flow}"
     if count > 1:
         title += f" ({count}x)"
     fields = [f"*Flow*\n{alert.flow}", f"*Target*\n{alert.target or '-'}",
               f"*Event*\n{alert.event_id or '-'}",
               f"*Occurrences*\n{count} in {int(alert.window // 60) or 1} min" if count > 1 else
               f"*Delivery*\n{alert.delivery_id if alert.delivery_id is not None else '-'}"]
+    if alert.kind != "run-failed":
+        fields.append(f"*Stripe*\n{_event_text(alert)}")
+    if alert.where:
+        fields.append(f"*Where*\n{_code(alert.where)}")
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Error*\n```{error or 'unknown'}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Fix*: {alert_fix.fix_for(alert)}\n"
+                                                               f"Then: {_code(replay)}"}},
     ]
-    fix = ("Fix the mapping or the target, then replay: " if alert.kind == "dead"
-           else "See the run's logs, then look at the dead-letter queue: ")
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": fix + _code(replay)}})
     context = []
     url = prefect_run_url(alert.run_id)
     if url:
         context.append(f"<{url}|Prefect run {alert.run_name or alert.run_id}>")
     if earlier:
-        context.append(f"{earlier} more of the same in the previous window")
+        context.append(f"{earlier} more of the same in the previous window: "
+                       f"{_code(alert_fix.replay_command(alert, earlier + 1, alert.group_key))} replays them all")
     if context:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": c} for c in context]})
-    text = f"{title}: {alert.target or ''} {error[:200]} (replay: {replay})"
+    where = f" at {alert.where}" if alert.where else ""
+    text = (f"{title}: {_event_text(alert)} -> {alert.target or '-'}{where}: {error[:200]} "
+            f"(then: {replay})")
     return text, blocks
 
 
-def build_repeat_message(row: dict, extra: int) -> tuple[str, list[dict]]:
-    """The count of identical failures that came after the window's first message."""
-    what = "dead-lettered" if row["kind"] == "dead" else "failed runs"
-    replay = f"ledgerflow dlq replay --all --flow {row['flow']}"
+def build_repeat_message(row: dict, extra: int, *, last: Alert | None = None) -> tuple[str, list[dict]]:
+    """The count of identical failures that came after the window's first message. ``last``: the
+    latest of them as an Alert (its event, error kind and connection), for the fix."""
+    what = {"dead": "dead-lettered", "plan-failed": "planning failures"}.get(row["kind"], "failed runs")
+    last = last or Alert(row["kind"], row["flow"], row.get("target"), row.get("error") or "",
+                         event_id=row.get("last_event_id"), delivery_id=row.get("last_delivery_id"))
+    replay = alert_fix.replay_command(last, extra + 1, row.get("group_key") or last.group_key)
     text = f"{extra} more {what} for {row['flow']} -> {row['target'] or '-'} with the same error"
+    latest = f"latest: {_event_text(last)} ({last.event_id or '-'})"
     blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n```{(row['error'] or '')[:ERROR_LIMIT]}```"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "After the fix: " + _code(replay)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n{latest}\n"
+                                                               f"```{(row['error'] or '')[:ERROR_LIMIT]}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Fix*: {alert_fix.fix_for(last)}\n"
+                                                               f"Then, for all of them: {_code(replay)}"}},
     ]
     url = prefect_run_url(row.get("last_run_id"))
     if url:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|latest Prefect run>"}]})
-    return text, blocks
+    return f"{text}; {latest}. Then: {replay}", blocks
 
 
 # ---- grouping (state in the store) ------------------------------------------------------
@@ -227,10 +262,24 @@ def flush_grouped(app, now: float | None = None) -> int:
                 alert_groups.c.reported == row["reported"])).values(reported=row["count"], updated_at=now))
         if res.rowcount != 1:      # another worker got it first, or a new failure arrived
             continue
-        text, blocks = build_repeat_message(row, row["count"] - row["reported"])
+        text, blocks = build_repeat_message(row, row["count"] - row["reported"], last=_latest_of(app, row))
         if post_message(app, text, blocks, channel=_channel_for(app, row["flow"])):
             sent += 1
     return sent
+
+
+def _latest_of(app, row: dict) -> Alert | None:
+    """The latest occurrence of a group as an Alert, from its delivery row (error kind, connection)."""
+    did = row.get("last_delivery_id")
+    try:
+        drow = app.store.delivery(did) if did is not None else None
+    except Exception:  # noqa: BLE001 - the count still goes out
+        drow = None
+    if drow is None:
+        return None
+    alert = delivery_alert(app, {**drow, "error": row.get("error") or drow.get("last_error")})
+    alert.run_id = row.get("last_run_id")
+    return alert
 
 
 def _flow_alert_settings(app, flow_name: str) -> dict[str, Any]:
@@ -267,14 +316,42 @@ def send_alert(app, alert: Alert, now: float | None = None) -> bool:
     return post_message(app, text, blocks, channel=alert.channel)
 
 
+def row_kind(row: dict) -> str:
+    from .replan import CONNECTION
+    return "plan-failed" if row.get("connection") == CONNECTION else "dead"
+
+
+def row_target(row: dict) -> str:
+    return "(plan)" if row_kind(row) == "plan-failed" else f"{row['connection']} ({row['action']})"
+
+
+def row_group_key(row: dict) -> str:
+    """The group key a dead delivery row's alert has (``dlq replay --all --alert KEY`` matches on it)."""
+    return Alert(row_kind(row), row["flow"], row_target(row), row.get("error") or row.get("last_error") or "").group_key
+
+
+def delivery_alert(app, r: dict, facts: Any = None, run_id: str | None = None) -> Alert:
+    """The alert for a dead delivery row (an operation, or a flow's plan row)."""
+    error = r.get("error") or r.get("last_error") or ""
+    if facts is None and r.get("event_id"):
+        from .timeline import events_facts
+        facts = events_facts(app.store, [r["event_id"]]).get(r["event_id"])
+    return Alert(row_kind(r), r["flow"], row_target(r), error, event_id=r.get("event_id"),
+                 delivery_id=r.get("id"), run_id=run_id, error_kind=r.get("kind") or r.get("error_kind"),
+                 connection=r.get("connection"), connector_type=r.get("connector_type"),
+                 flow_file=r.get("flow_file"), where=alert_fix.where_of(error, app.project.dir),
+                 field=r.get("field"), facts=facts)
+
+
 def alert_dead_letters(app, rows: Iterable[dict], run_id: str | None = None) -> int:
-    """One alert per dead-lettered delivery row (grouped); the number of messages sent."""
-    sent = 0
-    for r in rows:
-        target = f"{r['connection']} ({r['action']})"
-        sent += send_alert(app, Alert("dead", r["flow"], target, r.get("error") or r.get("last_error") or "",
-                                      event_id=r.get("event_id"), delivery_id=r.get("id"), run_id=run_id))
-    return sent
+    """One alert per dead-lettered delivery row (grouped); the number of messages sent. A dead
+    plan row (a flow that could not plan an event) is alerted as a planning failure."""
+    rows = list(rows)
+    if not rows or slack_config(app) is None:
+        return 0
+    from .timeline import events_facts
+    facts = events_facts(app.store, [r.get("event_id") for r in rows])
+    return sum(send_alert(app, delivery_alert(app, r, facts.get(r.get("event_id")), run_id)) for r in rows)
 
 
 def alert_flow_run_failed(app, *, flow_name: str, run_id: str | None, run_name: str | None, message: str,
@@ -286,25 +363,6 @@ def alert_flow_run_failed(app, *, flow_name: str, run_id: str | None, run_name: 
         except Exception:  # noqa: BLE001
             name = f"{flow_name} ({flow_file})"
     return send_alert(app, Alert("run-failed", name, None, message, run_id=run_id, run_name=run_name))
-
-
-def alert_service_failed(app, service: str, reason: str) -> bool:
-    """A background service of ``ledgerflow serve`` did not start or stopped working
-    (``runner.server.supervisor``): webhooks are still received, the rest waits for a fix."""
-    import os
-    import socket
-    where = f"ledgerflow serve on {socket.gethostname()} (pid {os.getpid()})"
-    reason = scrub(reason)[:ERROR_LIMIT]
-    title = f"Service failed: {service}"
-    blocks = [
-        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{where}*: {_code(service)} is not running; "
-                                     "webhooks are still received and kept in the inbox."}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Reason*\n```{reason}```"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "Fix the cause, then restart serve; "
-                                     + _code("GET /healthz") + " shows each service's state."}},
-    ]
-    return post_message(app, f"{title} on {where}: {reason}", blocks)
 
 
 def alert_config_refused(app, problems: list, *, files: str, process: str = "serve") -> bool:
@@ -328,3 +386,21 @@ def alert_config_refused(app, problems: list, *, files: str, process: str = "ser
     text = f"{title}: {len(problems)} problem(s); {where} keeps the previous version. {listing[:500]}"
     return post_message(app, text, blocks)
 
+
+def alert_service_failed(app, service: str, reason: str) -> bool:
+    """A background service of ``ledgerflow serve`` did not start or stopped working
+    (``runner.server.supervisor``): webhooks are still received, the rest waits for a fix."""
+    import os
+    import socket
+    where = f"ledgerflow serve on {socket.gethostname()} (pid {os.getpid()})"
+    reason = scrub(reason)[:ERROR_LIMIT]
+    title = f"Service failed: {service}"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{where}*: {_code(service)} is not running; "
+                                     "webhooks are still received and kept in the inbox."}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Reason*\n```{reason}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "Fix the cause, then restart serve; "
+                                     + _code("GET /healthz") + " shows each service's state."}},
+    ]
+    return post_message(app, f"{title} on {where}: {reason}", blocks)

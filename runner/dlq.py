@@ -4,12 +4,21 @@ Replay is the repair path: fix the mapping (or the flow), then replay. The
 stored inbox event is planned again with the *current* flow and mapping
 files; the delivery keeps its idempotency key, so a document the target
 already created (a lost response) is found, not created twice.
+
+``dlq replay --all`` also re-plans the same flow's rows that are still
+*retrying* (``replan_retrying``): planned from the old mapping, they would
+otherwise dead-letter later with the old error. A retrying row is re-planned
+only when the current files give it a different payload and it is safe to
+change: not when the target already holds a document for it (a target
+reference), not a plan row (it plans with the current files at its next
+attempt anyway), not when the current flow cannot plan it. Each skip is
+counted and said, with its reason.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import and_, update
 
@@ -35,11 +44,17 @@ class Replayed:
         return f"{self.id}: {how}"
 
 
-def dead(store, *, flow: str | None = None, limit: int | None = None) -> list[dict]:
+def dead(store, *, flow: str | None = None, limit: int | None = None, alert: str | None = None) -> list[dict]:
+    """Dead deliveries (of a flow); with ``alert``, only those of that Slack alert: the rows whose
+    alert group key (``alerts.row_group_key``: flow, target, error shape) starts with it."""
     conds = [d.c.state == "dead"]
     if flow:
         conds.append(d.c.flow == flow)
-    return store.deliveries_where(*conds, limit=limit)
+    if not alert:
+        return store.deliveries_where(*conds, limit=limit)
+    from .alerts import row_group_key
+    rows = [r for r in store.deliveries_where(*conds) if row_group_key(r).startswith(alert.lower())]
+    return rows[:limit] if limit else rows
 
 
 def get_dead(store, delivery_id: int) -> dict:
@@ -82,10 +97,12 @@ def replan(app, row: dict) -> tuple[dict, bool]:
         return {}, False
     if row.get("connector_type") == "plan":      # a flow that could not plan: the delivery loop re-plans it
         return {"payload": jsonio.dumps(row["payload"])}, True
-    flow = _current_flow(app, row)
     event = jsonio.loads(event_row["payload"])
     try:
+        flow = _current_flow(app, row)          # loading the flow compiles its mappings: they may fail here
         ops = app.plan_event(event, flow)
+    except DlqError:
+        raise
     except LedgerflowError as exc:
         raise DlqError(f"delivery {row['id']}: the current flow still cannot plan event {row['event_id']}:\n{exc}") \
             from None
@@ -100,25 +117,96 @@ def replan(app, row: dict) -> tuple[dict, bool]:
             "retry_policy": op.retry_policy or row.get("retry_policy"), "flow_file": op.flow_file}, True
 
 
+def _requeue(app, row: dict, values: dict, *, state: str) -> bool:
+    """Make ``row`` due now with ``values``, if it is still in ``state`` as read; True when it was."""
+    now = time.time()
+    values = dict(values)
+    with app.store.tx(immediate=True) as c:
+        # attempts keep counting (a target that answers a repeated request id with its original fault,
+        # as QuickBooks Online does, must see a new attempt), and the flow's budget starts afresh
+        budget = int(values.pop("max_attempts", None) or row["max_attempts"])
+        res = c.execute(update(d).where(and_(d.c.id == row["id"], d.c.state == state,
+                                             d.c.updated_at == row["updated_at"])).values(
+            **values, state="pending", max_attempts=d.c.attempts + budget, next_attempt_at=now, last_error=None,
+            error_kind=None, claimed_by=None, lease_until=None, updated_at=now))
+    return res.rowcount == 1
+
+
 def replay(app, delivery_id: int, *, actor: str | None = None) -> Replayed:
     """Re-plan a dead delivery and make it due now, keeping its idempotency key."""
     row = get_dead(app.store, delivery_id)
     values, replanned = replan(app, row)
     changed = replanned and jsonio.loads(values["payload"]) != row["payload"]
-    now = time.time()
-    with app.store.tx(immediate=True) as c:
-        # attempts keep counting (a target that answers a repeated request id with its original fault,
-        # as QuickBooks Online does, must see a new attempt), and the flow's budget starts afresh
-        budget = int(values.pop("max_attempts", None) or row["max_attempts"])
-        res = c.execute(update(d).where(and_(d.c.id == delivery_id, d.c.state == "dead")).values(
-            **values, state="pending", max_attempts=d.c.attempts + budget, next_attempt_at=now, last_error=None,
-            error_kind=None, claimed_by=None, lease_until=None, updated_at=now))
-        if res.rowcount != 1:
-            raise DlqError(f"delivery {delivery_id} left the dead-letter queue meanwhile (replayed by someone else?)")
+    if not _requeue(app, row, values, state="dead"):
+        raise DlqError(f"delivery {delivery_id} left the dead-letter queue meanwhile (replayed by someone else?)")
     app.store.audit("dlq.replay", str(delivery_id),
                     f"flow={row['flow']} route={row['route']} key={row['idempotency_key']} "
                     f"replanned={replanned} changed={changed}", actor=actor)
     return Replayed(delivery_id, replanned, changed)
+
+
+@dataclass
+class RetryingReplan:
+    """What ``replan_retrying`` did with the rows still retrying."""
+    replanned: list[int] = field(default_factory=list)          # new payload, due now
+    unchanged: list[int] = field(default_factory=list)          # same payload: left on their schedule
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (id, why)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.replanned:
+            out.append(f"{len(self.replanned)} retrying delivery(ies) re-planned with the current flow and mappings "
+                       f"(payload changed), due now: {', '.join(map(str, self.replanned))}")
+        if self.unchanged:
+            out.append(f"{len(self.unchanged)} retrying delivery(ies) plan the same payload: left on their retry "
+                       "schedule")
+        if self.skipped:
+            out.append(f"{len(self.skipped)} retrying delivery(ies) skipped (they keep their old payload):")
+            out.extend(f"  {did}: {why}" for did, why in self.skipped)
+        return out
+
+
+def _retrying_skip(row: dict) -> str | None:
+    from .replan import TYPE as PLAN_TYPE
+    if row.get("connector_type") == PLAN_TYPE:
+        return "a plan row: it plans with the current files at its next attempt"
+    if row.get("target_ref"):
+        return (f"the target already holds document {row['target_ref']} for it; changing the payload now "
+                "would not change that document")
+    if not row.get("event_id"):
+        return "no stored event to plan from"
+    return None
+
+
+def replan_retrying(app, *, flow: str | None = None, connections: list[str] | None = None,
+                    actor: str | None = None) -> RetryingReplan:
+    """Re-plan the rows still retrying (of ``flow``, of these ``connections``) whose payload the
+    current files change; make them due now with a fresh budget, keeping their idempotency keys."""
+    conds = [d.c.state == "retrying"]
+    if flow:
+        conds.append(d.c.flow == flow)
+    if connections:
+        conds.append(d.c.connection.in_(connections))
+    report = RetryingReplan()
+    for row in app.store.deliveries_where(*conds):
+        why = _retrying_skip(row)
+        if why is None:
+            try:
+                values, _ = replan(app, row)
+            except DlqError as exc:
+                why = str(exc).replace("\n", " ")
+        if why is not None:
+            report.skipped.append((row["id"], why))
+            continue
+        if jsonio.loads(values["payload"]) == row["payload"]:
+            report.unchanged.append(row["id"])
+        elif _requeue(app, row, values, state="retrying"):
+            report.replanned.append(row["id"])
+            app.store.audit("dlq.replan", str(row["id"]), f"flow={row['flow']} route={row['route']} "
+                            f"key={row['idempotency_key']} retrying, payload changed", actor=actor)
+        else:
+            report.skipped.append((row["id"], "taken by a worker meanwhile: it is being sent with the old payload"))
+    return report
 
 
 def discard(app, delivery_id: int, reason: str, *, actor: str | None = None) -> None:

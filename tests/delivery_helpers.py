@@ -72,3 +72,22 @@ def plan_charges(app, count: int, start: int = 0) -> list[int]:
         ids += [did for did, _ in app.store.add_deliveries(app.plan_event(ev, flow))]
         app.store.mark_event(ev["id"], "dispatched", flows=flow.name)
     return ids
+
+
+# a second flow on the same events whose mapping fails at plan time (charge.metadata has no order_id):
+# its work waits in a plan row, dead-lettered with the mapping's file:line:col
+BROKEN_FLOW = """\
+name: broken-flow
+trigger:
+  stripe: [charge.succeeded]
+routes:
+  - name: line
+    target: ledger_api
+    action: post
+    mapping: mappings/http/broken.yaml
+"""
+
+
+def add_broken_flow(root: Path) -> None:
+    write(root, "flows/broken-flow.yaml", BROKEN_FLOW)
+    write(root, "mappings/http/broken.yaml", 'order: "{{ charge.metadata.order_id.upper() }}"\n')

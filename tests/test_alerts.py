@@ -39,7 +39,8 @@ def app(target, slack, tmp_path, store_url, monkeypatch):
 def _dead(app, target, n, mode="400", start=0):
     ids = plan_charges(app, n, start=start)
     for i in ids:
-        target.fail(app.store.delivery(i)["idempotency_key"], mode)
+        if mode:
+            target.fail(app.store.delivery(i)["idempotency_key"], mode)
     report = deliver_rows(app, app.store.claim("w", ids=ids), worker="w")
     return ids, report
 
@@ -165,3 +166,112 @@ def test_scrub_removes_people_but_keeps_ids_and_account_names_readable():
     assert "Jane Doe" not in out and "jane@example.com" not in out and "4000 0566" not in out
     assert "415 555" not in out
     assert "Stripe Clearing" in out and "cus_T0" in out and "ch_3MqLmn2eZvKYlo2C0" in out and "1767225600" in out
+
+
+# ---- what an alert says: the event, a fix for the kind of error, the exact command, a usable link --------
+
+def test_a_planning_failure_alerts_with_its_file_line_col_and_the_retry_command(app, target, slack):
+    from runner.dispatch import dispatch_pending
+    from tests.delivery_helpers import add_broken_flow, charge
+    add_broken_flow(app.project.dir)
+    app.flows(reload=True)
+    ev, raw = charge(0)
+    app.store.add_event(ev, raw, "webhook:stripe")
+    dispatch_pending(app)                                   # the broken flow's work waits in a plan row
+    plan_id = app.store.delivery_by_key("plan:broken-flow:evt_000000")["id"]
+    report = deliver_rows(app, app.store.claim("w", ids=[plan_id]), worker="w")
+    assert [r["id"] for r in report.dead] == [plan_id]
+    assert alert_dead_letters(app, report.dead) == 1
+    (msg,) = slack.messages
+    blocks = msg["blocks"]
+    assert blocks[0]["text"]["text"] == "Planning failed: broken-flow"
+    fields = [f["text"] for f in blocks[1]["fields"]]
+    assert "*Where*\n`mappings/http/broken.yaml:1:8`" in fields
+    assert "*Stripe*\ncharge.succeeded · ch_000000 · 10.00 USD" in fields and "*Event*\nevt_000000" in fields
+    body = json.dumps(blocks)
+    assert f"`ledgerflow dlq replay {plan_id}`" in body
+    assert "ledgerflow inbox show evt_000000 --payload > evt_000000.json" in body
+    assert "mappings/http/broken.yaml:1:8" in msg["text"] and f"ledgerflow dlq replay {plan_id}" in msg["text"]
+
+
+def test_every_alert_names_the_event_type_amount_and_stripe_object(app, target, slack):
+    _, report = _dead(app, target, 1)
+    alert_dead_letters(app, report.dead)
+    (msg,) = slack.messages
+    assert "*Stripe*\ncharge.succeeded · ch_000000 · 10.00 USD" in [f["text"] for f in msg["blocks"][1]["fields"]]
+    assert "charge.succeeded · ch_000000 · 10.00 USD" in msg["text"]
+
+
+def test_a_rejected_field_is_named_in_the_fix(app, target, slack):
+    target.require.append("memo")
+    (did,), report = _dead(app, target, 1, mode=None)
+    alert_dead_letters(app, report.dead)
+    body = json.dumps(slack.messages[0]["blocks"])
+    assert "The target rejected field `memo`: fix the mapping that fills it" in body
+    assert f"`ledgerflow dlq replay {did}`" in body
+
+
+@pytest.mark.parametrize("error, kind, connection, ctype, fix", [
+    ("connections.qbo.client_secret: environment variable QBO_SECRET is not set", "auth", "qbo",
+     "quickbooks_online", "Set the environment variable `QBO_SECRET` for `ledgerflow serve` and the workers; if the "
+                          "connection was never authorized, `ledgerflow connect quickbooks-online --connection qbo`"),
+    ("connection 'qbo' has no OAuth tokens: reconnect", "auth", "qbo", "quickbooks_online",
+     "was never authorized (no tokens): `ledgerflow connect quickbooks-online --connection qbo`, then replay"),
+    ("Sage refused the credentials on POST /contacts (HTTP 401): expired", "auth", "sage_uk", "sage",
+     "re-connect with `ledgerflow connect sage --connection sage_uk`, then replay"),
+    ("HTTP 401 from POST 127.0.0.1/docs", "auth", "ledger_api", "http",
+     "The target refused the credentials of ledger_api: check them in ledgerflow.yaml"),
+    ("QuickBooks Online rejected Invoice: Invalid Reference Id (Intuit code 2500, field CustomerRef)", "permanent",
+     "qbo", "quickbooks_online", "The target rejected field `CustomerRef`"),
+    ("HTTP 503 from POST 127.0.0.1/docs (gave up after 3 attempts)", "retryable", "ledger_api", "http",
+     "Transient failures (timeouts, 5xx) outlasted every attempt: check that the target is up, then replay"),
+])
+def test_the_fix_is_specific_to_the_kind_of_error(error, kind, connection, ctype, fix):
+    from runner.alerts import build_message
+    alert = Alert("dead", "f", f"{connection} (post)", error, event_id="evt_1", delivery_id=7, error_kind=kind,
+                  connection=connection, connector_type=ctype)
+    text, blocks = build_message(alert, 1)
+    body = json.dumps(blocks, ensure_ascii=False)
+    assert fix in body and "`ledgerflow dlq replay 7`" in body
+
+
+def test_throttled_and_transient_failures_say_ledgerflow_retries():
+    from runner.alert_fix import fix_for
+    throttled = Alert("retrying", "f", "qbo (post)", "HTTP 429", error_kind="throttled")
+    assert "ledgerflow retries on its own" in fix_for(throttled)
+    transient = Alert("retrying", "f", "qbo (post)", "HTTP 503", error_kind="retryable")
+    assert "ledgerflow retries with the flow's backoff" in fix_for(transient)
+
+
+def test_the_run_link_uses_prefect_ui_url_not_localhost(app, target, slack, monkeypatch):
+    from runner.alerts import prefect_run_url
+    prefect_run_url("warm-up")                              # settings loaded before the variables change
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    monkeypatch.setenv("PREFECT_UI_URL", "https://prefect.example.com/")
+    run_id = "0b7e5c1e-0000-4000-8000-000000000002"
+    _, report = _dead(app, target, 3)
+    alert_dead_letters(app, report.dead, run_id=run_id)
+    assert flush_grouped(app, now=time.time() + 601) == 1   # the grouped count links the run too
+    for text in slack.texts():
+        assert f"https://prefect.example.com/runs/flow-run/{run_id}" in text
+        assert "127.0.0.1:4200" not in text and "localhost" not in text
+
+
+def test_a_grouped_alert_names_the_command_that_replays_exactly_its_dead_letters(app, target, slack, capsys,
+                                                                                 monkeypatch):
+    from runner.alerts import row_group_key
+    from runner.cli import main
+    ids, report = _dead(app, target, 5)
+    (other,), other_report = _dead(app, target, 1, mode="401", start=10)     # another error: another alert
+    alert_dead_letters(app, report.dead + other_report.dead)
+    assert flush_grouped(app, now=time.time() + 601) == 1
+    key = row_group_key(app.store.delivery(ids[0]))[:12]
+    extra = slack.messages[-1]
+    command = f"ledgerflow dlq replay --all --flow charges-to-ledger --alert {key}"
+    assert command in extra["text"] and command in json.dumps(extra["blocks"])
+    assert "4 more dead-lettered" in extra["text"]
+    assert "latest: charge.succeeded · ch_000004 · 10.04 USD (evt_000004)" in extra["text"]
+    monkeypatch.setenv("LEDGERFLOW_PROJECT", str(app.project.path))
+    assert main(["dlq", "list", "--alert", key]) == 0
+    listed = [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()[1:]]
+    assert sorted(listed) == sorted(ids) and other not in listed

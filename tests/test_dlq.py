@@ -142,3 +142,49 @@ def test_discard_needs_a_reason_and_keeps_an_audit_record(project, target, capsy
     assert main(["dlq", "discard", str(did), "--reason", "again"]) == 1
     assert "is discarded, not in the dead-letter queue" in capsys.readouterr().err
     assert main(["dlq", "list"]) == 0 and "empty" in capsys.readouterr().out
+
+
+def test_replay_all_replans_the_flow_s_retrying_rows_or_says_why_not(project, target, capsys):
+    app = load_app(project)
+    dead_id, retrying, partial = plan_charges(app, 3)
+    keys = {i: app.store.delivery(i)["idempotency_key"] for i in (dead_id, retrying, partial)}
+    target.fail(keys[retrying], "500")                   # transient: retrying, with the old payload
+    target.fail(keys[partial], "500")
+    _deliver(app, [dead_id, retrying, partial])
+    assert [app.store.delivery(i)["state"] for i in (dead_id, retrying, partial)] == ["dead", "retrying", "retrying"]
+    app.store.set_delivery(partial, target_ref="doc_9")  # the target reported a document for it already
+    (project.parent / "mappings/http/charge_doc.yaml").write_text(MAPPING + 'memo: "Stripe {{ charge.id }}"\n')
+    assert main(["dlq", "replay", "--all", "--flow", "charges-to-ledger", "--queue"]) == 0
+    out = capsys.readouterr().out
+    assert f"1 retrying delivery(ies) re-planned with the current flow and mappings (payload changed), due now: " \
+           f"{retrying}" in out
+    assert f"1 retrying delivery(ies) skipped (they keep their old payload):\n  {partial}: the target already " \
+           "holds document doc_9 for it" in out
+    assert "3 queued for the workers" not in out and "2 queued for the workers" in out
+    row = app.store.delivery(retrying)
+    assert row["state"] == "pending" and row["payload"]["memo"] == "Stripe ch_000001"
+    assert row["idempotency_key"] == keys[retrying] and row["max_attempts"] - row["attempts"] == 3
+    assert app.store.delivery(partial)["state"] == "retrying" and "memo" not in app.store.delivery(partial)["payload"]
+    _deliver(app, [dead_id, retrying])
+    assert [app.store.delivery(i)["state"] for i in (dead_id, retrying)] == ["sent", "sent"]
+    assert target.docs[keys[retrying]]["body"]["memo"] == "Stripe ch_000001"
+    # a second pass finds nothing new to re-plan: the skipped row is said again, nothing else moves
+    assert main(["dlq", "replay", "--all", "--flow", "charges-to-ledger", "--queue"]) == 0
+    out = capsys.readouterr().out
+    assert "re-planned" not in out and f"{partial}: the target already holds document doc_9" in out
+
+
+def test_replay_all_of_one_alert_takes_exactly_its_dead_letters(project, target, capsys):
+    from runner.alerts import row_group_key
+    app = load_app(project)
+    memo, unauthorized = plan_charges(app, 2)
+    target.fail(app.store.delivery(unauthorized)["idempotency_key"], "401")
+    _deliver(app, [memo, unauthorized])
+    key = row_group_key(app.store.delivery(memo))[:12]
+    assert main(["dlq", "replay", "--all", "--flow", "charges-to-ledger", "--alert", key, "--queue"]) == 0
+    assert "1 queued for the workers" in capsys.readouterr().out
+    assert app.store.delivery(memo)["state"] == "pending" and app.store.delivery(unauthorized)["state"] == "dead"
+    assert main(["dlq", "replay", "--all", "--alert", "000000000000", "--queue"]) == 0
+    assert "empty for alert 000000000000" in capsys.readouterr().out
+    assert main(["dlq", "replay", str(unauthorized), "--alert", key]) == 1
+    assert "--flow and --alert go with --all" in capsys.readouterr().err

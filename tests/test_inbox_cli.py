@@ -57,30 +57,16 @@ def test_inbox_show_piped_into_head_ends_quietly(project_dir, stripe_fixtures, t
 
 # ---- an event's story: inbox show as a timeline, deliveries list ---------------------------------
 
-BROKEN_FLOW = """\
-name: broken-flow
-trigger:
-  stripe: [charge.succeeded]
-routes:
-  - name: line
-    target: ledger_api
-    action: post
-    mapping: mappings/http/broken.yaml
-"""
-
-
 @pytest.fixture
 def story_app(target, tmp_path, store_url, monkeypatch):
     """evt_000000: a retried then delivered operation (payload with personal data) and a flow that
     cannot plan it (a dead plan row); evt_000001: an operation dead-lettered on a 400."""
     from runner.delivery import deliver_rows
     from runner.dispatch import dispatch_pending
-    from tests.delivery_helpers import PII_MAPPING, charge, http_project, load_app
-    from tests.helpers_project import write
+    from tests.delivery_helpers import PII_MAPPING, add_broken_flow, charge, http_project, load_app
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     pf = http_project(tmp_path / "p", target.url, mapping=PII_MAPPING)
-    write(pf.parent, "flows/broken-flow.yaml", BROKEN_FLOW)
-    write(pf.parent, "mappings/http/broken.yaml", 'order: "{{ charge.metadata.order_id.upper() }}"\n')
+    add_broken_flow(pf.parent)
     monkeypatch.setenv("LEDGERFLOW_PROJECT", str(pf))
     app = load_app(pf)
     for n in (0, 1):

@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="dlq_command", metavar="SUBCOMMAND")
     q = dsub.add_parser("list", help="dead-lettered deliveries: id, flow, route, target, error, attempts, age")
     q.add_argument("--flow", help="only this flow")
+    q.add_argument("--alert", metavar="KEY", help="only the dead letters of this Slack alert (its key: same flow, "
+                                                  "target and error)")
     q.add_argument("--limit", type=int, default=200)
     q.set_defaults(func=cmd_list)
     q = dsub.add_parser("show", help="one dead delivery: its event, payload and every attempt's error")
@@ -20,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = dsub.add_parser("replay", help="re-plan from the stored event with the current flow and mappings, "
                                        "keep the idempotency key, and deliver again")
     q.add_argument("id", type=int, nargs="?", help="delivery id (or --all)")
-    q.add_argument("--all", action="store_true", help="every dead delivery (of --flow, when given)")
+    q.add_argument("--all", action="store_true", help="every dead delivery (of --flow, when given); also re-plans "
+                                                      "that flow's deliveries still retrying with an old payload")
     q.add_argument("--flow", help="with --all: only this flow")
+    q.add_argument("--alert", metavar="KEY", help="with --all: only the dead letters a Slack alert names (its key)")
     q.add_argument("--queue", action="store_true", help="only put them back in the queue for the workers; "
                                                         "do not deliver now")
     q.set_defaults(func=cmd_replay)
@@ -32,27 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _one_line(text: str | None, width: int) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def cmd_list(args) -> int:
     from ..app import App
     from ..dlq import age, dead
+    from .deliveries import one_line, print_table
     app = App()
-    rows = dead(app.store, flow=args.flow, limit=args.limit)
+    rows = dead(app.store, flow=args.flow, limit=args.limit, alert=args.alert)
     if not rows:
-        print("the dead-letter queue is empty" + (f" for flow {args.flow}" if args.flow else ""))
+        print("the dead-letter queue is empty" + _scope(args))
         return 0
     now = time.time()
     table = [("ID", "FLOW", "ROUTE", "TARGET", "ATTEMPTS", "AGE", "ERROR")]
     for r in rows:
         table.append((str(r["id"]), r["flow"], r["route"], f"{r['connection']}.{r['action']}", str(r["attempts"]),
-                      age(now - r["updated_at"]), _one_line(r["last_error"], 70)))
-    widths = [max(len(row[i]) for row in table) for i in range(6)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6])
+                      age(now - r["updated_at"]), one_line(r["last_error"], 70)))
+    print_table(table)
     print(f"\n{len(rows)} dead. `ledgerflow dlq show ID` for details; fix the mapping, then "
           f"`ledgerflow dlq replay ID` (or --all).", file=sys.stderr)
     return 0
@@ -86,18 +84,36 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _scope(args) -> str:
+    return (f" for flow {args.flow}" if args.flow else "") + (f" for alert {args.alert}" if args.alert else "")
+
+
+def _replan_retrying(app, args, dead_rows: list[dict]) -> list[int]:
+    """--all: re-plan the same flow's rows still retrying with an old payload; the ids due now."""
+    from ..dlq import replan_retrying
+    connections = sorted({r["connection"] for r in dead_rows}) if args.alert else None
+    if args.alert and not connections:
+        return []
+    report = replan_retrying(app, flow=args.flow, connections=connections)
+    for line in report.lines():
+        print(line)
+    return report.replanned
+
+
 def cmd_replay(args) -> int:
     from ..app import App
     from ..dlq import DlqError, dead, replay
     from ..errors import LedgerflowError
     if args.all == (args.id is not None):
         raise LedgerflowError("dlq replay: give a delivery id or --all (with an optional --flow), not both")
-    if args.flow and not args.all:
-        raise LedgerflowError("dlq replay: --flow goes with --all")
+    if (args.flow or args.alert) and not args.all:
+        raise LedgerflowError("dlq replay: --flow and --alert go with --all")
     app = App()
-    ids = [r["id"] for r in dead(app.store, flow=args.flow)] if args.all else [args.id]
-    if not ids:
-        print("nothing to replay: the dead-letter queue is empty" + (f" for flow {args.flow}" if args.flow else ""))
+    dead_rows = dead(app.store, flow=args.flow, alert=args.alert) if args.all else []
+    ids = [r["id"] for r in dead_rows] if args.all else [args.id]
+    retrying = _replan_retrying(app, args, dead_rows) if args.all else []
+    if not ids and not retrying:
+        print("nothing to replay: the dead-letter queue is empty" + _scope(args))
         return 0
     queued, failed = [], 0
     for did in ids:
@@ -111,6 +127,7 @@ def cmd_replay(args) -> int:
             continue
         print(r.line())
         queued.append(did)
+    queued += retrying
     if queued and not args.queue:
         from ..prefect_flows import deliver_batch
         from ..prefect_server import project_api
