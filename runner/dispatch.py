@@ -1,8 +1,12 @@
 """The dispatcher: pending inbox events -> planned operations -> delivery rows.
 
 For each pending event, every flow whose trigger matches plans it
-(``App.plan_event``); the operations become pending delivery rows
-(``Store.add_deliveries``) in the same transaction that marks the event:
+(``App.plan_event``); the operations become pending delivery rows in the same
+transaction that marks the event. Events are taken a chunk at a time (``CHUNK``):
+claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several dispatchers in serve
+and workers never plan an event twice), planned, then written with one INSERT per
+table and one UPDATE (runner/store/plans.py); a crash redoes at most a chunk, and an
+event that cannot be planned fails alone. Statuses:
 
 * ``dispatched``: at least one operation was written;
 * ``ignored``: no flow's trigger matches, or every matching flow filtered it out;
@@ -174,7 +178,7 @@ def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = 
         want = min(chunk, limit - taken)
         rows = _dispatch_chunk(app, want, statuses, after, summary, later)
         taken += len(rows)
-        if len(rows) < want:
+        if not rows:        # only an empty chunk says nothing is left (rows may change under the lock)
             break
         after = (rows[-1]["received_at"], rows[-1]["event_id"])
     for event_id, error in summary.errors.items():
@@ -253,8 +257,8 @@ def _reconcile_later(app: Any, later: list, summary: DispatchSummary) -> None:
 
 
 class DispatchService(PeriodicService):
-    """Runs ``dispatch_pending`` every ``interval`` seconds (a serve_hooks BACKGROUND service);
-    failed passes leave the events pending."""
+    """Runs ``dispatch_pending`` every ``interval`` seconds: a serve_hooks BACKGROUND service, and
+    started beside the delivery loop by ``ledgerflow worker``; failed passes leave the events pending."""
 
     name = "dispatcher"
 
