@@ -69,7 +69,7 @@ def cmd_show(args) -> int:
     event = app.store.get_event(row["event_id"]) if row.get("event_id") else None
     if event:
         print(f"event: {event['event_id']} {event['type']} (received {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(event['received_at']))} UTC, "
-              f"source {event['source']}); full JSON: ledgerflow inbox show {event['event_id']}")
+              f"source {event['source']}); its story: ledgerflow inbox show {event['event_id']} (--payload: the JSON)")
     else:
         print(f"event: {row.get('event_id') or '-'} (not in the inbox: replay sends the stored payload)")
     print("payload:")
