@@ -140,7 +140,7 @@ class FieldCheck:
         if code.startswith("{") and code.endswith("}"):          # a Stripe list: data is the list
             return (f"[{code[1:-1]}]" if part == "data" else None), None
         alternatives = _split(code)
-        if FREE in alternatives or part is None:
+        if FREE in alternatives or part is None or part.startswith("_"):   # `_x`: the sandbox's to refuse
             return None, None
         shapes = [self._shape_of(a) for a in alternatives if a != SCALAR]
         found = [fields[part] for _, fields in shapes if part in fields]
@@ -194,10 +194,19 @@ def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
         if mapping is None or id(mapping) in seen:
             continue
         seen.add(id(mapping))
-        for source, path, expression, scope in mapping.templates:
-            out += template_problems(check, mapping.doc, path, source, expression, scope,
-                                     prefix=f"{field_name(path)}: ", env=mapping.env)
+        out += mapping_problems(mapping, check)
     return out
+
+
+def mapping_problems(mapping, check: FieldCheck | None = None) -> list[Problem]:
+    """A mapping's templates, for a flow's check; on its own (a mapping file validated alone)
+    ``charge``, ``payout``, ... are known by name, ``object`` and ``data`` not."""
+    from .mapping import field_name
+
+    check = check or FieldCheck()
+    return [p for source, path, expression, scope in mapping.templates
+            for p in template_problems(check, mapping.doc, path, source, expression, scope,
+                                       prefix=f"{field_name(path)}: ", env=mapping.env)]
 
 
 def _at(data, path: tuple):

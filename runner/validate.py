@@ -49,8 +49,9 @@ def _check_files(files: list[Path], project: Project, problems: list[Problem]) -
         try:
             if kind == "project":
                 load_project(f)
-            elif kind == "mapping":
-                MAPPINGS.get(f, _display(f), project.env())
+            elif kind == "mapping":      # on its own: charge, payout, ... are known by name
+                from .stripe_fields import mapping_problems
+                problems.extend(mapping_problems(MAPPINGS.get(f, _display(f), project.env())))
             else:
                 flows.append(load_flow(f, project))
         except SpecError as exc:

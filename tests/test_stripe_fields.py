@@ -151,3 +151,11 @@ def test_regenerating_the_stripe_fields_gives_the_committed_file():
     committed = (ROOT / "runner" / "_stripe_objects.py").read_text()
     assert committed == mod.generate(), (
         "runner/_stripe_objects.py does not match the installed stripe SDK: run .venv/bin/python scripts/stripe_objects.py")
+
+
+def test_a_mapping_validated_on_its_own_knows_objects_by_name(proj, capsys):
+    write(proj, "mappings/alone.yaml", 'id: "{{ payout.id }}"\nwhen: "{{ payout.arival_date }} {{ object.x }}"\n')
+    assert main(["validate", "mappings/alone.yaml"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["mappings/alone.yaml:2:18: when: `payout.arival_date`: Stripe's Payout has no field `arival_date`; "
+                   "did you mean `arrival_date`?"]
