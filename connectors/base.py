@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Callable, ClassVar, Mapping
 
 
@@ -95,13 +96,33 @@ class Connector:
 
 @dataclass
 class Runtime:
-    """What a connector may use from the runner: settings, secrets, the store."""
+    """What a connector may use from the runner, and nothing else (connectors/CONTRACT.md):
+    the project's ``settings`` and folder, ``secrets`` (a resolver of secret references),
+    ``cache`` (a key/value cache shared by every worker), ``limiter`` (the store-backed rate
+    limiter shared by every worker) and the ``store`` for the OAuth token store.
+    ``cache`` and ``limiter`` are None without a store (a connector then keeps look-ups in memory)."""
 
     project_dir: Any
     settings: Mapping[str, Any]
     secrets: Any = None          # runner.secrets.SecretResolver
-    store: Any = None            # runner.store.Store
+    store: Any = None            # runner.store.Store: for connectors.oauth's token store
     connection_configs: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def cache(self) -> Any:
+        """runner.store.kvcache.KeyValueCache: get/entry/put/put_new/delete by namespace and key."""
+        if self.store is None:
+            return None
+        from runner.store.kvcache import KeyValueCache
+        return KeyValueCache(self.store)
+
+    @cached_property
+    def limiter(self) -> Any:
+        """runner.ratelimit.RateLimiter over the store."""
+        if self.store is None:
+            return None
+        from runner.ratelimit import RateLimiter
+        return RateLimiter(self.store)
 
 
 def decimal_sum(values: list[Any]) -> Decimal:

@@ -7,16 +7,12 @@ application. FileID is per connection (one company file each).
 
 from __future__ import annotations
 
-import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
-from sqlalchemy import and_, select
 
 from runner.errors import LedgerflowError
-from runner.store.db import _insert
-from runner.store.tables import kv
 
 from .service import MOUNT_PATH
 
@@ -26,12 +22,8 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 def stable_guid(store, key: str) -> str:
     """``{XXXXXXXX-...}``: made on first use, the same ever after (even with two processes racing)."""
-    now = time.time()
-    fresh = "{" + str(uuid.uuid4()).upper() + "}"
-    with store.tx(immediate=True) as c:
-        c.execute(_insert(store.engine, kv).values(namespace=NAMESPACE, key=key, value=fresh, updated_at=now)
-                  .on_conflict_do_nothing(index_elements=["namespace", "key"]))
-        return c.execute(select(kv.c.value).where(and_(kv.c.namespace == NAMESPACE, kv.c.key == key))).scalar_one()
+    from runner.store.kvcache import KeyValueCache
+    return KeyValueCache(store).put_new(NAMESPACE, key, "{" + str(uuid.uuid4()).upper() + "}")
 
 
 def app_url(url: str) -> str:

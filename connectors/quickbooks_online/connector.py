@@ -22,11 +22,11 @@ Per delivery call (one company):
 from __future__ import annotations
 
 import hashlib
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
 from ..base import Connector, ErrorKind, Item, Outcome, TargetError
+from ..http import timeout as http_timeout
 from ..oauth import OAuthConfig, OAuthSession
 from .actions import ACTIONS, ENTITIES, PRIVATE_NOTE_MAX, check_payload
 from .client import (AUTHORIZE_URL, BASE_URLS, DUPLICATE_DOCNUMBER, DUPLICATE_NAME, MINOR_VERSION, SCOPE, TOKEN_URL,
@@ -95,13 +95,12 @@ class QuickBooksOnlineConnector(Connector):
         if self._client is None:
             import httpx
 
-            from runner.ratelimit import RateLimiter
             env = self.config.get("environment", "sandbox")
             base_url = self.config.get("base_url") or BASE_URLS.get(env)
             if not base_url:
                 raise TargetError(f"connections.{self.name}.environment: expected sandbox or production, got {env!r}",
                                   ErrorKind.PERMANENT)
-            self._http = httpx.Client(timeout=float(self.config.get("timeout", 60)),
+            self._http = httpx.Client(timeout=http_timeout(self.config, 60),
                                       limits=httpx.Limits(max_connections=max(self.limits.concurrency, 1)))
             session = OAuthSession(self.name, oauth_config(self.name, self.config, self.runtime.secrets),
                                    self.runtime.store, http=self._http)
@@ -110,7 +109,7 @@ class QuickBooksOnlineConnector(Connector):
                 raise TargetError(f"connection {self.name!r} has no realm id (company); reconnect with "
                                   "`ledgerflow connect quickbooks-online`", ErrorKind.AUTH)
             self._client = QboClient(base_url=base_url, realm_id=str(realm), session=session, http=self._http,
-                                     limiter=RateLimiter(self.runtime.store), limits=self.limits,
+                                     limiter=self.runtime.limiter, limits=self.limits,
                                      minorversion=int(self.config.get("minorversion", MINOR_VERSION)))
         return self._client
 
@@ -362,7 +361,7 @@ class QuickBooksOnlineConnector(Connector):
         except TargetError as exc:
             return Outcome.failed(w.item, exc)
 
-    # ---- the look-up cache (memory, then the store's kv table) -------------------------------
+    # ---- the look-up cache (memory, then the runtime's key/value cache) ------------------------
 
     def _ns(self, client: QboClient, entity: str) -> str:
         return f"qbo:{client.realm_id}:{entity}"
@@ -375,14 +374,7 @@ class QuickBooksOnlineConnector(Connector):
         key = (self._ns(client, entity), self._k(name))
         if key in self._names:
             return self._names[key]
-        store = self.runtime.store
-        if store is None:
-            return None
-        from sqlalchemy import and_, select
-
-        from runner.store.tables import kv
-        with store.engine.connect() as c:
-            value = c.execute(select(kv.c.value).where(and_(kv.c.namespace == key[0], kv.c.key == key[1]))).scalar()
+        value = self.runtime.cache.get(*key) if self.runtime.cache is not None else None
         if value:
             self._names[key] = value
         return value
@@ -390,26 +382,12 @@ class QuickBooksOnlineConnector(Connector):
     def _cache_put(self, client: QboClient, entity: str, name: str, value: str) -> None:
         key = (self._ns(client, entity), self._k(name))
         self._names[key] = value
-        store = self.runtime.store
-        if store is None:
-            return
-        from runner.store.tables import kv
-        if store.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(kv).values(namespace=key[0], key=key[1], value=value, updated_at=time.time())
-        with store.tx() as c:
-            c.execute(stmt.on_conflict_do_update(index_elements=["namespace", "key"],
-                                                 set_={"value": value, "updated_at": time.time()}))
+        if self.runtime.cache is not None:
+            self.runtime.cache.put(*key, value)
 
     def _evict(self, client: QboClient, names: list[tuple[str, str]]) -> None:
-        from sqlalchemy import and_, delete
-
-        from runner.store.tables import kv
         for entity, name in names:
             key = (self._ns(client, entity), self._k(name))
             self._names.pop(key, None)
-            if self.runtime.store is not None:
-                with self.runtime.store.tx() as c:
-                    c.execute(delete(kv).where(and_(kv.c.namespace == key[0], kv.c.key == key[1])))
+            if self.runtime.cache is not None:
+                self.runtime.cache.delete(*key)

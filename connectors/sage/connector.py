@@ -88,7 +88,7 @@ class SageConnector(Connector):
     def lookups(self) -> Lookups:
         if self._lookups is None:
             business = self.client.business_id or "default"
-            self._lookups = Lookups(self.client, self.runtime.store, f"sage:{self.name}:{business}",
+            self._lookups = Lookups(self.client, self.runtime.cache, f"sage:{self.name}:{business}",
                                     ttl=float(self.config.get("lookup_ttl", 3600)))
         return self._lookups
 

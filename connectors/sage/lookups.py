@@ -31,10 +31,10 @@ def _norm(value: Any) -> str:
 
 
 class Lookups:
-    def __init__(self, client: Any, store: Any, namespace: str, ttl: float = 3600.0,
+    def __init__(self, client: Any, cache: Any, namespace: str, ttl: float = 3600.0,
                  clock: Callable[[], float] = time.time):
         self.client = client
-        self.store = store
+        self.cache = cache              # the runtime's key/value cache (None: memory only)
         self.namespace = namespace
         self.ttl = ttl
         self.clock = clock
@@ -56,32 +56,20 @@ class Lookups:
         hit = self._memory.get(resource)
         if hit and now - hit[0] < self.ttl:
             return hit[1]
-        if self.store is None:
+        if self.cache is None:
             return None
-        from sqlalchemy import select
-
-        from runner.store.tables import kv
-        with self.store.engine.connect() as c:
-            row = c.execute(select(kv.c.value, kv.c.updated_at).where(
-                kv.c.namespace == self.namespace, kv.c.key == resource)).first()
-        if row and now - row.updated_at < self.ttl:
-            index = json.loads(row.value)
-            self._memory[resource] = (row.updated_at, index)
+        row = self.cache.entry(self.namespace, resource)
+        if row and now - row[1] < self.ttl:
+            index = json.loads(row[0])
+            self._memory[resource] = (row[1], index)
             return index
         return None
 
     def _save(self, resource: str, index: dict[str, list[str]]) -> None:
         now = self.clock()
         self._memory[resource] = (now, index)
-        if self.store is None:
-            return
-        from sqlalchemy import delete
-
-        from runner.store.tables import kv
-        with self.store.tx(immediate=True) as c:
-            c.execute(delete(kv).where(kv.c.namespace == self.namespace, kv.c.key == resource))
-            c.execute(kv.insert().values(namespace=self.namespace, key=resource, value=json.dumps(index),
-                                         updated_at=now))
+        if self.cache is not None:
+            self.cache.put(self.namespace, resource, json.dumps(index))
 
     def index(self, resource: str, *, fresh: bool = False) -> dict[str, list[str]]:
         cached = None if fresh else self._cached(resource)
