@@ -164,8 +164,9 @@ class DeliveryLoop:
                 log.exception("could not renew the leases of %s", lane_id)
 
     def remaining(self) -> int:
-        """Deliveries due now that this loop would claim."""
-        return self.app.store.count_due(connector_types=push_types())
+        """Deliveries this loop would claim now or at its next poll (a released batch is due then)."""
+        return self.app.store.count_due(connector_types=push_types(),
+                                        now=time.time() + self.settings.poll_interval)
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then stop (SIGTERM)."""

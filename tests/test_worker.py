@@ -115,10 +115,11 @@ def test_loop_never_claims_pull_based_connector_types(target, tmp_path, store_ur
 
 # ---- separate worker processes -----------------------------------------------------------
 
-def _worker(project: Path, store_url: str, *extra: str) -> subprocess.Popen:
+def _worker(project: Path, store_url: str, *extra: str, api: str | None = None) -> subprocess.Popen:
     from prefect.settings import get_current_settings
     env = {**os.environ, "LEDGERFLOW_PROJECT": str(project), "LEDGERFLOW_STORE_URL": store_url,
-           "PREFECT_API_URL": str(get_current_settings().api.url), "PREFECT_LOGGING_LEVEL": "WARNING"}
+           "PREFECT_API_URL": api or str(get_current_settings().api.url), "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PREFECT_CLIENT_MAX_RETRIES": "0"}     # Prefect's own retries would only make the test slower
     return subprocess.Popen([sys.executable, "-m", "runner.cli", "worker", "--poll", "0.1", "--no-dispatch", *extra],
                             cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -274,3 +275,42 @@ def test_a_live_worker_renews_its_leases_through_a_slow_batch(prefect_api, store
             assert [a["outcome"] for a in app.store.attempts_of(did)] == ["sent"]
         assert all(n == 1 for n in target.posts_by_key.values())
         app.close()
+
+
+@pytest.mark.prefect
+def test_a_prefect_api_outage_loses_nothing_and_until_idle_says_work_remains(prefect_api, target, tmp_path,
+                                                                             store_url, monkeypatch):
+    """The Prefect API answers 503: the worker gives its claims back at once, retries with backoff,
+    and ``--until-idle`` exits 1 while deliveries are due; once the API is back, everything goes."""
+    from prefect.settings import get_current_settings
+    from tests.support.prefect_outage import OutageProxy
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    project = http_project(tmp_path / "p", target.url)
+    app = load_app(project)
+    ids = plan_charges(app, 30)
+    proxy = OutageProxy(str(get_current_settings().api.url), down=True)
+    with serve_app(proxy) as srv:
+        api = srv.url + "/api"
+        down = _worker(project, store_url, "--until-idle", "--give-up-after", "3", "--batch-size", "10", api=api)
+        out, _ = down.communicate(timeout=180)
+        assert down.returncode == 1, out
+        assert "released at once, retrying in" in out and "lease ends" not in out
+        assert "30 deliveries are still due" in out and "503" in out
+        assert proxy.refused >= 3
+        for did in ids:                     # nothing lost, nothing counted, nothing held
+            row = app.store.delivery(did)
+            assert row["state"] in ("pending", "retrying") and row["claimed_by"] is None and row["attempts"] == 0
+        assert target.created == 0
+        back = _worker(project, store_url, "--until-idle", "--give-up-after", "30", "--batch-size", "10", api=api)
+        try:
+            refused = proxy.refused
+            _wait_for(lambda: proxy.refused >= refused + 2, 120, "the worker to retry", [back])
+            proxy.down.clear()              # the API is back
+            out, _ = back.communicate(timeout=180)
+        finally:
+            _stop([back])
+        assert back.returncode == 0, out
+    assert app.store.count_deliveries("sent") == 30 and target.created == 30
+    assert all(n == 1 for n in target.posts_by_key.values())
+    assert all([a["outcome"] for a in app.store.attempts_of(did)] == ["sent"] for did in ids)
+    app.close()
