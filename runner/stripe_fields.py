@@ -51,8 +51,8 @@ def _by_template_name() -> dict[str, str]:
 @lru_cache(maxsize=4096)
 def _shape(key: str) -> tuple[str, dict[str, str]]:
     """(display name, {field: code}) of a type key; codes are described in scripts/stripe_objects.py."""
-    if key in _OVERLAY:
-        return _OVERLAY[key]
+    if key.startswith("@"):
+        return _overlay()[key]
     display, *items = _generated().TYPES[key].split(" ")
     out = {}
     for item in items:
@@ -69,14 +69,15 @@ def _model_shape(display: str, *classes: type, extra: Iterable[str] = ()) -> tup
     return display, {n: SCALAR for n in names}
 
 
+@lru_cache(maxsize=None)
 def _overlay() -> dict[str, tuple[str, dict[str, str]]]:
+    """Shapes that are not Stripe objects: the accounting model's, and the event whose
+    data.object is the flow's (``@event.data``, given per flow)."""
     from .posting.model import DocumentView, Posting
     return {"@posting": _model_shape("the posting (runner/posting/model.py Posting)", Posting,
-                                     extra=("record", "resolve")),
-            "@doc": _model_shape("the document (runner/posting/model.py DocumentView)", DocumentView)}
-
-
-_OVERLAY: dict[str, tuple[str, dict[str, str]]] = {}
+                                     extra=("record", "resolve")),   # LazyPosting's own
+            "@doc": _model_shape("the document (runner/posting/model.py DocumentView)", DocumentView),
+            "@event": ("Stripe's Event", {**_shape("event")[1], "data": "@event.data"})}
 
 
 def event_objects(stripe_types: Iterable[str]) -> str | None:
@@ -96,12 +97,9 @@ class FieldCheck:
     """The typed names of one flow (or of a mapping checked on its own)."""
 
     def __init__(self, stripe_types: Iterable[str] = (), shadowed: Iterable[str] = ()):
-        if not _OVERLAY:
-            _OVERLAY.update(_overlay())
         self.obj = event_objects(stripe_types)
         self.shadowed = set(shadowed)
         if self.obj:
-            _OVERLAY.setdefault("@event", ("Stripe's Event", {**_shape("event")[1], "data": "@event.data"}))
             self._event_data = ("Stripe's Event.Data", {**_shape("event/Data")[1], "object": self.obj})
 
     def root(self, name: str) -> str | None:
@@ -133,21 +131,31 @@ class FieldCheck:
 
     def _step(self, code: str, part, root: str, before: tuple) -> tuple[str | None, str | None]:
         """The code after reading ``part`` (None: unknown from here on), or a problem."""
-        if code in (FREE, SCALAR):
-            return None, None
-        if code.startswith("[") and code.endswith("]"):
-            return (code[1:-1] if part is None else None), None
-        if code.startswith("{") and code.endswith("}"):          # a Stripe list: data is the list
-            return (f"[{code[1:-1]}]" if part == "data" else None), None
         alternatives = _split(code)
-        if FREE in alternatives or part is None or part.startswith("_"):   # `_x`: the sandbox's to refuse
+        if FREE in alternatives or (part or "").startswith("_"):   # `_x`: the sandbox's to refuse
             return None, None
-        shapes = [self._shape_of(a) for a in alternatives if a != SCALAR]
-        found = [fields[part] for _, fields in shapes if part in fields]
-        if found:
-            return "|".join(sorted(set(found))), None
-        if not shapes or part in DICT_ATTRS or (SCALAR in alternatives and part in STR_ATTRS):
-            return None, None    # dict.get(...), or a string method on an id that could be expanded
+        after, shapes, unknown = [], [], False
+        for alt in alternatives:
+            if alt == SCALAR:                # an id that could be expanded: a string's methods
+                unknown |= part is None or part in STR_ATTRS
+            elif alt.startswith("[") and part is None:     # a list: an index gives an element
+                after.append(alt[1:-1])
+            elif alt.startswith("{") and part == "data":   # a Stripe list object: data is the list
+                after.append(f"[{alt[1:-1]}]")
+            elif alt.startswith(("[", "{")):
+                unknown = True
+            elif part is None:
+                unknown = True
+            else:
+                shape = self._shape_of(alt)
+                shapes.append(shape)
+                if part in shape[1]:
+                    after.append(shape[1][part])
+                unknown |= part not in shape[1] and part in DICT_ATTRS   # dict.get(...), .items()
+        if unknown or not (after or shapes):
+            return None, None
+        if after:
+            return "|".join(sorted(set(after))), None
         known = sorted({f for _, fields in shapes for f in fields})
         written = root + "".join("[...]" if p is None else f".{p}" for p in (*before, part))
         what = " or ".join(display for display, _ in shapes)
