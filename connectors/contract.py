@@ -90,7 +90,7 @@ class OAuthProvider:
     system: str                                         # the command's argument, e.g. quickbooks-online
     oauth_config: str                                   # "module:function(name, cfg, secrets) -> OAuthConfig"
     keep_from_redirect: Mapping[str, str] = field(default_factory=dict)   # redirect param -> token extra key
-    after: str | None = None                            # "module:function(name, cfg, tokens) -> str"
+    after: str | None = None                            # "module:function(name, cfg, tokens, runtime) -> str"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_body, send
 from connectors.http import timeout as http_timeout
 
 from .actions import ACTIONS
@@ -86,8 +86,7 @@ class HttpPostConnector(Connector):
     def _post(self, item: Item) -> Outcome:
         if item.action not in ACTIONS:
             return Outcome.failed(item, TargetError(f"http has no action {item.action!r}", ErrorKind.PERMANENT))
-        from runner import jsonio  # exact decimals on the wire
-        body = jsonio.dumps(item.payload).encode("utf-8")
+        body = json_body(item.payload)     # exact decimals on the wire
         try:
             response = send(self._client, "POST", self.config["url"], f"posting to {self.name}", content=body,
                             headers={"Content-Type": "application/json", self._header: item.idempotency_key})

@@ -16,11 +16,10 @@ from typing import Any, Mapping
 
 import httpx
 
-from runner import jsonio
 from runner.ratelimit import Limit, RateLimiter, RateLimitTimeout
 
 from ..base import ErrorKind, TargetError
-from ..http import response_retry_after, send_with_refresh
+from ..http import json_answer, json_body, response_retry_after, send_with_refresh
 from ..oauth import OAuthSession
 
 BASE_URLS = {"sandbox": "https://sandbox-quickbooks.api.intuit.com",
@@ -150,7 +149,7 @@ class QboClient:
         return self._result(resp, what)
 
     def _send(self, method: str, url: str, query: dict, body: Any) -> httpx.Response:
-        content = None if body is None else jsonio.dumps(body).encode()
+        content = None if body is None else json_body(body)
         headers = {"Content-Type": "application/json"} if content is not None else {}
         # OAuthError (AUTH/RETRYABLE) propagates as a TargetError; a 401 refreshes once (or reuses another worker's)
         return send_with_refresh(self.http, self.session, method, url,
@@ -160,7 +159,7 @@ class QboClient:
     def _result(self, resp: httpx.Response, what: str) -> dict[str, Any]:
         status = resp.status_code
         try:
-            body = jsonio.loads(resp.text) if resp.content else {}
+            body = json_answer(resp) if resp.content else {}
         except ValueError:
             body = None
         retry_after = response_retry_after(resp)

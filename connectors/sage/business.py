@@ -12,15 +12,14 @@ from typing import Any, Mapping
 from runner.errors import LedgerflowError
 
 
-def choose_business(name: str, cfg: Mapping[str, Any], tokens: Any) -> str:
+def choose_business(name: str, cfg: Mapping[str, Any], tokens: Any, runtime: Any) -> str:
+    """``OAuthProvider.after``: ``runtime`` is the connector runtime (secrets, the token store)."""
     from connectors.oauth import OAuthSession
-    from runner.app import App
 
     from .client import DEFAULT_BASE_URL, SageClient
     from .connector import oauth_config
 
-    app = App()
-    session = OAuthSession(name, oauth_config(name, cfg, app.secrets), app.store,
+    session = OAuthSession(name, oauth_config(name, cfg, runtime.secrets), runtime.store,
                            margin=float(cfg.get("refresh_margin", 60)))
     client = SageClient(session, base_url=cfg.get("base_url", DEFAULT_BASE_URL),
                         timeout=float(cfg.get("timeout", 30)))

@@ -13,8 +13,7 @@ from typing import Any, Iterator, Mapping
 import httpx
 
 from connectors.base import ErrorKind, TargetError
-from connectors.http import send_with_refresh
-from runner import jsonio
+from connectors.http import json_answer, json_body, send_with_refresh
 
 from .errors import classify
 
@@ -42,7 +41,7 @@ class SageClient:
         """One API call; the parsed JSON answer, or a classified TargetError."""
         url = path if path.startswith("http") else self.base_url + "/" + path.lstrip("/")
         what = f"{method} /{path.lstrip('/').split('?')[0]}" if not path.startswith("http") else f"{method} {path}"
-        content = jsonio.dumps(body).encode("utf-8") if body is not None else None
+        content = json_body(body) if body is not None else None
 
         def token_headers(tokens: Any) -> dict[str, str]:
             headers = {"Content-Type": "application/json"} if content is not None else {}
@@ -55,7 +54,7 @@ class SageClient:
         error = classify(response, what)
         if error is not None:
             raise error
-        return jsonio.loads(response.content) if response.content else None
+        return json_answer(response)
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)

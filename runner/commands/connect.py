@@ -58,6 +58,7 @@ def raise_error(message: str):
 
 
 def cmd_connect(args) -> int:
+    from connectors.base import Runtime
     from connectors.contract import load
     from connectors.oauth import authorize_interactively
 
@@ -71,7 +72,9 @@ def cmd_connect(args) -> int:
                                      extra_from_redirect=provider.keep_from_redirect,
                                      show=lambda text: print(text, flush=True))
     app.store.audit("connect", name, f"{args.system} connected")
-    detail = load(provider.after)(name, cfg, tokens) if provider.after else \
+    runtime = Runtime(project_dir=app.project.dir, settings=app.project.settings, secrets=app.secrets,
+                      store=app.store)
+    detail = load(provider.after)(name, cfg, tokens, runtime) if provider.after else \
         ", ".join(f"{k}={v}" for k, v in tokens.extra.items())
     print(f"connected {name} ({args.system})" + (f": {detail}" if detail else "") + "; tokens stored encrypted")
     return 0
