@@ -252,33 +252,42 @@ class ProjectServer:
         return env
 
     def spawn(self) -> str:
-        """Start the server, wait until it answers (or the limit), record it; its API url."""
-        port = self.choose_port()
-        url = f"http://{self.settings.host}:{port}/api"
-        logfile = self.home / "server.log"
-        with open(logfile, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", self.settings.host,
+        """Start the server, wait until it answers (or the limit), record it; its API url. A port
+        taken between the check and the server's bind (not one the user set) means another try."""
+        deadline = time.monotonic() + self.settings.startup_limit
+        for _ in range(3):
+            port = self.choose_port()
+            url = f"http://{self.settings.host}:{port}/api"
+            proc = self._popen(port, url)
+            problem = self._wait(proc, url, deadline)
+            if problem is None:
+                self._write_record(url, proc.pid)
+                self.process = proc
+                return url
+            _terminate(proc.pid)
+            if proc.returncode is None or self.settings.port_fixed or _port_free(self.settings.host, port):
+                break
+        raise LedgerflowError(f"the project's Prefect server on {url} {problem} (log: {self.home / 'server.log'}); "
+                              f"raise {LIMIT_ENV} or serve.prefect_startup_timeout, or set PREFECT_API_URL to a "
+                              "running Prefect server")
+
+    def _popen(self, port: int, url: str) -> subprocess.Popen:
+        with open(self.home / "server.log", "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", self.settings.host,
                                      "--port", str(port)], env=self.environment(url), stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        limit = self.settings.startup_limit
-        deadline = time.monotonic() + limit
+
+    def _wait(self, proc: subprocess.Popen, url: str, deadline: float) -> str | None:
+        """None once the server answers as this project's; else what went wrong."""
         while not (healthy(url) and server_home(url) == str(self.home)):
-            problem = None
             if proc.poll() is not None:
-                problem = f"exited with code {proc.returncode} before answering"
-            elif time.monotonic() > deadline:
-                problem = f"did not answer within {limit:g} s"
-            elif self.cancelled.is_set():
-                problem = "start-up was cancelled"
-            if problem:
-                _terminate(proc.pid)
-                raise LedgerflowError(f"the project's Prefect server on {url} {problem} (log: {logfile}); raise "
-                                      f"{LIMIT_ENV} or serve.prefect_startup_timeout, or set PREFECT_API_URL to a "
-                                      "running Prefect server")
+                return f"exited with code {proc.returncode} before answering"
+            if time.monotonic() > deadline:
+                return f"did not answer within {self.settings.startup_limit:g} s"
+            if self.cancelled.is_set():
+                return "start-up was cancelled"
             self.cancelled.wait(0.25)
-        self._write_record(url, proc.pid)
-        self.process = proc
-        return url
+        return None
 
     def stop_recorded(self) -> None:
         rec = self.recorded()

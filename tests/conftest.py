@@ -90,11 +90,12 @@ def store(store_url):
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
     """One project Prefect server per session (per xdist worker), through the same code as every
-    command (runner.prefect_server): its state under a temp folder, on a free port it records,
+    command (runner.prefect_server): its state under a temp folder, on a free port it records (the
+    next free one if another xdist worker took it meanwhile),
     a generous start-up limit; stopped at the end of the session."""
     from runner.prefect_server import PrefectAPI, ServerSettings
     from tests.support.servers import free_port
-    settings = ServerSettings(tmp_path_factory.mktemp("prefect-project"), port=free_port(), port_fixed=True,
+    settings = ServerSettings(tmp_path_factory.mktemp("prefect-project"), port=free_port(), port_fixed=False,
                               startup_limit=float(os.environ.get("LEDGERFLOW_PREFECT_STARTUP_TIMEOUT", 600)))
     api = PrefectAPI(settings).acquire(configured=False)
     try:

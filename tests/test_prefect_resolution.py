@@ -151,3 +151,20 @@ def test_the_start_up_limit_setting_is_checked():
     app.project.raw["serve"] = {"prefect_startup_timeout": 42, "prefect_port": 4300}
     s = settings_for(app)
     assert (s.startup_limit, s.port, s.port_fixed) == (42.0, 4300, True)
+
+
+def test_a_port_taken_between_the_check_and_the_bind_means_another_port(tmp_path, monkeypatch):
+    """Two processes (xdist workers, say) may pick the same free port: the one that loses the bind
+    starts on another port instead of failing."""
+    from runner.prefect_server import ProjectServer, ServerSettings
+    with serve_app(_stranger()) as other:
+        srv = ProjectServer(ServerSettings(tmp_path / "state", port=other.port))
+        srv.home.mkdir(parents=True)
+        ports = iter([other.port, free_port()])             # the first "free" port is taken by the time it binds
+        monkeypatch.setattr(srv, "choose_port", lambda: next(ports))
+        try:
+            url = srv.spawn()
+            assert url != other.url + "/api" and server_home(url) == str(srv.home)
+        finally:
+            srv.stop_recorded()
+    assert not healthy(url) and srv.process.poll() is not None
