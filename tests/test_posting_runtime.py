@@ -290,7 +290,7 @@ def test_mapping_error_plan_row_is_dead_lettered_with_the_place_and_alerted(stan
     assert f"ledgerflow dlq replay {plan['id']}" in dead["last_error"]
     assert alert_dead_letters(app, report.dead) == 1
     [msg] = slack.messages
-    assert "Dead-lettered: broken" in msg["text"] and where in slack.texts()[0]
+    assert "Planning failed: broken" in msg["text"] and where in slack.texts()[0]
 
 
 def test_dlq_replay_of_a_plan_row_after_the_fix_plans_it_and_repeats_nothing(stand, slack, make_project,
