@@ -106,7 +106,6 @@ class Runtime:
     settings: Mapping[str, Any]
     secrets: Any = None          # runner.secrets.SecretResolver
     store: Any = None            # runner.store.Store: for connectors.oauth's token store
-    connection_configs: Mapping[str, Any] = field(default_factory=dict)
 
     @cached_property
     def cache(self) -> Any:

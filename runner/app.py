@@ -223,7 +223,7 @@ class App:
             raise LedgerflowError(f"no connection named {connection!r} in {project.file}")
         cls = registry.connector_class(cfg["type"])
         runtime = Runtime(project_dir=project.dir, settings=project.settings, secrets=self.secrets,
-                          store=self.store, connection_configs=project.connections)
+                          store=self.store)          # the narrow runtime (connectors/CONTRACT.md)
         return cls(connection, cfg, runtime)
 
     def close(self) -> None:
