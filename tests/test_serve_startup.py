@@ -189,3 +189,29 @@ def test_a_schedule_runner_that_cannot_start_says_so_instead_of_schedules_served
                                            r"trigger.schedule: bad cron$"):
         deployments.ScheduleRunner(object()).start()
     assert "schedules served" not in caplog.text
+
+
+class _LeakyFailure:
+    def start(self):
+        raise ConnectionError("could not connect to postgresql://ledger:s3cret@db.internal/books for jane@example.com")
+
+    def stop(self):
+        pass
+
+
+def test_a_failure_reason_carries_no_credentials_or_personal_data(monkeypatch):
+    from runner import serve_hooks
+    from runner.server.supervisor import Supervisor
+    sent = []
+    monkeypatch.setattr("runner.alerts.alert_service_failed", lambda app, ref, reason: sent.append(reason))
+    monkeypatch.setattr(serve_hooks, "load", lambda ref: lambda app: _LeakyFailure())
+    sup = Supervisor(object(), ["leaky"])
+    sup.start()
+    try:
+        _wait_for(lambda: sup.health()["leaky"]["state"] == "failed", "the failed state")
+    finally:
+        sup.stop()
+    reason = sup.health()["leaky"]["reason"]
+    assert reason == ("ConnectionError: could not connect to postgresql://[redacted]@db.internal/books for "
+                      "[redacted email]")
+    assert sent == [reason]

@@ -16,6 +16,7 @@ fail with that reason instead of running flows without an API.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 from .. import serve_hooks
 from ..errors import LedgerflowError
+from ..redact import scrub
 
 log = logging.getLogger("ledgerflow.serve")
 
@@ -42,8 +44,14 @@ class ServiceState:
         return out
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.IGNORECASE)
+
+
 def _reason(exc: BaseException) -> str:
+    """The error's first line, without credentials in URLs or personal data (it goes to
+    /healthz, the log and Slack)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = scrub(_CREDENTIALS.sub(r"\g<scheme>[redacted]@", text)) or ""
     if isinstance(exc, LedgerflowError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
