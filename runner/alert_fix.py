@@ -113,6 +113,9 @@ def fix_for(alert) -> str:
     secret = _secret_fix(alert, error)
     if secret:
         return secret
+    if alert.kind == "plan-failed" and kind in ("retryable", "lost", "throttled"):
+        return ("Planning kept failing on something outside the flow (Stripe or a look-up unreachable, say) "
+                "through every attempt: check that it answers (and the Stripe key), then retry.")
     if alert.kind == "plan-failed":
         return _plan_fix(alert)
     if kind == "auth":

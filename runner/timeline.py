@@ -171,6 +171,8 @@ def _operation_lines(d: dict) -> Iterable[str]:
         first = (d.get("payload") or {}).get("first_error")
         if first:
             yield f"    first error: {first}"
+        if d.get("target_ref"):
+            yield f"    result: {d['target_ref']}"
     else:
         yield (f"  operation {d['id']}: route {d['route']} -> {d['connection']} ({d['connector_type']}.{d['action']})"
                f"  {d['state']}, {d['attempts']} of {d['max_attempts']} attempt(s)")

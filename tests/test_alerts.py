@@ -237,6 +237,9 @@ def test_the_fix_is_specific_to_the_kind_of_error(error, kind, connection, ctype
 
 def test_throttled_and_transient_failures_say_ledgerflow_retries():
     from runner.alert_fix import fix_for
+    stripe_down = Alert("plan-failed", "f", "(plan)", "flow f cannot plan event evt_1: Stripe unreachable "
+                        "(gave up after 6 attempts)", error_kind="retryable")
+    assert "outside the flow (Stripe or a look-up unreachable" in fix_for(stripe_down)
     throttled = Alert("retrying", "f", "qbo (post)", "HTTP 429", error_kind="throttled")
     assert "ledgerflow retries on its own" in fix_for(throttled)
     transient = Alert("retrying", "f", "qbo (post)", "HTTP 503", error_kind="retryable")
