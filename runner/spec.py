@@ -269,17 +269,19 @@ def parse_duration(text: str) -> float:
 
 
 class MappingCache:
-    """Mappings are shared between flows: compile each file once per process."""
+    """Mappings are shared between flows: compile each file once per process (once per version
+    of the file: its mtime in ns, size and inode, so a save within one clock tick still counts)."""
 
     def __init__(self):
-        self._by_path: dict[tuple[Path, str], tuple[float, Mapping_ | SpecError]] = {}
+        self._by_path: dict[tuple[Path, str], tuple[tuple, Mapping_ | SpecError]] = {}
 
     def get(self, path: Path, display: str, env: Environment) -> Mapping_:
         key = (path.resolve(), str(id(env)))
         try:
-            mtime = path.stat().st_mtime
+            st = path.stat()
+            mtime: tuple = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
-            mtime = -1
+            mtime = ()
         hit = self._by_path.get(key)
         if hit and hit[0] == mtime:
             if isinstance(hit[1], SpecError):

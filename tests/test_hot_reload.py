@@ -248,3 +248,14 @@ def test_a_running_worker_plans_with_the_fixed_mapping(prefect_api, project, tmp
             proc.kill()
             proc.wait()
         app.close()
+
+
+def test_a_mapping_saved_within_one_clock_tick_is_compiled_again(tmp_path):
+    from runner.spec import MAPPINGS
+    from runner.templating import environment
+    path = write(tmp_path, "mappings/m.yaml", 'a: "{{ charge.id }}"\n')
+    stamp = path.stat().st_mtime_ns
+    assert MAPPINGS.get(path, "m.yaml", environment()).names == {"charge"}
+    path.write_text('a: "{{ invoice.id }}"\nb: "{{ charge.id }}"\n')
+    os.utime(path, ns=(stamp, stamp))              # a coarse clock: the same mtime as before
+    assert MAPPINGS.get(path, "m.yaml", environment()).names == {"invoice", "charge"}
