@@ -149,7 +149,9 @@ class TokenStore:
     """Encrypted tokens per connection in the store's ``oauth_tokens`` table."""
 
     def __init__(self, store: Any, cipher: Any = None):
+        from runner.store.tokens import TokenRows
         self.store = store
+        self.rows = TokenRows(store)        # the table's SQL lives with the store
         self.cipher = cipher if cipher is not None else fernet()
 
     def _decrypt(self, connection: str, blob: bytes) -> TokenSet:
@@ -162,44 +164,15 @@ class TokenStore:
 
     def read(self, connection: str, conn: Any = None, *, lock: bool = False) -> tuple[TokenSet, int] | None:
         """(tokens, version), or None. ``lock`` adds FOR UPDATE (PostgreSQL; SQLite's lock is BEGIN IMMEDIATE)."""
-        from sqlalchemy import select
-
-        from runner.store.tables import tokens
-        q = select(tokens.c.ciphertext, tokens.c.version).where(tokens.c.connection == connection)
-        if lock:
-            q = q.with_for_update()
-        if conn is None:
-            with self.store.engine.connect() as c:
-                row = c.execute(q).first()
-        else:
-            row = conn.execute(q).first()
-        return None if row is None else (self._decrypt(connection, row[0]), row[1])
+        found = self.rows.read(connection, conn, lock=lock)
+        return None if found is None else (self._decrypt(connection, found[0]), found[1])
 
     def write(self, connection: str, ts: TokenSet, conn: Any = None) -> int:
         """Insert or replace; returns the new version."""
-        if conn is None:
-            with self.store.tx(immediate=True) as c:
-                return self.write(connection, ts, c)
-        from sqlalchemy import select, update
-
-        from runner.store.tables import tokens
-        blob = self.cipher.encrypt(ts.to_json().encode())
-        now = time.time()
-        current = conn.execute(select(tokens.c.version).where(tokens.c.connection == connection)
-                               .with_for_update()).scalar()
-        if current is None:
-            conn.execute(tokens.insert().values(connection=connection, ciphertext=blob, version=1, updated_at=now))
-            return 1
-        conn.execute(update(tokens).where(tokens.c.connection == connection)
-                     .values(ciphertext=blob, version=current + 1, updated_at=now))
-        return current + 1
+        return self.rows.write(connection, self.cipher.encrypt(ts.to_json().encode()), conn)
 
     def delete(self, connection: str) -> None:
-        from sqlalchemy import delete
-
-        from runner.store.tables import tokens
-        with self.store.tx(immediate=True) as c:
-            c.execute(delete(tokens).where(tokens.c.connection == connection))
+        self.rows.delete(connection)
 
 
 # ---- the token endpoint ------------------------------------------------------------
@@ -278,7 +251,7 @@ class OAuthSession:
         """Refresh under the row lock. ``seen_version`` is the version whose access token the
         caller found stale or saw rejected; when another worker already moved past it and its
         token is fresh, that token is reused and no request is made."""
-        with self.tokens.store.tx(immediate=True) as conn:
+        with self.tokens.rows.locked() as conn:
             found = self.tokens.read(self.connection, conn, lock=True)
             if found is None:
                 raise self._not_connected()
