@@ -36,11 +36,16 @@ def main() -> None:
         root = Path(d)
         (root / "flows").mkdir()
         (root / "mappings").mkdir()
-        (root / "ledgerflow.yaml").write_text(PROJECT)
+        # a connection pair per flow: two flows booking charges into one connection is a validate error
+        (root / "ledgerflow.yaml").write_text(PROJECT + "".join(
+            f"  csv{i}: {{type: csv, directory: out/csv{i}}}\n  iif{i}: {{type: iif, directory: out/iif{i}}}\n"
+            for i in range(n)))
         (root / "mappings" / "row.yaml").write_text(ROW)
         (root / "mappings" / "journal.yaml").write_text(JOURNAL)
         for i in range(n):
-            (root / "flows" / f"flow{i:03d}.yaml").write_text(FLOW.replace("name: bench", f"name: bench-{i}"))
+            (root / "flows" / f"flow{i:03d}.yaml").write_text(
+                FLOW.replace("name: bench", f"name: bench-{i}").replace("target: csv", f"target: csv{i}")
+                .replace("target: iif", f"target: iif{i}"))
         env_pp = {**os.environ, "PYTHONPATH": str(ROOT)}
         os.environ.update(env_pp)
         t_all, rc_all = best_of(exe + ["validate", "flows"], root)
