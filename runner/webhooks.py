@@ -19,7 +19,6 @@ characters or unpaired surrogates. A timestamp further in the future than
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -82,19 +81,18 @@ def _parse_header(header: str) -> tuple[int, list[bytes]]:
 def _check_signature(body: bytes, header: str | None, secrets: Sequence[str], tolerance: int,
                      future_tolerance: int = DEFAULT_FUTURE_TOLERANCE, now: float | None = None) -> None:
     """Stripe's scheme, as ``stripe.WebhookSignature.verify_header`` checks it, without its copies:
-    HMAC-SHA256 of ``"{t}." + body`` fed the raw bytes (no decode, format and re-encode of the body),
-    the header parsed once for every secret, any ``v1`` compared in constant time."""
+    HMAC-SHA256 of ``"{t}." + body`` over the raw bytes in one C call (no decode, format and
+    re-encode of the body, no Python HMAC object), the header parsed once for every secret, any
+    ``v1`` compared in constant time."""
     if not header:
         raise Rejected(400, "missing Stripe-Signature header")
     timestamp, signatures = _parse_header(header)
-    prefix = b"%d." % timestamp
+    signed = b"%d." % timestamp + body
     matched = False
     for secret in secrets:
         if not secret or not secret.strip(" \t\r\n\f\v"):
             continue                  # the SDK refuses an empty secret: it matches nothing
-        mac = hmac.new(secret.encode("utf-8"), prefix, hashlib.sha256)
-        mac.update(body)
-        expected = mac.hexdigest().encode()
+        expected = hmac.digest(secret.encode("utf-8"), signed, "sha256").hex().encode()
         if any(hmac.compare_digest(expected, s) for s in signatures):
             matched = True
             break

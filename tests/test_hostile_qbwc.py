@@ -388,7 +388,8 @@ def test_the_web_connector_can_listen_apart_from_the_webhooks(app, monkeypatch):
             assert c.get(f"http://127.0.0.1:{qbwc_port}/healthz").status_code == 404
             assert c.post(f"http://127.0.0.1:{qbwc_port}/webhooks/stripe", content=b"{}").status_code == 404
             health = c.get(f"http://127.0.0.1:{web_port}/healthz").json()
-        assert set(health) == {"status", "accepted", "duplicate", "unavailable", "rejected", "batches", "services"}
+        assert set(health) == {"status", "accepted", "duplicate", "unavailable", "rejected", "batches", "services",
+                               "process"}
         assert servers[0].config.limit_concurrency == 1000 and servers[0].config.timeout_keep_alive == 5
         assert servers[0].config.h11_max_incomplete_event_size == 65536
     finally:
