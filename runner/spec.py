@@ -129,6 +129,9 @@ def find_project_file(start: Path | None = None) -> Path | None:
     return None
 
 
+_NO_CONNECTORS = "none: is ledgerflow installed? `pip install -e .` registers the shipped connectors"
+
+
 def project_problems(doc: Document) -> list[Problem]:
     from connectors import registry
 
@@ -143,8 +146,8 @@ def project_problems(doc: Document) -> list[Problem]:
             problems.append(doc.problem(("connections", name, "type"),
                                         f"connections.{name}.type: unknown connector type {conn.get('type')!r} "
                                         + (f"(did you mean `{close[0]}`? " if close else "(")
-                                        + f"known: {', '.join(registry.known_types())}; a connector package "
-                                          f"registers its type in the {registry.GROUP} entry points)"))
+                                        + f"known: {', '.join(registry.known_types()) or _NO_CONNECTORS}; a "
+                                          f"connector package registers its type in the {registry.GROUP} entry points)"))
             continue
         # the connector's own schema (connectors/CONTRACT.md): a misspelt setting is an error, not a default
         problems.extend(_problems_against(doc, spec.config, conn, ("connections", name),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,12 +65,12 @@ def example_installed(tmp_path_factory):
 
 
 def all_types() -> list[str]:
-    site = Path(os.environ.get("TMPDIR", "/tmp")) / f"lf-conformance-collect-{os.getpid()}"
-    install_example(site)           # collection sees the third-party type too
-    try:
-        return registry.known_types()
-    finally:
-        uninstall_example(site)
+    with tempfile.TemporaryDirectory() as d:
+        install_example(Path(d))        # collection sees the third-party type too
+        try:
+            return registry.known_types()
+        finally:
+            uninstall_example(Path(d))
 
 
 TYPES = all_types()

@@ -92,3 +92,15 @@ def test_mounts_pull_types_and_reconciliation_defaults_come_from_the_connectors(
     assert booked["csv.row"] == {"amount": "amount", "currency": "currency", "rate": "exchange_rate"}
     assert booked["quickbooks_online.journal_entry"]["amount"] == "Line[0].Amount"
     assert booked["iif.transfer"] == {"amount": "amount"}
+
+
+def test_without_registered_connectors_validate_says_how_to_register_them(tmp_path, monkeypatch, capsys):
+    """A checkout used without `pip install -e .` has no entry points: say so, not just 'unknown type'."""
+    monkeypatch.setattr(registry, "TYPES", {})
+    (tmp_path / "ledgerflow.yaml").write_text("settings: {home_currency: USD}\nconnections:\n  books: {type: csv}\n")
+    (tmp_path / "flows").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEDGERFLOW_PROJECT", raising=False)
+    assert main(["validate"]) == 1
+    assert "known: none: is ledgerflow installed? `pip install -e .` registers the shipped connectors" \
+        in capsys.readouterr().out
