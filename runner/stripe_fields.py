@@ -83,10 +83,18 @@ def _overlay() -> dict[str, tuple[str, dict[str, str]]]:
 def event_objects(stripe_types: Iterable[str]) -> str | None:
     """The code of ``data.object`` for these trigger patterns: one type key or "a|b";
     None when any event type they match carries an object the SDK does not name."""
+    return _event_objects(tuple(stripe_types))
+
+
+@lru_cache(maxsize=256)
+def _event_objects(stripe_types: tuple[str, ...]) -> str | None:
     events = _generated().EVENTS
     keys: set[str] = set()
     for pattern in stripe_types:
-        matched = [t for t in events if fnmatch.fnmatchcase(t, pattern)]
+        if not set(pattern) & set("*?["):
+            matched = [pattern] if pattern in events else []
+        else:
+            matched = [t for t in events if fnmatch.fnmatchcase(t, pattern)]
         if not matched or any(not events[t] for t in matched):
             return None
         keys.update(events[t] for t in matched)
@@ -96,11 +104,11 @@ def event_objects(stripe_types: Iterable[str]) -> str | None:
 class FieldCheck:
     """The typed names of one flow (or of a mapping checked on its own)."""
 
-    def __init__(self, stripe_types: Iterable[str] = (), shadowed: Iterable[str] = ()):
-        self.obj = event_objects(stripe_types)
-        self.shadowed = set(shadowed)
-        if self.obj:
-            self._event_data = ("Stripe's Event.Data", {**_shape("event/Data")[1], "object": self.obj})
+    def __init__(self, obj: str | None = None, shadowed: frozenset = frozenset()):
+        self.obj = obj                   # the code of data.object (event_objects), None when not known
+        self.shadowed = shadowed         # look-up names: not the Stripe objects they spell
+        if obj:
+            self._event_data = ("Stripe's Event.Data", {**_shape("event/Data")[1], "object": obj})
 
     def root(self, name: str) -> str | None:
         if name in self.shadowed or name == "account":   # `account` is the connected account's id
@@ -183,7 +191,7 @@ def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
     from .mapping import field_name
 
     trigger = data.get("trigger") or {}
-    check = FieldCheck(trigger.get("stripe") or [], shadowed=(data.get("lookups") or {}).keys())
+    check = FieldCheck(event_objects(trigger.get("stripe") or []), frozenset(data.get("lookups") or {}))
     # the project's environment, whose static checks of these templates are cached already
     env = next((r.mapping.env for r in routes if r.mapping is not None), None)
     out: list[Problem] = []
@@ -209,12 +217,19 @@ def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
 def mapping_problems(mapping, check: FieldCheck | None = None) -> list[Problem]:
     """A mapping's templates, for a flow's check; on its own (a mapping file validated alone)
     ``charge``, ``payout``, ... are known by name, ``object`` and ``data`` not."""
+    check = check or FieldCheck()
+    return list(_mapping_problems(mapping, check.obj, frozenset(check.shadowed)))
+
+
+@lru_cache(maxsize=256)
+def _mapping_problems(mapping, obj: str | None, shadowed: frozenset) -> tuple[Problem, ...]:
+    """Once per mapping and flow shape: many flows share a mapping."""
     from .mapping import field_name
 
-    check = check or FieldCheck()
-    return [p for source, path, expression, scope in mapping.templates
-            for p in template_problems(check, mapping.doc, path, source, expression, scope,
-                                       prefix=f"{field_name(path)}: ", env=mapping.env)]
+    check = FieldCheck(obj, shadowed)
+    return tuple(p for source, path, expression, scope in mapping.templates
+                 for p in template_problems(check, mapping.doc, path, source, expression, scope,
+                                            prefix=f"{field_name(path)}: ", env=mapping.env))
 
 
 def _at(data, path: tuple):

@@ -287,11 +287,16 @@ _ABSENCE_TESTS = {"defined", "undefined"}
 _ABSENCE_FILTERS = {"default", "d"}
 
 
-def attribute_chains(env: Environment, source: str, *, expression: bool = False) -> list[tuple[str, tuple]]:
+def attribute_chains(env: Environment, source: str, *, expression: bool = False) -> tuple[tuple[str, tuple], ...]:
     """Every ``name.field['key'][0].more`` the template reads from an undeclared name, as
     (name, parts): a part is a field name, or None for an index that is not a string
     (``[0]``, ``[i]``). Chains tested with ``is defined`` or passed to ``default`` are left out."""
-    text = _static_text(source, expression)
+    return _chains(env, _static_text(source, expression))
+
+
+@lru_cache(maxsize=4096)
+def _chains(env: Environment, text: str) -> tuple[tuple[str, tuple], ...]:
+    """attribute_chains, once per template text (a mapping shared by many flows is read once)."""
     ast, free = _parsed(env, text), _undeclared(env, text)
     links = (nodes.Getattr, nodes.Getitem)
     inner = {id(n.node) for n in ast.find_all(links) if isinstance(n.node, links)}
@@ -312,4 +317,4 @@ def attribute_chains(env: Environment, source: str, *, expression: bool = False)
             node = node.node
         if isinstance(node, nodes.Name) and node.name in free:
             out.append((node.name, tuple(reversed(parts))))
-    return out
+    return tuple(out)
