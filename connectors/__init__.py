@@ -1,7 +1,9 @@
 """Connectors: one module or sub-package per external system.
 
-A connector is a contract: the actions it offers, a JSON Schema per action's
-payload (checked at ``validate`` time and again before anything is sent), and
-``deliver`` for a batch of operations. Connectors do I/O only; planning,
-state and retries belong to the runner.
+A connector is a contract (connectors/CONTRACT.md): a ``ConnectorSpec`` registered
+under the ``ledgerflow.connectors`` entry points declares the connection's schema,
+the actions it offers with a JSON Schema per payload (checked at ``validate`` time
+and again before anything is sent), its capabilities and what it needs; its class
+``deliver``s a batch of operations. Connectors do I/O only; planning, state and
+retries belong to the runner.
 """

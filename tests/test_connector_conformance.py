@@ -26,22 +26,20 @@ from tests.conformance_harnesses import SHIPPED
 from tests.support.servers import serve_app
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "ledgerflow_example_connector"
-EXAMPLE_ENTRY_POINTS = """\
-[ledgerflow.connectors]
-example_books = ledgerflow_example_connector.spec:SPEC
-
-[ledgerflow.conformance]
-example_books = ledgerflow_example_connector.conformance:Harness
-"""
 
 
 def install_example(site: Path) -> None:
     """What `pip install` leaves for the example package: its code importable and a dist-info
-    holding its entry points, in a folder on sys.path; then the registry discovers again."""
+    holding the entry points its pyproject.toml declares, in a folder on sys.path; then the
+    registry discovers again."""
+    import tomllib
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
     dist = site / "ledgerflow_example_connector-0.1.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ledgerflow-example-connector\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text(EXAMPLE_ENTRY_POINTS)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    (dist / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {ref}\n" for name, ref in eps.items()) + "\n"
+        for group, eps in project["entry-points"].items()))
     link = site / "ledgerflow_example_connector"
     if not link.exists():
         link.symlink_to(EXAMPLE / "ledgerflow_example_connector")
