@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from connectors.base import Action
 from connectors.contract import ConnectorSpec, config_schema, with_examples
 
-from . import FILE_CAPABILITIES, FILE_SETTINGS
+from . import FILE_CAPABILITIES, FILE_SETTINGS, balanced
 
 ROW = {
     "type": "object",
@@ -65,20 +65,12 @@ JOURNAL = {
 JOURNAL_COLUMNS = ["Journal No.", "Journal Date", "Account Name", "Debits", "Credits", "Description", "Name"]
 
 
-def _balanced(payload: Mapping[str, Any]) -> list[str]:
-    lines = payload.get("lines") or []
-    total = sum((Decimal(str(line.get("amount", 0))) for line in lines), Decimal(0))
-    if total != 0:
-        return [f"lines must sum to zero (debits positive, credits negative); they sum to {total}"]
-    return []
-
-
 ACTIONS = {
     "row": Action("row", ROW, "Append one row; columns are the mapping's fields in order."),
     "qbo_bank_row": Action("qbo_bank_row", QBO_BANK,
                            "One line in QuickBooks Online's bank-transaction upload layout."),
     "journal": Action("journal", JOURNAL, "A balanced journal entry, one row per line, in QuickBooks Online's "
-                                          "journal-entry import layout.", _balanced),
+                                          "journal-entry import layout.", balanced),
 }
 
 _EXAMPLES: dict[str, list[dict[str, Any]]] = {

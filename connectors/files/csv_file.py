@@ -13,7 +13,8 @@ from pathlib import Path
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
 
-from .csv_actions import ACTIONS, JOURNAL_COLUMNS, QBO_BANK, _balanced
+from . import balanced
+from .csv_actions import ACTIONS, JOURNAL_COLUMNS, QBO_BANK
 from .ledger import KeyedFile, file_day
 
 
@@ -40,7 +41,7 @@ class CsvConnector(Connector):
 
     def _journal(self, item: Item) -> tuple[list[str], list[list[str]]]:
         payload = item.payload
-        problems = _balanced(payload)
+        problems = balanced(payload)
         if problems:
             raise TargetError("; ".join(problems), ErrorKind.PERMANENT, field="lines")
         d = date.fromisoformat(str(payload["date"])).strftime("%m/%d/%Y")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
 
-from .iif_actions import ACTIONS, _balanced
+from . import balanced
+from .iif_actions import ACTIONS
 from .ledger import KeyedFile, file_day
 
 COLUMNS = ["TRNSTYPE", "DATE", "ACCNT", "NAME", "CLASS", "AMOUNT", "DOCNUM", "MEMO"]
@@ -39,7 +40,7 @@ def render_block(action: str, payload: dict) -> str:
     else:
         trnstype = "GENERAL JOURNAL"
         lines = payload["lines"]
-        problems = _balanced(payload)
+        problems = balanced(payload)
         if problems:
             raise TargetError("; ".join(problems), ErrorKind.PERMANENT, field="lines")
     out = []

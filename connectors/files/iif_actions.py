@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from connectors.base import Action
 from connectors.contract import ConnectorSpec, config_schema, with_examples
 
-from . import FILE_CAPABILITIES, FILE_SETTINGS
+from . import FILE_CAPABILITIES, FILE_SETTINGS, balanced
 
 _TEXT = {"type": "string", "maxLength": 4095, "pattern": "^[^\\t\\r\\n]*$"}
 _MONEY = {"type": "number"}
@@ -48,16 +48,8 @@ TRANSFER = {
 }
 
 
-def _balanced(payload: Mapping[str, Any]) -> list[str]:
-    lines = payload.get("lines") or []
-    total = sum((Decimal(str(l.get("amount", 0))) for l in lines), Decimal(0))
-    if total != 0:
-        return [f"lines must sum to zero (debits positive, credits negative); they sum to {total}"]
-    return []
-
-
 ACTIONS = {
-    "journal": Action("journal", JOURNAL, "A GENERAL JOURNAL transaction of balanced lines.", _balanced),
+    "journal": Action("journal", JOURNAL, "A GENERAL JOURNAL transaction of balanced lines.", balanced),
     "transfer": Action("transfer", TRANSFER, "A TRANSFER from one balance-sheet account to another."),
 }
 
