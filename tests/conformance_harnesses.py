@@ -238,15 +238,24 @@ class SageHarness:
 
 
 class QbdHarness:
-    """QuickBooks Desktop is pulled by the Web Connector: the suite checks the pull-shaped
-    contract (deliver never sends; a service is mounted); tests/test_qbd_service.py drives the
-    Web Connector stand-in for lost answers, retries and errors."""
+    """QuickBooks Desktop is pulled by the Web Connector: its checks are pull-shaped. Work is
+    queued as delivery rows; ``poll(break_after)`` runs one Web Connector session against the
+    service the spec mounts (``break_after``: QuickBooks ran that many messages and the last
+    answer never came back); the target is the Web Connector stand-in's company file."""
 
     type = "quickbooks_desktop"
-    failures: set[str] = set()
+    failures = {"lost", "permanent"}
+    PASSWORD = "correct horse battery staple"
 
     def __init__(self, serve: Any, runtime: Any):
+        from tests.standins.web_connector import WSDL_PATH, XSD_PATH, FakeQuickBooks
+        if not (XSD_PATH.exists() and WSDL_PATH.exists()):
+            import pytest
+            pytest.skip(f"Intuit's qbXML schema / QBWC WSDL not found under {XSD_PATH.parents[1]}")
+        self.serve = serve
         self.runtime = runtime
+        self.qb = FakeQuickBooks()
+        self._app = None
 
     def config(self) -> dict:
         return {"type": "quickbooks_desktop", "username": "ledgerflow", "password": {"env": "QBWC_PASSWORD"}}
@@ -257,11 +266,54 @@ class QbdHarness:
 
     def item(self, n: int, attempts: int = 0) -> Item:
         from connectors import registry
-        example = registry.actions_for(self.type)["sales_receipt"].examples[0]
-        return Item(n, f"conformance:{n}", "sales_receipt", dict(example), attempts)
+        example = registry.actions_for(self.type)["deposit"].examples[0]
+        return Item(n, f"conformance:{n}", "deposit", dict(example), attempts)
+
+    @property
+    def app(self):
+        if self._app is None:
+            import yaml
+
+            from runner.app import App
+            from runner.spec import load_project
+            root = Path(self.runtime.project_dir)
+            (root / "flows").mkdir(exist_ok=True)
+            (root / "ledgerflow.yaml").write_text(yaml.safe_dump({
+                "settings": {"home_currency": "USD", "store_url": f"sqlite:///{root / 'qbd.db'}"},
+                "connections": {"qbd": self.config()}}))
+            os.environ["QBWC_PASSWORD"] = self.PASSWORD
+            self._app = App(load_project(root / "ledgerflow.yaml"))
+        return self._app
+
+    def enqueue(self, n: int, payload: dict | None = None) -> int:
+        from runner.planner import Operation
+        item = self.item(n)
+        op = Operation(flow="conformance", route="deposit", connection="qbd", connector_type=self.type,
+                       action=item.action, idempotency_key=item.idempotency_key,
+                       payload=payload or item.payload, event_id=f"evt_{n}")
+        [(did, _)] = self.app.store.add_deliveries([op])
+        return did
+
+    def permanent_payload(self) -> tuple[dict, str]:
+        payload = dict(self.item(0).payload, DepositToAccountRef={"FullName": "No Such Bank"})
+        return payload, "No Such Bank"
+
+    def poll(self, break_after: int | None = None) -> Any:
+        from connectors import registry
+        from connectors.contract import load
+        from tests.standins.web_connector import RawSoap, WebConnector
+        [mount] = registry.spec(self.type).mounts
+        prefix, asgi = load(mount)(self.app)
+        with self.serve(asgi) as srv:
+            return WebConnector(RawSoap(srv.url + "/"), self.qb).run_session("ledgerflow", self.PASSWORD,
+                                                                             break_after=break_after)
+
+    def documents(self) -> int:
+        return len(self.qb.txns)
 
     def close(self) -> None:
-        pass
+        if self._app is not None:
+            self._app.close()
 
 
 SHIPPED = {"csv": lambda serve, rt: FileHarness("csv", serve, rt), "iif": lambda serve, rt: FileHarness("iif", serve, rt),

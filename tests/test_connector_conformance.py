@@ -62,17 +62,17 @@ def example_installed(tmp_path_factory):
     uninstall_example(site)
 
 
-def all_types() -> list[str]:
+def all_types() -> tuple[list[str], list[str]]:
+    """(every registered type, the push ones)."""
     with tempfile.TemporaryDirectory() as d:
         install_example(Path(d))        # collection sees the third-party type too
         try:
-            return registry.known_types()
+            return registry.known_types(), [t for t in registry.known_types() if not registry.is_pull(t)]
         finally:
             uninstall_example(Path(d))
 
 
-TYPES = all_types()
-PUSH_TYPES = [t for t in TYPES if t != "quickbooks_desktop"]
+TYPES, PUSH_TYPES = all_types()
 
 
 def harness_class(type_name: str):
@@ -217,12 +217,35 @@ def test_a_refusal_is_permanent_and_names_the_field(harness):
         connector.close()
 
 
-@pytest.mark.parametrize("harness", ["quickbooks_desktop"], indirect=True)
+PULL_TYPES = [t for t in TYPES if t not in PUSH_TYPES]
+
+
+@pytest.mark.parametrize("harness", PULL_TYPES, indirect=True)
 def test_a_pull_connector_never_pushes(harness):
     connector = harness.connector()
     [out] = connector.deliver([harness.item(1)])
     assert not out.ok and out.error.kind == ErrorKind.THROTTLED     # handed back, not counted as an attempt
     assert registry.is_pull(harness.type)
+
+
+@pytest.mark.parametrize("harness", PULL_TYPES, indirect=True)
+def test_pulled_a_lost_answer_is_found_not_added_twice(harness):
+    did = harness.enqueue(1)
+    first = harness.poll(break_after=1)          # the target ran the request; its answer never came back
+    assert first.broken_off and harness.documents() == 1
+    harness.poll()
+    row = harness.app.store.delivery(did)
+    assert row["state"] == "sent" and harness.documents() == 1, row["last_error"]
+
+
+@pytest.mark.parametrize("harness", PULL_TYPES, indirect=True)
+def test_pulled_a_refusal_dead_letters_saying_what_was_wrong(harness):
+    payload, named = harness.permanent_payload()
+    did = harness.enqueue(1, payload)
+    harness.poll()
+    row = harness.app.store.delivery(did)
+    assert row["state"] == "dead" and row["error_kind"] == "permanent" and named in row["last_error"]
+    assert harness.documents() == 0
 
 
 def open_fds() -> int:
