@@ -359,6 +359,8 @@ class PrefectAPI:
                       f"when the last ledgerflow command using it ends", file=sys.stderr, flush=True)
             self._users = srv.join()
             atexit.register(self.release)         # whatever way the command ends
+            if self.started:
+                _exit_on_sigterm()
         use_api(self.url)
         log.info("Prefect API: %s (%s)", self.url, self.source)
         return self
@@ -392,6 +394,12 @@ class PrefectAPI:
             how = f"exited with code {code}" if code is not None else "exited"
             return f"the project's Prefect server ({self.url}) {how}; see {self.server.home / 'server.log'}"
         return None
+
+
+def _exit_on_sigterm() -> None:
+    """A command killed with SIGTERM (no handler of its own) still stops the server it started."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 def use_project_api(app) -> PrefectAPI:

@@ -168,3 +168,14 @@ def test_a_port_taken_between_the_check_and_the_bind_means_another_port(tmp_path
         finally:
             srv.stop_recorded()
     assert not healthy(url) and srv.process.poll() is not None
+
+
+def test_a_command_stopped_with_sigterm_stops_the_server_it_started(tmp_path):
+    import signal
+    proc, got = _user(tmp_path / "state", free_port())
+    assert got["started"]
+    pid = got["record"]["pid"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == 128 + signal.SIGTERM
+    assert not _pid_alive(pid) and not healthy(got["url"])
+    assert not (tmp_path / "state" / "prefect" / "server.json").exists()
