@@ -314,3 +314,21 @@ def test_a_prefect_api_outage_loses_nothing_and_until_idle_says_work_remains(pre
     assert all(n == 1 for n in target.posts_by_key.values())
     assert all([a["outcome"] for a in app.store.attempts_of(did)] == ["sent"] for did in ids)
     app.close()
+
+
+@pytest.mark.prefect
+def test_a_deep_queue_grows_the_batches(prefect_api, target, tmp_path, store_url, monkeypatch):
+    """Full batches double (up to max_batch), spreading Prefect's cost per run over more operations;
+    a batch that was not full brings the size back."""
+    monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
+    app = load_app(http_project(tmp_path / "p", target.url))
+    ids = plan_charges(app, 40)
+    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=1, max_batch=20), worker="w1")
+    loop.run(until_idle=True)
+    sizes: dict[str, int] = {}
+    for did in ids:
+        run = app.store.attempts_of(did)[0]["flow_run_id"]
+        sizes[run] = sizes.get(run, 0) + 1
+    assert loop.batches == 4 and sorted(sizes.values()) == [5, 5, 10, 20]
+    assert target.created == 40
+    app.close()
