@@ -6,8 +6,10 @@ a fresh interpreter; the start-up times are measured by bench/bench_cli_start.py
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from .helpers_project import charge_event, make_project, write
 
@@ -64,3 +66,17 @@ def test_a_failing_payload_still_explains_itself(tmp_path):
     write(root, "mappings/row.yaml", ROW.replace('"{{ charge.id }}"', '"{{ charge.metadata }}"'))
     rc, heavy, out = heavy_modules_after(["preview", "flows/charges.yaml", "--event", "event.json"], root)
     assert rc == 1 and "mappings/row.yaml:1:5: id:" in out and "jsonschema" in heavy, out
+
+
+def test_preview_of_an_event_the_flow_does_not_book_opens_no_store(tmp_path):
+    """A posting flow's balance-transaction cache (the store) opens on first fetch, not with the app."""
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "ledgerflow.yaml", tmp_path)
+    shutil.copytree(root / "mappings", tmp_path / "mappings")
+    (tmp_path / "flows").mkdir()
+    shutil.copy(root / "flows" / "stripe-movements-to-iif.yaml", tmp_path / "flows")
+    event = root / "flows" / "tests" / "events" / "charge-refunded-eur.json"
+    rc, heavy, out = heavy_modules_after(["preview", "flows/stripe-movements-to-iif.yaml", "--event", str(event)],
+                                         tmp_path)
+    assert rc == 0 and "filtered out: no operations" in out and heavy == [], out
+    assert not (tmp_path / ".ledgerflow").exists()

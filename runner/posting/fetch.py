@@ -52,7 +52,6 @@ class StripeObjects:
     def __init__(self, app: Any, *, client: Any = None, rate_limit: float | None = None, concurrency: int = 8,
                  max_429: int = 20):
         self.app = app
-        self.store = app.store
         self._client = client
         raw = ((app.project.raw.get("stripe") or {}).get("fetch") or {}) if app is not None else {}
         self._rate = rate_limit if rate_limit is not None else raw.get("rate_limit")
@@ -64,6 +63,12 @@ class StripeObjects:
         self.errors: dict[tuple[str, str | None], FetchError] = {}
 
     # ---- the Stripe client and the limiter -----------------------------------------
+
+    @property
+    def store(self):
+        """The cache and the limiter's store, opened on first use: a preview that fetches
+        nothing (an event the flow does not book) never imports SQLAlchemy."""
+        return self.app.store
 
     @property
     def client(self):
