@@ -179,3 +179,39 @@ def test_a_command_stopped_with_sigterm_stops_the_server_it_started(tmp_path):
     assert proc.wait(120) == 128 + signal.SIGTERM
     assert not _pid_alive(pid) and not healthy(got["url"])
     assert not (tmp_path / "state" / "prefect" / "server.json").exists()
+
+
+def test_serve_owns_the_projects_server_for_its_lifetime(tmp_path):
+    """serve answers at once, shows the Prefect service starting then running in /healthz, and
+    stops the project's server when it stops (no other process uses it)."""
+    import signal
+    import time
+
+    import httpx
+    project, port, prefect_port = _project(tmp_path), free_port(), free_port()
+    env = _env(LEDGERFLOW_PROJECT=str(project), LEDGERFLOW_PREFECT_PORT=str(prefect_port),
+               STRIPE_WEBHOOK_SECRET="whsec_test_only_0123456789")
+    with open(tmp_path / "serve.log", "wb") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--port", str(port), "--log-level",
+                                  "warning"], cwd=project.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+    prefect = "runner.prefect_server:background"
+    seen, deadline = [], time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline and "running" not in seen:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                state = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()["services"][prefect]["state"]
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            assert state != "failed", (tmp_path / "serve.log").read_text()[-2000:]
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            time.sleep(0.2)
+        assert seen[0] in ("waiting", "starting") and seen[-1] == "running", seen
+        rec = json.loads((project.parent / ".state" / "prefect" / "server.json").read_text())
+        assert healthy(rec["url"]) and rec["url"] == f"http://127.0.0.1:{prefect_port}/api"
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(180)
+    assert not _pid_alive(rec["pid"]) and not (project.parent / ".state" / "prefect" / "server.json").exists()
