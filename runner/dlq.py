@@ -17,14 +17,11 @@ counted and said, with its reason.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-
-from sqlalchemy import and_, update
 
 from . import jsonio
 from .errors import LedgerflowError
-from .store.tables import deliveries as d
+from .store.model import Delivery, State
 
 
 class DlqError(LedgerflowError):
@@ -44,25 +41,23 @@ class Replayed:
         return f"{self.id}: {how}"
 
 
-def dead(store, *, flow: str | None = None, limit: int | None = None, alert: str | None = None) -> list[dict]:
+def dead(store, *, flow: str | None = None, limit: int | None = None, alert: str | None = None) -> list[Delivery]:
     """Dead deliveries (of a flow); with ``alert``, only those of that Slack alert: the rows whose
     alert group key (``alerts.row_group_key``: flow, target, error shape) starts with it."""
-    conds = [d.c.state == "dead"]
-    if flow:
-        conds.append(d.c.flow == flow)
     if not alert:
-        return store.deliveries_where(*conds, limit=limit)
+        return store.find_deliveries(state=State.DEAD, flow=flow or None, limit=limit)
     from .alerts import row_group_key
-    rows = [r for r in store.deliveries_where(*conds) if row_group_key(r).startswith(alert.lower())]
+    rows = [r for r in store.find_deliveries(state=State.DEAD, flow=flow or None)
+            if row_group_key(r).startswith(alert.lower())]
     return rows[:limit] if limit else rows
 
 
-def get_dead(store, delivery_id: int) -> dict:
+def get_dead(store, delivery_id: int) -> Delivery:
     row = store.delivery(delivery_id)
     if row is None:
         raise DlqError(f"no delivery {delivery_id} (see `ledgerflow dlq list`)")
-    if row["state"] != "dead":
-        raise DlqError(f"delivery {delivery_id} is {row['state']}, not in the dead-letter queue")
+    if row.state is not State.DEAD:
+        raise DlqError(f"delivery {delivery_id} is {row.state}, not in the dead-letter queue")
     return row
 
 
@@ -77,26 +72,26 @@ def age(seconds: float) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
 
 
-def _current_flow(app, row: dict):
+def _current_flow(app, row: Delivery):
     flows = app.flows(reload=True)
-    if row["flow"] in flows:
-        return flows[row["flow"]]
-    if row.get("flow_file"):
+    if row.flow in flows:
+        return flows[row.flow]
+    if row.flow_file:
         try:
-            return app.flow(row["flow_file"])
+            return app.flow(row.flow_file)
         except LedgerflowError:
             pass
-    raise DlqError(f"delivery {row['id']}: flow {row['flow']!r} no longer exists under {app.flow_dir()}; "
-                   f"discard it with `ledgerflow dlq discard {row['id']} --reason ...`")
+    raise DlqError(f"delivery {row.id}: flow {row.flow!r} no longer exists under {app.flow_dir()}; "
+                   f"discard it with `ledgerflow dlq discard {row.id} --reason ...`")
 
 
-def replan(app, row: dict) -> tuple[dict, bool]:
+def replan(app, row: Delivery) -> tuple[dict, bool]:
     """The new delivery values for a dead row, from its stored event and the current flow."""
-    event_row = app.store.get_event(row["event_id"]) if row.get("event_id") else None
+    event_row = app.store.get_event(row.event_id) if row.event_id else None
     if event_row is None:
         return {}, False
-    if row.get("connector_type") == "plan":      # a flow that could not plan: the delivery loop re-plans it
-        return {"payload": jsonio.dumps(row["payload"])}, True
+    if row.connector_type == "plan":      # a flow that could not plan: the delivery loop re-plans it
+        return {"payload": jsonio.dumps(row.payload)}, True
     event = jsonio.loads(event_row["payload"])
     try:
         flow = _current_flow(app, row)          # loading the flow compiles its mappings: they may fail here
@@ -104,43 +99,36 @@ def replan(app, row: dict) -> tuple[dict, bool]:
     except DlqError:
         raise
     except LedgerflowError as exc:
-        raise DlqError(f"delivery {row['id']}: the current flow still cannot plan event {row['event_id']}:\n{exc}") \
+        raise DlqError(f"delivery {row.id}: the current flow still cannot plan event {row.event_id}:\n{exc}") \
             from None
-    match = [op for op in ops if op.route == row["route"]]
+    match = [op for op in ops if op.route == row.route]
     if not match:
         why = "filters the event out" if not ops else f"routes it to {', '.join(o.route for o in ops)} only"
-        raise DlqError(f"delivery {row['id']}: the current flow {flow.name} {why}, not to route {row['route']!r}; "
+        raise DlqError(f"delivery {row.id}: the current flow {flow.name} {why}, not to route {row.route!r}; "
                        f"nothing to replay (discard it with a reason instead)")
     op = match[0]
     return {"payload": jsonio.dumps(op.payload), "action": op.action, "connection": op.connection,
-            "connector_type": op.connector_type, "max_attempts": op.max_attempts or row["max_attempts"],
-            "retry_policy": op.retry_policy or row.get("retry_policy"), "flow_file": op.flow_file}, True
+            "connector_type": op.connector_type, "max_attempts": op.max_attempts or row.max_attempts,
+            "retry_policy": op.retry_policy or row.retry_policy, "flow_file": op.flow_file}, True
 
 
-def _requeue(app, row: dict, values: dict, *, state: str) -> bool:
-    """Make ``row`` due now with ``values``, if it is still in ``state`` as read; True when it was."""
-    now = time.time()
+def _requeue(app, row: Delivery, values: dict) -> bool:
+    """Make ``row`` due now with ``values``, if it is still as read; True when it was. Attempts keep
+    counting, and the flow's budget starts afresh."""
     values = dict(values)
-    with app.store.tx(immediate=True) as c:
-        # attempts keep counting (a target that answers a repeated request id with its original fault,
-        # as QuickBooks Online does, must see a new attempt), and the flow's budget starts afresh
-        budget = int(values.pop("max_attempts", None) or row["max_attempts"])
-        res = c.execute(update(d).where(and_(d.c.id == row["id"], d.c.state == state,
-                                             d.c.updated_at == row["updated_at"])).values(
-            **values, state="pending", max_attempts=d.c.attempts + budget, next_attempt_at=now, last_error=None,
-            error_kind=None, claimed_by=None, lease_until=None, updated_at=now))
-    return res.rowcount == 1
+    budget = int(values.pop("max_attempts", None) or row.max_attempts)
+    return app.store.requeue(row, values, budget=budget)
 
 
 def replay(app, delivery_id: int, *, actor: str | None = None) -> Replayed:
     """Re-plan a dead delivery and make it due now, keeping its idempotency key."""
     row = get_dead(app.store, delivery_id)
     values, replanned = replan(app, row)
-    changed = replanned and jsonio.loads(values["payload"]) != row["payload"]
-    if not _requeue(app, row, values, state="dead"):
+    changed = replanned and jsonio.loads(values["payload"]) != row.payload
+    if not _requeue(app, row, values):
         raise DlqError(f"delivery {delivery_id} left the dead-letter queue meanwhile (replayed by someone else?)")
     app.store.audit("dlq.replay", str(delivery_id),
-                    f"flow={row['flow']} route={row['route']} key={row['idempotency_key']} "
+                    f"flow={row.flow} route={row.route} key={row.idempotency_key} "
                     f"replanned={replanned} changed={changed}", actor=actor)
     return Replayed(delivery_id, replanned, changed)
 
@@ -166,14 +154,14 @@ class RetryingReplan:
         return out
 
 
-def _retrying_skip(row: dict) -> str | None:
+def _retrying_skip(row: Delivery) -> str | None:
     from .replan import TYPE as PLAN_TYPE
-    if row.get("connector_type") == PLAN_TYPE:
+    if row.connector_type == PLAN_TYPE:
         return "a plan row: it plans with the current files at its next attempt"
-    if row.get("target_ref"):
-        return (f"the target already holds document {row['target_ref']} for it; changing the payload now "
+    if row.target_ref:
+        return (f"the target already holds document {row.target_ref} for it; changing the payload now "
                 "would not change that document")
-    if not row.get("event_id"):
+    if not row.event_id:
         return "no stored event to plan from"
     return None
 
@@ -182,13 +170,8 @@ def replan_retrying(app, *, flow: str | None = None, connections: list[str] | No
                     actor: str | None = None) -> RetryingReplan:
     """Re-plan the rows still retrying (of ``flow``, of these ``connections``) whose payload the
     current files change; make them due now with a fresh budget, keeping their idempotency keys."""
-    conds = [d.c.state == "retrying"]
-    if flow:
-        conds.append(d.c.flow == flow)
-    if connections:
-        conds.append(d.c.connection.in_(connections))
     report = RetryingReplan()
-    for row in app.store.deliveries_where(*conds):
+    for row in app.store.find_deliveries(state=State.RETRYING, flow=flow or None, connections=connections or None):
         why = _retrying_skip(row)
         if why is None:
             try:
@@ -196,16 +179,16 @@ def replan_retrying(app, *, flow: str | None = None, connections: list[str] | No
             except DlqError as exc:
                 why = str(exc).replace("\n", " ")
         if why is not None:
-            report.skipped.append((row["id"], why))
+            report.skipped.append((row.id, why))
             continue
-        if jsonio.loads(values["payload"]) == row["payload"]:
-            report.unchanged.append(row["id"])
-        elif _requeue(app, row, values, state="retrying"):
-            report.replanned.append(row["id"])
-            app.store.audit("dlq.replan", str(row["id"]), f"flow={row['flow']} route={row['route']} "
-                            f"key={row['idempotency_key']} retrying, payload changed", actor=actor)
+        if jsonio.loads(values["payload"]) == row.payload:
+            report.unchanged.append(row.id)
+        elif _requeue(app, row, values):
+            report.replanned.append(row.id)
+            app.store.audit("dlq.replan", str(row.id), f"flow={row.flow} route={row.route} "
+                            f"key={row.idempotency_key} retrying, payload changed", actor=actor)
         else:
-            report.skipped.append((row["id"], "taken by a worker meanwhile: it is being sent with the old payload"))
+            report.skipped.append((row.id, "taken by a worker meanwhile: it is being sent with the old payload"))
     return report
 
 
@@ -214,12 +197,8 @@ def discard(app, delivery_id: int, reason: str, *, actor: str | None = None) -> 
     if not reason:
         raise DlqError("--reason: say why this delivery is discarded (it is kept in the audit log)")
     row = get_dead(app.store, delivery_id)
-    now = time.time()
-    with app.store.tx(immediate=True) as c:
-        res = c.execute(update(d).where(and_(d.c.id == delivery_id, d.c.state == "dead"))
-                        .values(state="discarded", updated_at=now))
-        if res.rowcount != 1:
-            raise DlqError(f"delivery {delivery_id} left the dead-letter queue meanwhile")
+    if not app.store.discard(delivery_id):
+        raise DlqError(f"delivery {delivery_id} left the dead-letter queue meanwhile")
     app.store.audit("dlq.discard", str(delivery_id),
-                    f"flow={row['flow']} route={row['route']} key={row['idempotency_key']} "
-                    f"error={(row.get('last_error') or '')[:200]} reason={reason}", actor=actor)
+                    f"flow={row.flow} route={row.route} key={row.idempotency_key} "
+                    f"error={(row.last_error or '')[:200]} reason={reason}", actor=actor)

@@ -141,14 +141,8 @@ class DeliveryLoop:
 
     def release(self, ids: list[int], lane: int = 0) -> bool:
         """Give back at once the claims a failed batch still holds; False when that failed."""
-        from sqlalchemy import and_, update
-        from .store.tables import deliveries as d
         try:
-            with self.app.store.tx() as c:
-                c.execute(update(d).where(and_(d.c.id.in_(ids), d.c.claimed_by == self.lane_id(lane),
-                                               d.c.state == "sending"))
-                          .values(state="retrying", claimed_by=None, lease_until=None,
-                                  next_attempt_at=time.time() + self.settings.poll_interval, updated_at=time.time()))
+            self.app.store.release(self.lane_id(lane), ids, time.time() + self.settings.poll_interval)
             return True
         except Exception:  # noqa: BLE001 - the lease will release them anyway
             log.exception("could not release claims %s; they free up when their lease ends (%.0fs)",

@@ -11,6 +11,7 @@ import yaml
 from runner.planner import Operation
 from tests.standins.stripe_api import DEFAULT_KEY
 from tests.standins.stripe_scenarios import Scenario
+from tests.store_helpers import force_state
 
 
 def wire_project(project_dir: Path, monkeypatch, api_base: str, store_url: str, accounts: list[str],
@@ -44,4 +45,4 @@ def book(store, scenario: Scenario) -> None:
                        idempotency_key=f"stripe-bookings:book:{b.event['id']}", payload=payload,
                        event_id=b.event["id"])
         [(did, _)] = store.add_deliveries([op])
-        store.set_delivery(did, state=b.state, last_error="HTTP 400 from target" if b.state == "dead" else None)
+        force_state(store, did, b.state, last_error="HTTP 400 from target" if b.state == "dead" else None)

@@ -20,6 +20,7 @@ from runner.dispatch import dispatch_pending
 from runner.store.tables import deliveries
 from tests.delivery_helpers import charge, http_project, load_app
 from tests.standins.flaky_target import FlakyTarget
+from tests.store_helpers import force_state
 from tests.support.servers import serve_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +168,7 @@ def test_a_re_dispatched_event_writes_no_second_row(store_url, tmp_path, monkeyp
     app = load_app(http_project(tmp_path / "p", NOWHERE))
     [eid] = put_charges(app, 1)
     dispatch_pending(app)
-    app.store.set_delivery(app.store.delivery_by_key(key(eid))["id"], state="sent")
+    force_state(app.store, app.store.delivery_by_key(key(eid)).id, "sent")
     app.store.mark_event(eid, "pending")
     s = dispatch_pending(app)
     assert (s.events, s.operations, s.new_deliveries) == (1, 1, 0)

@@ -11,6 +11,8 @@ from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select,
 from sqlalchemy.engine import Connection, Engine
 
 from .. import jsonio
+from . import transitions
+from .model import Delivery, State
 from .tables import attempts, audit, deliveries, delivery_postings, inbox, kv
 
 TERMINAL = ("sent", "dead", "discarded")
@@ -19,20 +21,20 @@ LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease e
 LOST = "lost"     # error_kind of a row taken over from a lapsed lease (see ``claim``)
 
 
-def as_claimed(row: dict) -> dict:
+def as_claimed(row: Delivery) -> Delivery:
     """A claimed row as connectors see it: ``attempts`` counts a taken-over holder's attempt that
     may have reached the target, so the connector looks for the document before sending again."""
-    if row.get("error_kind") == LOST:
-        row = {**row, "attempts": row["attempts"] + 1}
+    if row.error_kind == LOST:
+        row = row.replace(attempts=row.attempts + 1)
     return row
 
 
 def _decided(r: dict, cur, n: int, now: float) -> dict:
     """The bound values of ``finish``'s UPDATE for one result that decides its row's state."""
-    sent = r["state"] == "sent"
+    sent = transitions.check(r["id"], cur.state, r["state"]) is State.SENT
     error = None if sent else (r["error"] if r.get("error") is not None else cur.last_error)
     kind = None if sent else (r.get("kind") if r.get("error") is not None else cur.error_kind)
-    return {"b_id": r["id"], "b_state": r["state"], "b_attempts": n,
+    return {"b_id": r["id"], "b_state": State(r["state"]).value, "b_attempts": n,
             "b_target_ref": r["target_ref"] if r.get("target_ref") is not None else cur.target_ref,
             "b_last_error": error, "b_error_kind": kind,
             "b_next": r["next_attempt_at"] if r.get("next_attempt_at") is not None else cur.next_attempt_at,
@@ -230,22 +232,23 @@ class Store:
             return
         now = time.time()
         with self._maybe(conn) as c:
+            sources = transitions.require(("pending", "retrying", "dead"), State.SENT, "closing plan rows")
             c.execute(update(deliveries).where(and_(deliveries.c.idempotency_key.in_(keys),
-                                                    deliveries.c.state.in_(("pending", "retrying", "dead"))))
-                      .values(state="sent", target_ref="planned by dispatch", claimed_by=None, lease_until=None,
+                                                    deliveries.c.state.in_(sources)))
+                      .values(state=State.SENT.value, target_ref="planned by dispatch", claimed_by=None, lease_until=None,
                               updated_at=now, sent_at=now))
 
-    def delivery(self, delivery_id: int) -> dict | None:
+    def delivery(self, delivery_id: int) -> Delivery | None:
         with self.engine.connect() as c:
             row = c.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().first()
         return self._row(row)
 
-    def delivery_by_key(self, key: str) -> dict | None:
+    def delivery_by_key(self, key: str) -> Delivery | None:
         with self.engine.connect() as c:
             row = c.execute(select(deliveries).where(deliveries.c.idempotency_key == key)).mappings().first()
         return self._row(row)
 
-    def deliveries_where(self, *conds, limit: int | None = None, order=None) -> list[dict]:
+    def deliveries_where(self, *conds, limit: int | None = None, order=None) -> list[Delivery]:
         q = select(deliveries).where(and_(*conds)) if conds else select(deliveries)
         q = q.order_by(order if order is not None else deliveries.c.id)
         if limit:
@@ -255,7 +258,7 @@ class Store:
 
     def claim(self, worker: str, *, limit: int = 100, lease: float = 300.0, connections: list[str] | None = None,
               connector_types: list[str] | None = None, ids: list[int] | None = None,
-              now: float | None = None) -> list[dict]:
+              now: float | None = None) -> list[Delivery]:
         """Take up to ``limit`` due deliveries for this worker, under a lease.
 
         Due means pending/retrying with next_attempt_at <= now, or claimed by a
@@ -287,13 +290,14 @@ class Store:
                           .values(last_error=LOST_ATTEMPT, error_kind=LOST))
                 c.execute(attempts.insert(), [{"delivery_id": i, "attempt": 0, "at": now, "outcome": "lost",
                                                "error": LOST_ATTEMPT, "worker": worker} for i in lost])
+            transitions.require(("pending", "retrying", "sending"), State.SENDING, "claim")
             c.execute(update(deliveries).where(deliveries.c.id.in_(claimed))
-                      .values(state="sending", claimed_by=worker, lease_until=now + lease, updated_at=now))
+                      .values(state=State.SENDING.value, claimed_by=worker, lease_until=now + lease, updated_at=now))
             rows = c.execute(select(deliveries).where(deliveries.c.id.in_(claimed))
                              .order_by(deliveries.c.id)).mappings().all()
         return [as_claimed(self._row(r)) for r in rows]
 
-    def claimed(self, worker: str, ids: list[int]) -> list[dict]:
+    def claimed(self, worker: str, ids: list[int]) -> list[Delivery]:
         """The rows among ``ids`` that ``worker`` still holds a claim on, as ``claim`` returns them."""
         if not ids:
             return []
@@ -369,7 +373,67 @@ class Store:
                 c.execute(attempts.insert(), logged)
         return {u["b_id"] for u in decided}
 
+    def find_deliveries(self, *, state: str | Iterable[str] | None = None, flow: str | None = None,
+                        connections: Iterable[str] | None = None, connector_type: str | None = None,
+                        event_id: str | None = None, ids: Iterable[int] | None = None,
+                        claimed_by: str | None = None, limit: int | None = None,
+                        newest_first: bool = False) -> list[Delivery]:
+        """Deliveries matching every filter given (oldest first unless ``newest_first``)."""
+        d = deliveries
+        states = [state] if isinstance(state, str) else state
+        conds = []
+        if states is not None:
+            conds.append(d.c.state.in_([State(s).value for s in states]))
+        if connections is not None:
+            conds.append(d.c.connection.in_(list(connections)))
+        if ids is not None:
+            conds.append(d.c.id.in_(list(ids)))
+        for column, value in ((d.c.flow, flow), (d.c.connector_type, connector_type), (d.c.event_id, event_id),
+                              (d.c.claimed_by, claimed_by)):
+            if value is not None:
+                conds.append(column == value)
+        return self.deliveries_where(*conds, limit=limit, order=d.c.id.desc() if newest_first else None)
+
+    def release(self, worker: str, ids: list[int], next_attempt_at: float) -> int:
+        """Give back the claims ``worker`` still holds on ``ids`` (a batch that failed as a whole):
+        retrying, due at ``next_attempt_at``, attempts not counted. Rows released."""
+        sources = transitions.require(("sending",), State.RETRYING, "release")
+        d = deliveries
+        with self.tx() as c:
+            return c.execute(update(d).where(and_(d.c.id.in_(ids), d.c.claimed_by == worker, d.c.state.in_(sources)))
+                             .values(state=State.RETRYING.value, claimed_by=None, lease_until=None,
+                                     next_attempt_at=next_attempt_at, updated_at=time.time())).rowcount
+
+    def requeue(self, row: Delivery, values: dict, *, budget: int) -> bool:
+        """Make ``row`` pending and due now with ``values`` (a replay of a dead row, or a retrying row
+        re-planned), ``budget`` more attempts, if it is still as read; True when it was. Attempts keep
+        counting (a target that answers a repeated request id with its original fault, as QuickBooks
+        Online does, must see a new attempt)."""
+        transitions.check(row.id, row.state, State.PENDING)
+        now = time.time()
+        d = deliveries
+        with self.tx(immediate=True) as c:
+            res = c.execute(update(d).where(and_(d.c.id == row.id, d.c.state == State(row.state).value,
+                                                 d.c.updated_at == row.updated_at)).values(
+                **values, state=State.PENDING.value, max_attempts=d.c.attempts + budget, next_attempt_at=now,
+                last_error=None, error_kind=None, claimed_by=None, lease_until=None, updated_at=now))
+        return res.rowcount == 1
+
+    def discard(self, delivery_id: int) -> bool:
+        """A dead delivery discarded by a person; False when it is no longer dead."""
+        sources = transitions.require(("dead",), State.DISCARDED, f"discarding delivery {delivery_id}")
+        d = deliveries
+        with self.tx(immediate=True) as c:
+            return c.execute(update(d).where(and_(d.c.id == delivery_id, d.c.state.in_(sources)))
+                             .values(state=State.DISCARDED.value, updated_at=time.time())).rowcount == 1
+
     def set_delivery(self, delivery_id: int, **values: Any) -> None:
+        """Change a delivery's columns other than its state (states change through the methods
+        runner/store/transitions.py lists, each checked)."""
+        if "state" in values:
+            raise transitions.IllegalTransition(
+                f"delivery {delivery_id}: set_delivery does not change states; use claim, finish, release, "
+                "requeue, discard or close_plan_rows (runner/store/transitions.py)")
         values.setdefault("updated_at", time.time())
         if "payload" in values and not isinstance(values["payload"], str):
             values["payload"] = jsonio.dumps(values["payload"])
@@ -430,13 +494,13 @@ class Store:
                 yield c
 
     @staticmethod
-    def _row(row) -> dict | None:
+    def _row(row) -> Delivery | None:
         if row is None:
             return None
         d = dict(row)
         if isinstance(d.get("payload"), str):
             d["payload"] = jsonio.loads(d["payload"])
-        return d
+        return Delivery.from_row(d)
 
 
 _STORES: dict[str, Store] = {}
