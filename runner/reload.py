@@ -132,7 +132,7 @@ def project_changes(old: Project, new: Project) -> list[str]:
 
 def _with_note(change: str) -> str:
     for prefix, what in RESTART_NOTES.items():
-        if change == prefix or change.startswith(prefix + " ") or change.startswith(prefix + "."):
+        if change == prefix or change.startswith((prefix + " ", prefix + ".")):
             return f"{change} ({what}: at the next restart)"
     return change
 
@@ -160,9 +160,11 @@ def describe_changes(old: Any, project: Project, flows: dict[str, Flow]) -> list
 
 # ---- following a reload ------------------------------------------------------------------------
 
-def follow_endpoints(app: Any, receiver: Any) -> None:
+def follow_endpoints(app: Any, receiver: Any, *, watch: bool = False) -> ReloadWatcher | None:
     """Keep the webhook receiver's paths and signing secrets in step with ``stripe.endpoints``
-    (rotating a signing secret needs no restart)."""
+    (rotating a signing secret needs no restart). ``watch``: a receiver that runs no background
+    services (``serve --no-background``, receivers 1..N-1 of ``--workers N``) gets a watcher of
+    its own, which logs a refused edit but leaves the Slack alert to the process that runs them."""
     from .stripe_config import stripe_settings
 
     def apply(old: Any, new: Any) -> None:
@@ -174,6 +176,7 @@ def follow_endpoints(app: Any, receiver: Any) -> None:
         log.info("webhook endpoints now: %s", ", ".join(sorted(receiver.paths)))
 
     app.on_reload(apply)
+    return ReloadWatcher(app, process="serve receiver", alert=False) if watch else None
 
 
 # ---- the watcher ---------------------------------------------------------------------------------
@@ -183,10 +186,11 @@ class ReloadWatcher(PeriodicService):
 
     name = "config-watcher"
 
-    def __init__(self, app: Any, interval: float = DEFAULT_INTERVAL, *, process: str = "serve"):
+    def __init__(self, app: Any, interval: float = DEFAULT_INTERVAL, *, process: str = "serve", alert: bool = True):
         super().__init__(interval)
         self.app = app
         self.process = process
+        self.alert = alert
         self._running = self._look()       # the files of the version in use
         self._pending: dict | None = None  # a change seen once, waiting to hold still
         self._refused: dict | None = None  # the files of the last refused version
@@ -225,6 +229,8 @@ class ReloadWatcher(PeriodicService):
         listing = "\n".join(str(p) for p in problems)
         log.error("configuration change refused (%s); still running the previous version. %d problem(s):\n%s",
                   files, len(problems), listing)
+        if not self.alert:
+            return
         from .alerts import alert_config_refused
         try:
             alert_config_refused(self.app, problems, files=files, process=self.process)

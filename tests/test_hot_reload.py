@@ -53,6 +53,15 @@ def wait_for(cond, what: str, timeout: float = WAIT):
         time.sleep(0.1)
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def save(path: Path, text: str) -> None:
     """Write a file as an editor would; its fingerprint (mtime, size) changes even within one tick."""
     before = path.stat().st_mtime_ns if path.exists() else 0
@@ -173,7 +182,7 @@ def test_a_project_file_change_is_applied(serve, project, caplog):
 
 def test_rotated_webhook_secret_is_taken_without_restart(serve, project, caplog):
     caplog.set_level(logging.INFO)
-    app, client = serve
+    _, client = serve
     assert post(client, 6, CONNECT)[0] == 400          # not a secret of the platform endpoint yet
     rotated = project.read_text().replace("secrets: [{env: LF_TEST_WHSEC_NEW}, {env: LF_TEST_WHSEC_OLD}]",
                                           "secrets: [{env: LF_TEST_WHSEC_CONNECT}]", 1)
@@ -217,9 +226,8 @@ def test_a_changed_connection_gets_a_new_connector_the_others_are_kept(project):
 
 @pytest.mark.prefect
 def test_a_running_worker_plans_with_the_fixed_mapping(prefect_api, project, tmp_path):
-    from prefect.settings import get_current_settings
     app = App(load_project(project))
-    env = {**os.environ, "LEDGERFLOW_PROJECT": str(project), "PREFECT_API_URL": str(get_current_settings().api.url),
+    env = {**os.environ, "LEDGERFLOW_PROJECT": str(project), "PREFECT_API_URL": str(prefect_api),
            "PREFECT_LOGGING_LEVEL": "WARNING"}
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
@@ -241,12 +249,7 @@ def test_a_running_worker_plans_with_the_fixed_mapping(prefect_api, project, tmp
         wait_for(lambda: planned(app, second), "the worker to plan the second event")
         assert payload(app, second) == {"order": "none", "charge": "ch_test_1", "currency": "USD"}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
         app.close()
 
 
@@ -259,3 +262,38 @@ def test_a_mapping_saved_within_one_clock_tick_is_compiled_again(tmp_path):
     path.write_text('a: "{{ invoice.id }}"\nb: "{{ charge.id }}"\n')
     os.utime(path, ns=(stamp, stamp))              # a coarse clock: the same mtime as before
     assert MAPPINGS.get(path, "m.yaml", environment()).names == {"invoice", "charge"}
+
+
+def _client_per_receiver(url: str, want: int) -> dict[int, httpx.Client]:
+    """A keep-alive client (one connection) per receiver process behind one port, by pid."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.monotonic() + WAIT
+    while len(clients) < want:
+        assert time.monotonic() < deadline, f"connections reached only receivers {sorted(clients)}"
+        c = httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1))
+        pid = c.get("/healthz").json()["process"]["pid"]
+        if pid in clients:
+            c.close()
+        else:
+            clients[pid] = c
+    return clients
+
+
+def test_every_receiver_of_serve_workers_takes_a_rotated_secret(project, tmp_path):
+    """Receivers without the background services (``--workers 2 --no-background``) watch too."""
+    from tests.support.servers import free_port, start_serve
+    from tests.webhook_helpers import SECRETS
+    port = free_port()
+    env = dict(os.environ, **SECRETS, LEDGERFLOW_PROJECT=str(project))
+    proc = start_serve(port, env, log=tmp_path / "serve.log", args=("--no-background", "--workers", "2"))
+    clients = _client_per_receiver(f"http://127.0.0.1:{port}", 2)
+    try:
+        assert [post(c, 10 + i, CONNECT)[0] for i, c in enumerate(clients.values())] == [400, 400]
+        save(project, project.read_text().replace("{env: LF_TEST_WHSEC_NEW}, {env: LF_TEST_WHSEC_OLD}",
+                                                  "{env: LF_TEST_WHSEC_CONNECT}", 1))
+        for i, c in enumerate(clients.values()):
+            wait_for(lambda c=c, i=i: post(c, 20 + i, CONNECT)[0] == 200, f"receiver {i} to take the new secret")
+    finally:
+        for c in clients.values():
+            c.close()
+        terminate(proc)

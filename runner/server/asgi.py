@@ -57,6 +57,7 @@ class Receiver:
         self.stats: Counter = Counter()
         self.rejects: Counter = Counter()
         self.services: Supervisor | None = None
+        self.watcher: Any = None      # hot reload in a receiver without the background services
         self.configure(settings)
 
     def configure(self, settings: StripeSettings) -> None:
@@ -70,6 +71,8 @@ class Receiver:
         """Start the background services (once the listeners are up: webhooks never wait for them)."""
         if self.services is not None:
             self.services.start()
+        if self.watcher is not None:
+            self.watcher.start()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -158,7 +161,8 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
     writer = InboxWriter(app.store)
     receiver = Receiver(settings, writer, limits=limits)
     from ..reload import follow_endpoints
-    follow_endpoints(app, receiver)           # hot reload: new paths and signing secrets, no restart
+    # hot reload: new paths and signing secrets, no restart (the BACKGROUND watcher, else one of its own)
+    receiver.watcher = follow_endpoints(app, receiver, watch=not background)
 
     receiver.services = Supervisor(app, serve_hooks.BACKGROUND if background else [])
     index, count = worker or (0, 1)
@@ -185,6 +189,8 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
             yield
         finally:
             receiver.services.stop()
+            if receiver.watcher is not None:
+                receiver.watcher.stop()
             writer.stop()
 
     receiver.fallback = Starlette(routes=routes, lifespan=lifespan)
