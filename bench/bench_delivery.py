@@ -1,8 +1,10 @@
 """Delivery throughput: operations/s to a local target with no latency.
 
-Prints: one worker without Prefect (the floor), one worker with a Prefect flow
-run per batch of 100 (the product path), the Prefect overhead per batch, and
-two worker processes on PostgreSQL (when reachable at LEDGERFLOW_TEST_PG).
+Prints, in one run, the same delivery loop (same claims, lanes and adaptive
+batches) with each batch in a Prefect flow run (the product path) and with the
+flow run left out (the floor): one worker on SQLite and PostgreSQL, then two
+worker processes on PostgreSQL (when reachable at LEDGERFLOW_TEST_PG). The
+machine may be shared: compare figures within one run, not across runs.
 
     .venv/bin/python bench/bench_delivery.py [N]      # N operations per run (default 3000)
 """
@@ -86,45 +88,59 @@ def seed(app, n: int) -> None:
     plan_charges(app, n)
 
 
-def one_worker_plain(app, n: int) -> float:
+def make_loop(app, prefect: bool, worker: str = "bench"):
+    """The product's delivery loop; without Prefect, each batch goes straight to ``deliver_rows``."""
     from runner.delivery import deliver_rows
-    t = time.perf_counter()
-    while True:
-        rows = app.store.claim("plain", limit=BATCH)
-        if not rows:
-            break
-        deliver_rows(app, rows, worker="plain")
-    return time.perf_counter() - t
-
-
-def one_worker_prefect(app, n: int) -> tuple[float, int]:
     from runner.worker import DeliveryLoop, LoopSettings
-    loop = DeliveryLoop(app, LoopSettings(batch_size=BATCH), worker="bench", dispatch=False)
+
+    class PlainLoop(DeliveryLoop):
+        def deliver(self, rows, lane=0):
+            report = deliver_rows(self.app, rows, worker=self.lane_id(lane))
+            with self._count_lock:
+                self.batches += 1
+                self.delivered += len(report.sent)
+            return report
+
+    return (DeliveryLoop if prefect else PlainLoop)(app, LoopSettings(batch_size=BATCH), worker=worker)
+
+
+def one_worker(app, prefect: bool) -> tuple[float, int]:
+    """Seconds to deliver everything due, and the number of batches."""
+    loop = make_loop(app, prefect)
     t = time.perf_counter()
     loop.run(until_idle=True)
     return time.perf_counter() - t, loop.batches
 
 
-def two_workers_pg(pf: Path, pg_url: str, n: int) -> tuple[float, int]:
+def worker_process(prefect: bool) -> None:
+    """``--worker prefect|plain``: one worker process (project and store from the environment)."""
+    from runner.app import App
+    from runner.spec import load_project
+    app = App(load_project(os.environ["LEDGERFLOW_PROJECT"]))
+    make_loop(app, prefect, worker=f"bench-{os.getpid()}").run(until_idle=True)
+    app.close()
+
+
+def two_workers_pg(pf: Path, pg_url: str, n: int, prefect: bool) -> tuple[float, int]:
+    """ops/s of two worker processes on one PostgreSQL store (first to last attempt), workers that took part."""
     from prefect.settings import get_current_settings
     app = fresh_app(pf, pg_url)
     seed(app, n)
     env = {**os.environ, "LEDGERFLOW_PROJECT": str(pf), "LEDGERFLOW_STORE_URL": pg_url,
            "PREFECT_API_URL": str(get_current_settings().api.url)}
-    procs = [subprocess.Popen([sys.executable, "-m", "runner.cli", "worker", "--no-dispatch", "--until-idle",
-                               "--batch-size", str(BATCH), "--log-level", "warning"], cwd=ROOT, env=env)
-             for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "prefect" if prefect else "plain"],
+                              cwd=ROOT, env=env) for _ in range(2)]
     for p in procs:
-        p.wait(timeout=600)
+        p.wait(timeout=900)
     from sqlalchemy import func, select
     from runner.store.tables import attempts
     with app.store.engine.connect() as c:
-        first, last, done, workers = c.execute(select(func.min(attempts.c.at), func.max(attempts.c.at),
-                                                      func.count(), func.count(attempts.c.worker.distinct()))).one()
+        first, last, done = c.execute(select(func.min(attempts.c.at), func.max(attempts.c.at), func.count())).one()
+        workers = {w.split("/lane-")[0] for (w,) in c.execute(select(attempts.c.worker).distinct())}
     app.close()
     if done != n:
         print(f"  two workers: only {done} of {n} delivered")
-    return n / max(last - first, 1e-9), workers
+    return n / max(last - first, 1e-9), len(workers)
 
 
 def pg_database() -> str | None:
@@ -152,53 +168,69 @@ def prefect_server(tmp: Path):
         api.release()
 
 
+def row(label: str, plain: float, prefect: float, extra: str = "") -> None:
+    print(f"  {label:<34} {prefect:8.0f} ops/s with Prefect   {plain:8.0f} without   "
+          f"({prefect / plain:4.0%} of the floor){extra}")
+
+
+def single(pf: Path, label: str, url, n: int) -> tuple[float, float]:
+    """One worker on a fresh database per variant (``url(variant)``): ops/s without and with Prefect."""
+    app = fresh_app(pf, url("plain"))
+    seed(app, n)
+    plain, _ = one_worker(app, prefect=False)
+    app.close()
+    app = fresh_app(pf, url("prefect"))
+    seed(app, n)
+    took, batches = one_worker(app, prefect=True)
+    sent = app.store.count_deliveries("sent")
+    app.close()
+    row(f"1 worker ({label})", n / plain, sent / took,
+        f"  {batches} flow runs, {max(took - plain, 0) / max(batches, 1) * 1000:.0f} ms each over the floor")
+    return n / plain, sent / took
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        return worker_process(sys.argv[2] == "prefect")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    from prefect.testing.utilities import prefect_test_harness
     target, url = start_target()
     tmp = Path(tempfile.mkdtemp(prefix="ledgerflow-bench-"))
     pf = project(tmp / "p", url)
-    print(f"delivery bench: {n} operations, batches of {BATCH}, http target on loopback with no latency")
+    print(f"delivery bench: {n} operations, batches from {BATCH} (doubling while the queue is deep), "
+          f"http target on loopback with no latency; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    dbs: list[tuple[str, str]] = []
+
+    def pg(_variant: str) -> str:
+        url_, admin, name = pg_database()
+        dbs.append((admin, name))
+        return url_
     try:
-        with prefect_server(tmp):
-            app = fresh_app(pf, f"sqlite:///{tmp / 'plain.db'}")
-            seed(app, n)
-            plain = one_worker_plain(app, n)
-            print(f"  1 worker, no Prefect (SQLite):        {n / plain:8.0f} ops/s")
-            app.close()
-            app = fresh_app(pf, f"sqlite:///{tmp / 'prefect.db'}")
+        with prefect_test_harness(server_startup_timeout=120):
+            app = fresh_app(pf, f"sqlite:///{tmp / 'warm.db'}")
             seed(app, 200)
-            one_worker_prefect(app, 200)          # warm-up: first flow run registers the flow
+            one_worker(app, prefect=True)          # warm-up: the first flow run registers the flow
             app.close()
-            app = fresh_app(pf, f"sqlite:///{tmp / 'prefect2.db'}")
-            seed(app, n)
-            took, batches = one_worker_prefect(app, n)
-            sent = app.store.count_deliveries("sent")
-            print(f"  1 worker, flow run per batch (SQLite): {sent / took:8.0f} ops/s  ({batches} flow runs)")
-            print(f"  Prefect overhead per batch:           {(took - plain) / max(batches, 1) * 1000:8.1f} ms")
-            app.close()
-            pg = pg_database()
-            if pg:
-                pg_url, admin, name = pg
-                try:
-                    app = fresh_app(pf, pg_url)
-                    seed(app, n)
-                    took, batches = one_worker_prefect(app, n)
-                    print(f"  1 worker, flow run per batch (PostgreSQL): {n / took:6.0f} ops/s")
-                    app.close()
-                    db2 = pg_database()
-                    if db2:
-                        rate, workers = two_workers_pg(pf, db2[0], n)
-                        print(f"  2 worker processes (PostgreSQL):       {rate:8.0f} ops/s  ({workers} workers took part)")
-                        _drop(db2[1], db2[2])
-                finally:
-                    from runner.store.db import _STORES
-                    for s in list(_STORES.values()):
-                        s.close()
-                    _drop(admin, name)
-            else:
-                print("  PostgreSQL not reachable: two-worker figure skipped")
+            single(pf, "sqlite", lambda v: f"sqlite:///{tmp / (v + '.db')}", n)
+            try:
+                pg("probe")
+            except TypeError:                      # pg_database() gave None
+                print("  PostgreSQL not reachable: PostgreSQL figures skipped")
+                return
+            _, one = single(pf, "postgresql", pg, n)
+            plain2, w_plain = two_workers_pg(pf, pg("two-plain"), n, prefect=False)
+            pref2, w_pref = two_workers_pg(pf, pg("two-prefect"), n, prefect=True)
+            row("2 worker processes (postgresql)", plain2, pref2,
+                f"  {pref2 / one:.2f}x one worker with Prefect; workers that took part: {w_pref} with Prefect, "
+                f"{w_plain} without")
     finally:
         target.terminate()
+        from runner.store.db import _STORES
+        for s_ in list(_STORES.values()):
+            s_.close()
+        for admin, name in dbs:
+            _drop(admin, name)
+    print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
 def _drop(admin: str, name: str) -> None:
