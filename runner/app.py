@@ -21,7 +21,7 @@ from .errors import LedgerflowError, Problem, SpecError
 from .planner import Operation, PlanContext, plan
 from .spec import Flow, Project, iter_flow_files, load_flow, load_project
 
-log = logging.getLogger("ledgerflow.app")
+log = logging.getLogger("ledgerflow.reload")
 
 RETIRED_GRACE = 300.0      # seconds a replaced connector stays open for a batch still using it
 
@@ -114,13 +114,20 @@ class App:
         return self.project.dir / "flows"
 
     def flows(self, reload: bool = False) -> dict[str, Flow]:
-        """Every flow under flows/ (validated; a broken flow stops start-up with its problems)."""
+        """Every flow under flows/ (validated; a broken flow stops start-up with its problems).
+        ``reload``: read the flow files again (a replay, say) with the running project file; a broken
+        one raises and the running flows stay. ``reload()`` is the full hot reload."""
         config = self._config
         if config.flows is None or reload:
             flows = _load_flows(config.project)
             with self._lock:
                 if self._config is config:         # a hot reload in between wins
                     self._config = Config(config.project, flows, config.cache)
+            if config.flows is not None and self._config.flows is flows:
+                from .reload import flow_changes
+                changes = flow_changes(config.flows, flows)
+                if changes:
+                    log.info("flows re-read: %s", "; ".join(changes))
             return flows
         return config.flows
 
@@ -142,9 +149,10 @@ class App:
         """Call ``listener(old, new)`` after each applied reload (the webhook receiver's endpoints)."""
         self._reload_listeners.append(listener)
 
-    def reload(self) -> Reload:
+    def reload(self, reason: str = "on demand") -> Reload:
         """Load and check the project file, every flow and mapping as ``ledgerflow validate`` does;
-        swap the new version in only when it is clean. A refused version changes nothing."""
+        swap the new version in only when it is clean (one log line names what changed, after
+        ``reason``). A refused version changes nothing."""
         from .reload import describe_changes, endpoint_problems, restart_problems
         from .validate import check_project
         with self._lock:
@@ -162,6 +170,7 @@ class App:
             new = Config(project, flows, old.cache if project is old.project else {})
             self._retire_connectors(old.project, project)
             self._config = new
+        log.info("configuration reloaded (%s): %s", reason, "; ".join(changes))
         for listener in self._reload_listeners:
             try:
                 listener(old, new)

@@ -214,16 +214,14 @@ class ReloadWatcher(PeriodicService):
 
     def check(self, now: dict) -> None:
         files = ", ".join(changed_files(self._running, now, self.app.project.dir))
-        result = self.app.reload()
+        result = self.app.reload(files)              # logs what changed when it is applied
         if result.problems:
             self._refused = now
             self.refused(files, result.problems)
             return
         self._running, self._refused = now, None
-        if result.changes:
-            log.info("configuration reloaded (%s): %s", files, "; ".join(result.changes))
-        else:
-            log.info("configuration files saved (%s); nothing that ledgerflow reads changed", files)
+        if not result.changes:
+            log.info("configuration files saved (%s); the running configuration already matches them", files)
 
     def refused(self, files: str, problems: list[Problem]) -> None:
         listing = "\n".join(str(p) for p in problems)
