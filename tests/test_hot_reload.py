@@ -297,3 +297,15 @@ def test_every_receiver_of_serve_workers_takes_a_rotated_secret(project, tmp_pat
         for c in clients.values():
             c.close()
         terminate(proc)
+
+
+def test_the_accounting_model_is_rebuilt_only_when_the_project_file_changes(project):
+    app = App(load_project(project))
+    app.flows()
+    postings = app.postings
+    save(project.parent / "mappings" / "order.yaml", FIXED)
+    assert app.reload().changes == ["flow orders changed"]
+    assert app.postings is postings                       # flows only: what the project file gave stays
+    save(project, project.read_text() + "accounting:\n  accounts: {clearing: Stripe Clearing 2}\n")
+    assert app.reload().changes == ["accounting added"]
+    assert app.postings is not postings and app.postings.policy.accounts["clearing"] == "Stripe Clearing 2"
