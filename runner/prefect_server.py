@@ -335,6 +335,7 @@ class PrefectAPI:
         self.source = ""
         self.started = False
         self._users = None
+        self._env_before: dict[str, str | None] = {}
 
     def acquire(self, *, configured: bool = True) -> "PrefectAPI":
         """``configured=False`` skips step 1 (the tests' own project server, whatever the profile says)."""
@@ -361,6 +362,7 @@ class PrefectAPI:
             atexit.register(self.release)         # whatever way the command ends
             if self.started:
                 _exit_on_sigterm()
+        self._env_before = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_UI_URL")}
         use_api(self.url)
         log.info("Prefect API: %s (%s)", self.url, self.source)
         return self
@@ -374,6 +376,12 @@ class PrefectAPI:
             return
         srv = self.server
         atexit.unregister(self.release)
+        for key, value in self._env_before.items():      # later flows of this process resolve again
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _refresh()
         with srv.resolving():
             self._users.close()              # closing drops this process's shared lock
             self._users = None

@@ -215,3 +215,18 @@ def test_serve_owns_the_projects_server_for_its_lifetime(tmp_path):
         serve.send_signal(signal.SIGTERM)
         serve.wait(180)
     assert not _pid_alive(rec["pid"]) and not (project.parent / ".state" / "prefect" / "server.json").exists()
+
+
+def test_after_release_this_process_resolves_again(tmp_path, monkeypatch):
+    """A process that started and stopped the project's server is not left pointing at it."""
+    from runner.prefect_server import PrefectAPI, ServerSettings
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_UI_URL", "http://ui.example.internal")
+    api = PrefectAPI(ServerSettings(tmp_path / "state", port=free_port())).acquire(configured=False)
+    try:
+        assert os.environ["PREFECT_API_URL"] == api.url
+    finally:
+        api.release()
+    assert "PREFECT_API_URL" not in os.environ and os.environ["PREFECT_UI_URL"] == "http://ui.example.internal"
+    from prefect.settings import get_current_settings
+    assert get_current_settings().api.url is None
