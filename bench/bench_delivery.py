@@ -193,7 +193,6 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         return worker_process(sys.argv[2] == "prefect")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    from prefect.testing.utilities import prefect_test_harness
     target, url = start_target()
     tmp = Path(tempfile.mkdtemp(prefix="ledgerflow-bench-"))
     pf = project(tmp / "p", url)
@@ -206,7 +205,7 @@ def main() -> None:
         dbs.append((admin, name))
         return url_
     try:
-        with prefect_test_harness(server_startup_timeout=120):
+        with prefect_server(tmp):
             app = fresh_app(pf, f"sqlite:///{tmp / 'warm.db'}")
             seed(app, 200)
             one_worker(app, prefect=True)          # warm-up: the first flow run registers the flow
