@@ -32,12 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import and_, select, update
-
 from . import alert_fix
 from .redact import scrub
 from .spec import parse_duration
-from .store.tables import alert_groups
 
 log = logging.getLogger("ledgerflow.alerts")
 
@@ -214,53 +211,23 @@ def build_repeat_message(row: dict, extra: int, *, last: Alert | None = None) ->
 
 def record(store, alert: Alert, now: float | None = None) -> tuple[int, int] | None:
     """Count one occurrence. Returns (count, earlier-unreported) when a message should go now, else None."""
+    from .store import alert_groups
     now = time.time() if now is None else now
-    key = alert.group_key
-    with store.tx(immediate=True) as c:
-        q = select(alert_groups).where(alert_groups.c.group_key == key)
-        if store.dialect == "postgresql":
-            q = q.with_for_update()
-        row = c.execute(q).mappings().first()
-        if row is None:
-            from .store.db import _insert
-            c.execute(_insert(store.engine, alert_groups).values(
-                group_key=key, kind=alert.kind, flow=alert.flow, target=alert.target, error=scrub(alert.error),
-                window_start=now, window_seconds=alert.window, count=1, reported=1,
-                last_event_id=alert.event_id, last_delivery_id=alert.delivery_id, last_run_id=alert.run_id,
-                updated_at=now).on_conflict_do_nothing(index_elements=["group_key"]))
-            row = c.execute(q).mappings().first()
-            if row["count"] == 1 and row["window_start"] == now:
-                return 1, 0
-        last = {"last_event_id": alert.event_id, "last_delivery_id": alert.delivery_id,
-                "last_run_id": alert.run_id, "updated_at": now}
-        if now >= row["window_start"] + row["window_seconds"]:
-            earlier = row["count"] - row["reported"]
-            c.execute(update(alert_groups).where(alert_groups.c.group_key == key).values(
-                window_start=now, window_seconds=alert.window, count=1, reported=1, error=scrub(alert.error),
-                **last))
-            return 1, earlier
-        c.execute(update(alert_groups).where(alert_groups.c.group_key == key).values(
-            count=alert_groups.c.count + 1, **last))
-        return None
+    first = {"kind": alert.kind, "flow": alert.flow, "target": alert.target, "error": scrub(alert.error),
+             "window": alert.window}
+    last = {"last_event_id": alert.event_id, "last_delivery_id": alert.delivery_id, "last_run_id": alert.run_id}
+    return alert_groups.count(store, alert.group_key, first, last, now)
 
 
 def flush_grouped(app, now: float | None = None) -> int:
     """Send the counts of windows that closed with unreported failures; the number of messages sent."""
     if slack_config(app) is None:
         return 0
+    from .store import alert_groups
     now = time.time() if now is None else now
-    store = app.store
     sent = 0
-    with store.engine.connect() as c:
-        rows = [dict(r) for r in c.execute(select(alert_groups).where(and_(
-            alert_groups.c.count > alert_groups.c.reported,
-            alert_groups.c.window_start + alert_groups.c.window_seconds <= now))).mappings()]
-    for row in rows:
-        with store.tx(immediate=True) as c:
-            res = c.execute(update(alert_groups).where(and_(
-                alert_groups.c.group_key == row["group_key"], alert_groups.c.count == row["count"],
-                alert_groups.c.reported == row["reported"])).values(reported=row["count"], updated_at=now))
-        if res.rowcount != 1:      # another worker got it first, or a new failure arrived
+    for row in alert_groups.closed_unreported(app.store, now):
+        if not alert_groups.mark_reported(app.store, row, now):   # another worker got it first, or a new failure
             continue
         text, blocks = build_repeat_message(row, row["count"] - row["reported"], last=_latest_of(app, row))
         if post_message(app, text, blocks, channel=_channel_for(app, row["flow"])):

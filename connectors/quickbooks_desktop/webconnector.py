@@ -36,12 +36,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from sqlalchemy import String, and_, cast, func, or_, select, update
-
 from connectors.base import ErrorKind, Outcome, TargetError
 from runner.delivery import decide
-from runner.store.tables import attempts as _attempts
-from runner.store.tables import deliveries, qbwc_requests, qbwc_sessions
+from runner.store.model import Delivery
+from runner.store.qbwc import QbwcStore
 
 from . import qbxml
 from .actions import OBJECTS
@@ -183,6 +181,7 @@ class WebConnectorBackend:
     def __init__(self, store, connections: list[QbdConnection], secrets, *,
                  clock: Callable[[], float] = time.time, settings: ServiceSettings | None = None):
         self.store = store
+        self.qb = QbwcStore(store)
         self.connections = {c.name: c for c in connections}
         self.secrets = secrets
         self.clock = clock
@@ -228,10 +227,7 @@ class WebConnectorBackend:
         now = self.clock()              # the held deliveries went back as due at a reading no later than this
         ticket = pysecrets.token_urlsafe(24)
         work = self._due_count(conn, now) > 0
-        with self.store.tx(immediate=True) as c:
-            c.execute(qbwc_sessions.insert().values(
-                ticket=ticket, connection=conn.name, state="open" if work else "closed", round_trips=0, done=0,
-                created_at=now, updated_at=now))
+        self.qb.open_session(ticket, conn.name, has_work=work, now=now)
         return [ticket, conn.company_file if work else "none"]
 
     def _login(self, username: str, password: str) -> QbdConnection | None:
@@ -285,27 +281,22 @@ class WebConnectorBackend:
             self._update_session(ticket, last_error=text)
             self._end(ticket, "closed", text)
             return ""
-        by_id = {d["id"]: d for d in self._deliveries([r["delivery_id"] for r in rows])}
+        by_id = {d.id: d for d in self._deliveries([r["delivery_id"] for r in rows])}
         requests, sent_ids, dead = [], [], []
         for r in rows:
             d = by_id[r["delivery_id"]]
             rid = str(r["id"])
             try:
                 if r["phase"] == "add":
-                    requests.append(qbxml.add_request(d["action"], d["payload"], rid, d["idempotency_key"]))
+                    requests.append(qbxml.add_request(d.action, d.payload, rid, d.idempotency_key))
                 else:
-                    requests.append(qbxml.query_request(d["action"], d["payload"], rid))
+                    requests.append(qbxml.query_request(d.action, d.payload, rid))
                 sent_ids.append(r["id"])
             except TargetError as exc:
                 dead.append((r, d, exc))
             except (KeyError, TypeError, ValueError) as exc:
                 dead.append((r, d, TargetError(f"payload cannot be written as qbXML: {exc}", ErrorKind.PERMANENT)))
-        with self.store.tx(immediate=True) as c:
-            if sent_ids:
-                c.execute(update(qbwc_requests).where(qbwc_requests.c.id.in_(sent_ids))
-                          .values(state="sent", request_id=cast(qbwc_requests.c.id, String), updated_at=now))
-            c.execute(update(qbwc_sessions).where(qbwc_sessions.c.ticket == ticket)
-                      .values(round_trips=qbwc_sessions.c.round_trips + 1, updated_at=now))
+        self.qb.mark_sent(ticket, sent_ids, now)
         if dead:
             self._record(ticket, [(r, d, Outcome.failed(self._item(d), e), None) for r, d, e in dead], now)
         return qbxml.message(requests, version)
@@ -322,7 +313,7 @@ class WebConnectorBackend:
                 if claimed:
                     self._queue(ticket, claimed, now)
                     queued = self._rows(ticket, "queued")
-            by_id = {d["id"]: d for d in self._deliveries([r["delivery_id"] for r in queued])}
+            by_id = {d.id: d for d in self._deliveries([r["delivery_id"] for r in queued])}
             sendable = self._wait_for_customers(conn, ticket, queued, by_id, now)
             groups = self._isolate.get(ticket)
             while groups:                       # bisecting a message QuickBooks could not process
@@ -342,12 +333,9 @@ class WebConnectorBackend:
         return []
 
     def _queue(self, ticket: str, claimed: list[dict], now: float) -> None:
-        unsure = self._unanswered_adds([d["id"] for d in claimed])
-        with self.store.tx(immediate=True) as c:
-            for d in claimed:
-                phase = "query" if d["action"] != "customer" and (d["attempts"] > 0 or d["id"] in unsure) else "add"
-                c.execute(qbwc_requests.insert().values(ticket=ticket, delivery_id=d["id"], phase=phase,
-                                                        state="queued", created_at=now, updated_at=now))
+        unsure = self.qb.unanswered_adds([d.id for d in claimed])
+        self.qb.queue(ticket, [(d.id, "query" if d.action != "customer" and (d.attempts > 0 or d.id in unsure)
+                                else "add") for d in claimed], now)
 
     @staticmethod
     def _names(payload: Any) -> set[str]:
@@ -376,10 +364,9 @@ class WebConnectorBackend:
         if not any(wanted.values()):
             return list(queued)
         outstanding: dict[str, list[dict]] = {}
-        for d in self.store.deliveries_where(deliveries.c.connection == conn.name, deliveries.c.connector_type == TYPE,
-                                             deliveries.c.action == "customer",
-                                             deliveries.c.state.in_(("pending", "retrying", "sending"))):
-            name = d["payload"].get("Name") if isinstance(d["payload"], Mapping) else None
+        for d in self.store.find_deliveries(connections=[conn.name], connector_type=TYPE, action="customer",
+                                            state=("pending", "retrying", "sending")):
+            name = d.payload.get("Name") if isinstance(d.payload, Mapping) else None
             if name is not None:
                 outstanding.setdefault(str(name), []).append(d)
         sendable, hold, claim = [], {}, set()
@@ -388,23 +375,21 @@ class WebConnectorBackend:
             if not blockers:
                 sendable.append(r)
                 continue
-            mine = [c for c in blockers if c["state"] == "sending" and c["claimed_by"] == ticket]
-            due = [c for c in blockers if (c["state"] in ("pending", "retrying") and c["next_attempt_at"] <= now)
-                   or (c["state"] == "sending" and (c["lease_until"] or 0) < now)]
+            mine = [c for c in blockers if c.state == "sending" and c.claimed_by == ticket]
+            due = [c for c in blockers if (c.state in ("pending", "retrying") and c.next_attempt_at <= now)
+                   or (c.state == "sending" and (c.lease_until or 0) < now)]
             if mine or due:
-                claim.update(c["id"] for c in due)       # the customer comes first, in this session
+                claim.update(c.id for c in due)       # the customer comes first, in this session
                 continue                                 # stays queued for a later message
-            until = max([c["next_attempt_at"] for c in blockers if c["state"] != "sending"]
-                        + [c["lease_until"] or now for c in blockers if c["state"] == "sending"] + [now])
+            until = max([c.next_attempt_at for c in blockers if c.state != "sending"]
+                        + [c.lease_until or now for c in blockers if c.state == "sending"] + [now])
             hold[r["id"]] = (r, until, blockers[0]["id"])
         if claim:
             got = self.store.claim(ticket, limit=len(claim), lease=conn.lease_seconds, ids=sorted(claim), now=now)
             if got:
                 self._queue(ticket, got, now)
         if hold:
-            with self.store.tx(immediate=True) as c:
-                c.execute(update(qbwc_requests).where(qbwc_requests.c.id.in_(list(hold)))
-                          .values(state="released", updated_at=now))
+            self.qb.set_state(list(hold), "released", now)
             self.store.finish([{"id": r["delivery_id"], "state": "retrying", "kind": ErrorKind.RETRYABLE.value,
                                 "error": f"waiting for the customer it names (delivery {cid}) to be in QuickBooks",
                                 "next_attempt_at": until, "counted": False}
@@ -422,7 +407,7 @@ class WebConnectorBackend:
         conn = self.connections[session["connection"]]
         now = self.clock()
         sent = self._rows(ticket, "sent")
-        by_delivery = {d["id"]: d for d in self._deliveries([r["delivery_id"] for r in sent])}
+        by_delivery = {d.id: d for d in self._deliveries([r["delivery_id"] for r in sent])}
         problem = None
         responses: list[qbxml.Response] = []
         if (hresult or "").strip() or not (response or "").strip():
@@ -466,18 +451,12 @@ class WebConnectorBackend:
                                                                         err), None) for r in missing]
         self._record(ticket, results, now)
         if missing:
-            with self.store.tx(immediate=True) as c:     # unanswered adds: the next attempt queries first
-                c.execute(update(qbwc_requests).where(qbwc_requests.c.id.in_([r["id"] for r in missing]))
-                          .values(state="unanswered", updated_at=now))
+            self.qb.set_state([r["id"] for r in missing], "unanswered", now)   # the next attempt queries first
             log.warning("Web Connector: %s", note)
             self._update_session(ticket, last_error=note)
         if followups:
-            with self.store.tx(immediate=True) as c:
-                for r, phase, code in followups:
-                    c.execute(update(qbwc_requests).where(qbwc_requests.c.id == r["id"])
-                              .values(state="answered", status_code=code, updated_at=now))
-                    c.execute(qbwc_requests.insert().values(ticket=ticket, delivery_id=r["delivery_id"], phase=phase,
-                                                            state="queued", created_at=now, updated_at=now))
+            self.qb.queue(ticket, [(r["delivery_id"], phase) for r, phase, _ in followups], now,
+                          answered=[(r["id"], code) for r, _, code in followups])
         if missing:
             return -102        # the Web Connector shows getLastError: the operator learns of it
         self._settle(conn, ticket, now)
@@ -487,7 +466,7 @@ class WebConnectorBackend:
         """Put back, before the percentage is computed, queued transactions that must wait for a customer."""
         queued = self._rows(ticket, "queued")
         if queued:
-            by_id = {d["id"]: d for d in self._deliveries([r["delivery_id"] for r in queued])}
+            by_id = {d.id: d for d in self._deliveries([r["delivery_id"] for r in queued])}
             self._wait_for_customers(conn, ticket, queued, by_id, now)
 
     def _narrow_down(self, conn: QbdConnection, ticket: str, sent: list[dict], by_delivery: dict[int, dict],
@@ -501,26 +480,20 @@ class WebConnectorBackend:
             kind = ErrorKind.PERMANENT if code == PARSE_ERROR else ErrorKind.RETRYABLE
             err = TargetError(problem, kind, retry_after=conn.poll_minutes * 60)
             self._record(ticket, [(r, d, Outcome.failed(self._item(d), err), None)], now)
-            log.warning("Web Connector: delivery %s: %s", d["id"], problem)
+            log.warning("Web Connector: delivery %s: %s", d.id, problem)
             return self._percent(conn, ticket, now)
         half = (len(sent) + 1) // 2
         order = sorted(sent, key=lambda r: (by_delivery[r["delivery_id"]]["action"] != "customer", r["id"]))
         groups = [[r["delivery_id"] for r in order[:half]], [r["delivery_id"] for r in order[half:]]]
         self._isolate[ticket] = groups + self._isolate.get(ticket, [])
-        with self.store.tx(immediate=True) as c:
-            c.execute(update(qbwc_requests).where(qbwc_requests.c.id.in_([r["id"] for r in sent]))
-                      .values(state="answered", updated_at=now))
-            for r in sent:
-                phase = r["phase"]
-                if code != PARSE_ERROR and phase == "add" and by_delivery[r["delivery_id"]]["action"] != "customer":
-                    phase = "query"
-                c.execute(qbwc_requests.insert().values(ticket=ticket, delivery_id=r["delivery_id"], phase=phase,
-                                                        state="queued", created_at=now, updated_at=now))
+        again = [(r["delivery_id"], "query" if code != PARSE_ERROR and r["phase"] == "add"
+                  and by_delivery[r["delivery_id"]].action != "customer" else r["phase"]) for r in sent]
+        self.qb.queue(ticket, again, now, answered=[(r["id"], None) for r in sent])
         log.warning("Web Connector: %s; sending its %d requests in smaller messages to find the one at fault",
                     problem, len(sent))
         return self._percent(conn, ticket, now)
 
-    def _interpret(self, row: dict, d: dict, resp: qbxml.Response,
+    def _interpret(self, row: dict, d: Delivery, resp: qbxml.Response,
                    conn: QbdConnection) -> tuple[Outcome | None, str | None]:
         """(outcome, None) when the delivery is decided, (None, next phase) when another request follows."""
         item = self._item(d)
@@ -528,11 +501,11 @@ class WebConnectorBackend:
         if phase == "add":
             if resp.ok:
                 return Outcome.sent(item, resp.ref(), status_code=resp.code), None
-            if d["action"] == "customer" and resp.code == qbxml.NAME_IN_USE:
+            if d.action == "customer" and resp.code == qbxml.NAME_IN_USE:
                 return None, "lookup"
         elif phase == "query":
             if resp.ok or resp.code == qbxml.NO_MATCH:
-                tag = qbxml.delivery_tag(d["idempotency_key"])
+                tag = qbxml.delivery_tag(d.idempotency_key)
                 for ret in resp.rets:
                     if tag in (ret.get("Memo") or "") and ret.get("TxnID"):
                         return Outcome.sent(item, ret["TxnID"], found_existing=True), None
@@ -542,7 +515,7 @@ class WebConnectorBackend:
                 return Outcome.sent(item, resp.ref(), found_existing=True), None
             if resp.code == qbxml.NO_MATCH:
                 return Outcome.failed(item, TargetError(
-                    f"QuickBooks 3100: the name {d['payload'].get('Name')!r} is already used by a vendor, "
+                    f"QuickBooks 3100: the name {d.payload.get('Name')!r} is already used by a vendor, "
                     "employee or other name, not a customer; rename one of them", ErrorKind.PERMANENT)), None
         err = qbxml.classify(resp)
         if resp.code in RETRY_CODES:
@@ -555,12 +528,7 @@ class WebConnectorBackend:
             return
         decisions = [decide(d, o, now) for _, d, o, _ in results]
         self.store.finish(decisions, worker=ticket)
-        with self.store.tx(immediate=True) as c:
-            for r, _, _, code in results:
-                c.execute(update(qbwc_requests).where(qbwc_requests.c.id == r["id"])
-                          .values(state="answered", status_code=code, updated_at=now))
-            c.execute(update(qbwc_sessions).where(qbwc_sessions.c.ticket == ticket)
-                      .values(done=qbwc_sessions.c.done + len(results), updated_at=now))
+        self.qb.record(ticket, [(r["id"], code) for r, _, _, code in results], now)
         for dec in decisions:
             if dec["state"] == "dead":
                 log.warning("dead-letter: delivery %s (quickbooks_desktop): %s", dec["id"], clean(dec.get("error")))
@@ -610,10 +578,7 @@ class WebConnectorBackend:
 
     def _abandon_open_sessions(self, conn: QbdConnection, now: float) -> None:
         """A new login ends the connection's earlier sessions (QBWC runs one at a time per application)."""
-        with self.store.engine.connect() as c:
-            stale = [r[0] for r in c.execute(select(qbwc_sessions.c.ticket).where(and_(
-                qbwc_sessions.c.connection == conn.name, qbwc_sessions.c.state == "open")))]
-        for t in stale:
+        for t in self.qb.open_tickets(conn.name):
             self._end(t, "abandoned", "the Web Connector session was broken off; QuickBooks may not have answered",
                       now)
 
@@ -634,72 +599,37 @@ class WebConnectorBackend:
         return session
 
     def _unanswered_in(self, ticket: str) -> int:
-        with self.store.engine.connect() as c:
-            return c.execute(select(func.count()).select_from(_attempts).where(and_(
-                _attempts.c.worker == ticket, _attempts.c.error.like("QuickBooks returned no answer%")))
-            ).scalar_one()
+        return self.qb.unanswered_in(ticket, "QuickBooks returned no answer")
 
     def _end(self, ticket: str, state: str, why: str, now: float | None = None) -> None:
         """Close a session: queued requests are dropped, its claimed deliveries go back for the next poll.
         Requests sent but never answered stay "sent", so their deliveries are queried before a re-add."""
         self._isolate.pop(ticket, None)
         now = self.clock() if now is None else now
-        with self.store.tx(immediate=True) as c:
-            c.execute(update(qbwc_requests).where(and_(qbwc_requests.c.ticket == ticket,
-                                                       qbwc_requests.c.state == "queued"))
-                      .values(state="released", updated_at=now))
-            c.execute(update(qbwc_sessions).where(qbwc_sessions.c.ticket == ticket)
-                      .values(state=state, updated_at=now))
-            held = [r[0] for r in c.execute(select(deliveries.c.id).where(and_(
-                deliveries.c.claimed_by == ticket, deliveries.c.state == "sending")))]
+        held = self.qb.end_session(ticket, state, now)
         if held:
             self.store.finish([{"id": i, "state": "retrying", "error": why, "kind": ErrorKind.RETRYABLE.value,
                                 "next_attempt_at": now, "counted": False} for i in held], worker=ticket)
 
     def _session(self, ticket: str | None) -> dict | None:
-        if not ticket:
-            return None
-        with self.store.engine.connect() as c:
-            row = c.execute(select(qbwc_sessions).where(qbwc_sessions.c.ticket == ticket)).mappings().first()
-        return dict(row) if row else None
+        return self.qb.session(ticket)
 
     def _update_session(self, ticket: str, **values: Any) -> None:
-        values["updated_at"] = self.clock()
-        with self.store.tx(immediate=True) as c:
-            c.execute(update(qbwc_sessions).where(qbwc_sessions.c.ticket == ticket).values(**values))
+        self.qb.update_session(ticket, **values, updated_at=self.clock())
 
     def _rows(self, ticket: str, state: str) -> list[dict]:
-        with self.store.engine.connect() as c:
-            rows = c.execute(select(qbwc_requests).where(and_(qbwc_requests.c.ticket == ticket,
-                                                              qbwc_requests.c.state == state))
-                             .order_by(qbwc_requests.c.id)).mappings().all()
-        out = [dict(r) for r in rows]
-        for r in out:
-            r["request_id"] = str(r["request_id"]) if r["request_id"] is not None else None
-        return out
+        return self.qb.requests(ticket, state)
 
-    def _unanswered_adds(self, delivery_ids: list[int]) -> set[int]:
-        """Deliveries with an add request that an earlier session sent and never heard back about."""
-        with self.store.engine.connect() as c:
-            return {r[0] for r in c.execute(select(qbwc_requests.c.delivery_id).where(and_(
-                qbwc_requests.c.delivery_id.in_(delivery_ids), qbwc_requests.c.phase == "add",
-                qbwc_requests.c.state.in_(("sent", "unanswered")))))}
-
-    def _deliveries(self, ids: list[int]) -> list[dict]:
-        return self.store.deliveries_where(deliveries.c.id.in_(ids)) if ids else []
+    def _deliveries(self, ids: list[int]) -> list[Delivery]:
+        return self.store.find_deliveries(ids=ids) if ids else []
 
     def _due_count(self, conn: QbdConnection, now: float) -> int:
-        due = or_(and_(deliveries.c.state.in_(("pending", "retrying")), deliveries.c.next_attempt_at <= now),
-                  and_(deliveries.c.state == "sending", deliveries.c.lease_until < now))
-        q = select(func.count()).select_from(deliveries).where(and_(
-            due, deliveries.c.connection == conn.name, deliveries.c.connector_type == TYPE))
-        with self.store.engine.connect() as c:
-            return c.execute(q).scalar_one()
+        return self.qb.due_count(conn.name, TYPE, now)
 
     @staticmethod
-    def _item(d: dict):
+    def _item(d: Delivery):
         from connectors.base import Item
-        return Item(d["id"], d["idempotency_key"], d["action"], d["payload"], d["attempts"], d.get("target_ref"))
+        return Item(d.id, d.idempotency_key, d.action, d.payload, d.attempts, d.target_ref)
 
 
 __all__ = ["WebConnectorBackend", "QbdConnection", "connections_of", "OBJECTS"]

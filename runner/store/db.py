@@ -168,6 +168,24 @@ class Store:
                 found.update(r[0] for r in c.execute(select(inbox.c.event_id).where(inbox.c.event_id.in_(chunk))))
         return found
 
+    def list_events(self, *, status: str | None = None, limit: int = 50) -> list[dict]:
+        """The newest inbox rows (of ``status``), without their payloads."""
+        q = select(*[c for c in inbox.c if c.name != "payload"]).order_by(inbox.c.received_at.desc()).limit(limit)
+        if status:
+            q = q.where(inbox.c.status == status)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings().all()]
+
+    def event_payloads(self, ids: Iterable[str]) -> dict[str, str]:
+        """The stored JSON of these inbox events, by id (ids not in the inbox left out)."""
+        ids = sorted(set(ids))
+        out: dict[str, str] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), 500):
+                out.update(c.execute(select(inbox.c.event_id, inbox.c.payload)
+                                     .where(inbox.c.event_id.in_(ids[i:i + 500]))).all())
+        return out
+
     def pending_events(self, limit: int = 500) -> list[dict]:
         with self.engine.connect() as c:
             rows = c.execute(select(inbox).where(inbox.c.status == "pending")
@@ -375,9 +393,9 @@ class Store:
 
     def find_deliveries(self, *, state: str | Iterable[str] | None = None, flow: str | None = None,
                         connections: Iterable[str] | None = None, connector_type: str | None = None,
-                        event_id: str | None = None, ids: Iterable[int] | None = None,
-                        claimed_by: str | None = None, limit: int | None = None,
-                        newest_first: bool = False) -> list[Delivery]:
+                        action: str | None = None, event_id: str | None = None, ids: Iterable[int] | None = None,
+                        claimed_by: str | None = None, created_since: float | None = None,
+                        limit: int | None = None, newest_first: bool = False) -> list[Delivery]:
         """Deliveries matching every filter given (oldest first unless ``newest_first``)."""
         d = deliveries
         states = [state] if isinstance(state, str) else state
@@ -388,8 +406,10 @@ class Store:
             conds.append(d.c.connection.in_(list(connections)))
         if ids is not None:
             conds.append(d.c.id.in_(list(ids)))
-        for column, value in ((d.c.flow, flow), (d.c.connector_type, connector_type), (d.c.event_id, event_id),
-                              (d.c.claimed_by, claimed_by)):
+        if created_since is not None:
+            conds.append(d.c.created_at >= created_since)
+        for column, value in ((d.c.flow, flow), (d.c.connector_type, connector_type), (d.c.action, action),
+                              (d.c.event_id, event_id), (d.c.claimed_by, claimed_by)):
             if value is not None:
                 conds.append(column == value)
         return self.deliveries_where(*conds, limit=limit, order=d.c.id.desc() if newest_first else None)
