@@ -193,23 +193,13 @@ def _list_page(client, params: dict, options: dict, attempts: int = 6):
 # ---- on a schedule inside `ledgerflow serve` ----------------------------------
 
 def _watermark(store, account: str | None) -> float | None:
-    from sqlalchemy import select
-
-    from .store.tables import kv
-    with store.engine.connect() as c:
-        v = c.execute(select(kv.c.value).where(kv.c.namespace == WATERMARK_NS,
-                                               kv.c.key == (account or "platform"))).scalar()
+    key = account or "platform"
+    v = store.kv_get_many(WATERMARK_NS, [key]).get(key)
     return float(v) if v is not None else None
 
 
 def _set_watermark(store, account: str | None, ts: float) -> None:
-    from sqlalchemy import delete
-
-    from .store.tables import kv
-    key = account or "platform"
-    with store.tx(immediate=True) as c:
-        c.execute(delete(kv).where(kv.c.namespace == WATERMARK_NS, kv.c.key == key))
-        c.execute(kv.insert().values(namespace=WATERMARK_NS, key=key, value=repr(ts), updated_at=time.time()))
+    store.kv_put_many(WATERMARK_NS, {account or "platform": repr(ts)})
 
 
 def scheduled_pass(app: Any, *, client: Any = None, now: float | None = None) -> CatchUpSummary:

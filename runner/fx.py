@@ -170,29 +170,17 @@ class CachedProvider:
         self.name = inner.name
 
     def rate(self, base: str, quote: str, on: date) -> Rate:
-        import time
-
-        from sqlalchemy import select
-
-        from .store.db import _insert
-        from .store.tables import fx_rates
+        from .store import fx_rates
 
         base, quote = base.upper(), quote.upper()
         if base == quote:
             return Rate(base, quote, Decimal(1), self.name, on.isoformat())
-        key = (fx_rates.c.source == self.name, fx_rates.c.base == base, fx_rates.c.quote == quote,
-               fx_rates.c.rate_date == on.isoformat())
-        with self.store.engine.connect() as c:
-            row = c.execute(select(fx_rates.c.rate).where(*key)).first()
-        if row is not None:
-            value, _, used = row[0].partition("@")
+        stored = fx_rates.cached(self.store, self.name, base, quote, on.isoformat())
+        if stored is not None:
+            value, _, used = stored.partition("@")
             return Rate(base, quote, Decimal(value), self.name, used or on.isoformat())
         r = self.inner.rate(base, quote, on)
-        with self.store.tx() as c:
-            c.execute(_insert(self.store.engine, fx_rates).values(
-                source=self.name, base=base, quote=quote, rate_date=on.isoformat(),
-                rate=f"{format(r.rate, 'f')}@{r.date}", fetched_at=time.time(),
-            ).on_conflict_do_nothing())
+        fx_rates.remember(self.store, self.name, base, quote, on.isoformat(), f"{format(r.rate, 'f')}@{r.date}")
         return r
 
 

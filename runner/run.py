@@ -4,34 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from .app import App
 from .spec import Flow
+
+if TYPE_CHECKING:
+    from .store.model import Delivery
 
 
 @dataclass
 class RunResult:
     event_id: str
-    rows: list[dict] = field(default_factory=list)
+    rows: list[Delivery] = field(default_factory=list)
     new: list[int] = field(default_factory=list)
     filtered: bool = False
 
     @property
-    def dead(self) -> list[dict]:
-        return [r for r in self.rows if r["state"] == "dead"]
+    def dead(self) -> list[Delivery]:
+        return [r for r in self.rows if r.state == "dead"]
 
     def lines(self) -> list[str]:
         if self.filtered:
             return [f"{self.event_id}: filtered out by the flow; nothing to deliver"]
         out = []
         for r in self.rows:
-            label = {"sent": "delivered" if r["id"] in self.new else "already delivered (nothing sent again)",
+            label = {"sent": "delivered" if r.id in self.new else "already delivered (nothing sent again)",
                      "retrying": "will retry", "dead": "dead-lettered", "pending": "pending",
-                     "sending": "in flight"}.get(r["state"], r["state"])
-            line = f"{r['route']} -> {r['connection']} ({r['action']}) key={r['idempotency_key']}: {label}"
-            if r.get("target_ref"):
-                line += f" [{r['target_ref']}]"
-            if r["state"] in ("retrying", "dead") and r.get("last_error"):
-                line += f": {r['last_error']}"
+                     "sending": "in flight"}.get(r.state, r.state)
+            line = f"{r.route} -> {r.connection} ({r.action}) key={r.idempotency_key}: {label}"
+            if r.target_ref:
+                line += f" [{r.target_ref}]"
+            if r.state in ("retrying", "dead") and r.last_error:
+                line += f": {r.last_error}"
             out.append(line)
         return out
 
@@ -43,12 +48,12 @@ def run_event(app: App, flow: Flow, event: dict, raw: str, *, source: str = "cli
     result = RunResult(event["id"], filtered=not ops)
     ids = store.add_deliveries(ops) if ops else []
     store.mark_event(event["id"], "dispatched" if ops else "ignored", flows=flow.name)
-    todo = [did for did, _ in ids if store.delivery(did)["state"] in ("pending", "retrying")]
+    todo = [did for did, _ in ids if store.delivery(did).state in ("pending", "retrying")]
     if todo:
         from .prefect_flows import deliver_batch
         from .prefect_server import project_api
         with project_api(app):
             deliver_batch(project_file=str(app.project.path), delivery_ids=todo, limit=len(todo))
-    result.new = [did for did in todo if store.delivery(did)["state"] == "sent"]
+    result.new = [did for did in todo if store.delivery(did).state == "sent"]
     result.rows = [store.delivery(did) for did, _ in ids]
     return result

@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import select
-
 from . import jsonio
 from .errors import LedgerflowError
 from .redact import redact_payload
@@ -75,18 +73,12 @@ def facts_of(event_id: str, event: dict | None) -> EventFacts:
 
 def events_facts(store, event_ids: Iterable[str | None]) -> dict[str, EventFacts]:
     """Facts of several stored events, in one query; ids not in the inbox are left out."""
-    from .store.tables import inbox
-    ids = sorted({e for e in event_ids if e})
     out: dict[str, EventFacts] = {}
-    if not ids:
-        return out
-    with store.engine.connect() as c:
-        for i in range(0, len(ids), 500):
-            for r in c.execute(select(inbox.c.event_id, inbox.c.payload).where(inbox.c.event_id.in_(ids[i:i + 500]))):
-                try:
-                    out[r.event_id] = facts_of(r.event_id, jsonio.loads(r.payload))
-                except ValueError:
-                    out[r.event_id] = EventFacts(r.event_id)
+    for event_id, payload in store.event_payloads(e for e in event_ids if e).items():
+        try:
+            out[event_id] = facts_of(event_id, jsonio.loads(payload))
+        except ValueError:
+            out[event_id] = EventFacts(event_id)
     return out
 
 
@@ -128,7 +120,6 @@ def _op_json(d: dict) -> dict[str, Any]:
 
 
 def story(app, event_id: str) -> Story:
-    from .store.tables import deliveries as d
     row = app.store.get_event(event_id)
     if not row:
         raise LedgerflowError(f"no event {event_id} in the inbox (see `ledgerflow inbox list`)")
@@ -136,9 +127,7 @@ def story(app, event_id: str) -> Story:
         event = jsonio.loads(row["payload"])
     except ValueError:
         event = None
-    rows = app.store.deliveries_where(d.c.event_id == event_id)
-    for r in rows:
-        r["history"] = app.store.attempts_of(r["id"])
+    rows = [{**r, "history": app.store.attempts_of(r.id)} for r in app.store.find_deliveries(event_id=event_id)]
     try:
         matching = [f.name for f in app.flows_for(row["type"])]
     except Exception:  # noqa: BLE001 - a broken flow file must not hide the story

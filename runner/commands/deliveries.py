@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store.model import Delivery
 
 STATES = ["pending", "sending", "sent", "retrying", "dead", "discarded"]
 HEADER = ("ID", "CREATED (UTC)", "FLOW", "ROUTE", "TARGET", "ACTION", "STATE", "ATTEMPTS", "EVENT", "TARGET REF",
@@ -38,17 +42,12 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print(("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1]).rstrip())
 
 
-def select_deliveries(app, args) -> list[dict]:
-    from ..store.tables import deliveries as d
+def select_deliveries(app, args) -> list[Delivery]:
     from ..timeline import since_timestamp
-    conds = []
-    for column, value in ((d.c.flow, args.flow), (d.c.state, args.state), (d.c.connection, args.target),
-                          (d.c.event_id, args.event)):
-        if value:
-            conds.append(column == value)
-    if args.since:
-        conds.append(d.c.created_at >= since_timestamp(args.since))
-    return app.store.deliveries_where(*conds, limit=max(1, args.limit), order=d.c.id.desc())
+    return app.store.find_deliveries(flow=args.flow or None, state=args.state or None,
+                                     connections=[args.target] if args.target else None, event_id=args.event or None,
+                                     created_since=since_timestamp(args.since) if args.since else None,
+                                     limit=max(1, args.limit), newest_first=True)
 
 
 def cmd_list(args) -> int:
@@ -64,7 +63,7 @@ def cmd_list(args) -> int:
                 "target_ref", "last_error", "error_kind", "idempotency_key")
         for r in rows:
             out = {k: r.get(k) for k in keys}
-            out.update(created_at=iso(r["created_at"]), updated_at=iso(r["updated_at"]))
+            out.update(created_at=iso(r.created_at), updated_at=iso(r.updated_at))
             print(jsonio.dumps(out))
         return 0
     if not rows:
@@ -72,9 +71,9 @@ def cmd_list(args) -> int:
         return 0
     table = [HEADER]
     for r in rows:
-        table.append((str(r["id"]), utc(r["created_at"]), r["flow"], r["route"], r["connection"], r["action"],
-                      r["state"], f"{r['attempts']}/{r['max_attempts']}", r.get("event_id") or "-",
-                      r.get("target_ref") or "-", one_line(r.get("last_error"), 80) or "-"))
+        table.append((str(r.id), utc(r.created_at), r.flow, r.route, r.connection, r.action,
+                      r.state, f"{r.attempts}/{r.max_attempts}", r.event_id or "-",
+                      r.target_ref or "-", one_line(r.last_error, 80) or "-"))
     print_table(table)
     print(f"\n{len(rows)} deliveries (newest first{', at most ' + str(args.limit) if len(rows) >= args.limit else ''}). "
           "`ledgerflow inbox show EVENT` tells one event's story.", file=sys.stderr)

@@ -48,8 +48,8 @@ def cmd_list(args) -> int:
     now = time.time()
     table = [("ID", "FLOW", "ROUTE", "TARGET", "ATTEMPTS", "AGE", "ERROR")]
     for r in rows:
-        table.append((str(r["id"]), r["flow"], r["route"], f"{r['connection']}.{r['action']}", str(r["attempts"]),
-                      age(now - r["updated_at"]), one_line(r["last_error"], 70)))
+        table.append((str(r.id), r.flow, r.route, f"{r.connection}.{r.action}", str(r.attempts),
+                      age(now - r.updated_at), one_line(r.last_error, 70)))
     print_table(table)
     print(f"\n{len(rows)} dead. `ledgerflow dlq show ID` for details; fix the mapping, then "
           f"`ledgerflow dlq replay ID` (or --all).", file=sys.stderr)
@@ -62,25 +62,25 @@ def cmd_show(args) -> int:
     from ..dlq import get_dead
     app = App()
     row = get_dead(app.store, args.id)
-    print(f"delivery {row['id']}  {row['flow']} / {row['route']} -> {row['connection']} ({row['connector_type']}."
-          f"{row['action']})")
-    print(f"idempotency key: {row['idempotency_key']}")
-    print(f"flow file: {row.get('flow_file') or '-'}")
-    event = app.store.get_event(row["event_id"]) if row.get("event_id") else None
+    print(f"delivery {row.id}  {row.flow} / {row.route} -> {row.connection} ({row.connector_type}."
+          f"{row.action})")
+    print(f"idempotency key: {row.idempotency_key}")
+    print(f"flow file: {row.flow_file or '-'}")
+    event = app.store.get_event(row.event_id) if row.event_id else None
     if event:
         print(f"event: {event['event_id']} {event['type']} (received {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(event['received_at']))} UTC, "
               f"source {event['source']}); its story: ledgerflow inbox show {event['event_id']} (--payload: the JSON)")
     else:
-        print(f"event: {row.get('event_id') or '-'} (not in the inbox: replay sends the stored payload)")
+        print(f"event: {row.event_id or '-'} (not in the inbox: replay sends the stored payload)")
     print("payload:")
-    for line in jsonio.dumps(row["payload"], indent=2).splitlines():
+    for line in jsonio.dumps(row.payload, indent=2).splitlines():
         print("  " + line)
     print("attempts:")
-    for a in app.store.attempts_of(row["id"]):
+    for a in app.store.attempts_of(row.id):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a["at"]))
         run = f" run {a['flow_run_id']}" if a.get("flow_run_id") else ""
         print(f"  #{a['attempt']} {when} UTC {a['outcome']}{run}: {a.get('error') or ''}")
-    print(f"replay after the fix: ledgerflow dlq replay {row['id']}")
+    print(f"replay after the fix: ledgerflow dlq replay {row.id}")
     return 0
 
 
@@ -91,7 +91,7 @@ def _scope(args) -> str:
 def _replan_retrying(app, args, dead_rows: list[dict]) -> list[int]:
     """--all: re-plan the same flow's rows still retrying with an old payload; the ids due now."""
     from ..dlq import replan_retrying
-    connections = sorted({r["connection"] for r in dead_rows}) if args.alert else None
+    connections = sorted({r.connection for r in dead_rows}) if args.alert else None
     if args.alert and not connections:
         return []
     report = replan_retrying(app, flow=args.flow, connections=connections)
@@ -110,7 +110,7 @@ def cmd_replay(args) -> int:
         raise LedgerflowError("dlq replay: --flow and --alert go with --all")
     app = App()
     dead_rows = dead(app.store, flow=args.flow, alert=args.alert) if args.all else []
-    ids = [r["id"] for r in dead_rows] if args.all else [args.id]
+    ids = [r.id for r in dead_rows] if args.all else [args.id]
     retrying = _replan_retrying(app, args, dead_rows) if args.all else []
     if not ids and not retrying:
         print("nothing to replay: the dead-letter queue is empty" + _scope(args))
@@ -137,14 +137,14 @@ def cmd_replay(args) -> int:
                 deliver_batch(project_file=str(app.project.path), delivery_ids=chunk, limit=len(chunk))
         for did in queued:
             row = app.store.delivery(did)
-            state = {"sent": f"delivered [{row.get('target_ref') or ''}]", "retrying": "will retry",
-                     "dead": "dead again", "pending": "queued", "sending": "taken by a worker"}.get(row["state"],
-                                                                                               row["state"])
+            state = {"sent": f"delivered [{row.target_ref or ''}]", "retrying": "will retry",
+                     "dead": "dead again", "pending": "queued", "sending": "taken by a worker"}.get(row.state,
+                                                                                               row.state)
             line = f"{did}: {state}"
-            if row["state"] in ("dead", "retrying") and row.get("last_error"):
-                line += f": {row['last_error']}"
+            if row.state in ("dead", "retrying") and row.last_error:
+                line += f": {row.last_error}"
             print(line)
-        failed += sum(1 for did in queued if app.store.delivery(did)["state"] == "dead")
+        failed += sum(1 for did in queued if app.store.delivery(did).state == "dead")
     elif queued:
         print(f"{len(queued)} queued for the workers")
     return 1 if failed else 0

@@ -24,22 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inbox_list(args) -> int:
-    from sqlalchemy import select
-
     from ..app import App
-    from ..store.tables import inbox
     from ..timeline import utc
     app = App()
-    q = select(inbox.c.event_id, inbox.c.type, inbox.c.account, inbox.c.status, inbox.c.source,
-               inbox.c.received_at, inbox.c.flows, inbox.c.error).order_by(inbox.c.received_at.desc()).limit(args.limit)
-    if args.status:
-        q = q.where(inbox.c.status == args.status)
-    with app.store.engine.connect() as c:
-        rows = c.execute(q).all()
     print("event\ttype\taccount\treceived (UTC)\tstatus\tflows\terror")
-    for r in rows:
-        error = (r.error or "").splitlines()[0][:300] if r.error else "-"
-        print(f"{r.event_id}\t{r.type}\t{r.account or '-'}\t{utc(r.received_at)}\t{r.status}\t{r.flows or '-'}\t{error}")
+    for r in app.store.list_events(status=args.status or None, limit=args.limit):
+        error = (r["error"] or "").splitlines()[0][:300] if r["error"] else "-"
+        print(f"{r['event_id']}\t{r['type']}\t{r['account'] or '-'}\t{utc(r['received_at'])}\t{r['status']}\t"
+              f"{r['flows'] or '-'}\t{error}")
     return 0
 
 

@@ -8,7 +8,6 @@ is running totals and the exceptions.
 from __future__ import annotations
 
 import fnmatch
-import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from ..money import from_minor
 from ..posting.build import build_posting
 from ..posting.events import MOVEMENTS
 from ..posting.model import PostingError
-from .booked import bookings_for, postings_for, refresh_index
+from ..store import recon
+from .booked import bookings_for, postings_for
 from .classify import (BOOKED_LATE, CONNECTED_BOOKS, MATCHED, MISMATCH, RECONCILED, UNBALANCED, WITH_PAYOUT, Check,
                        classify, source_ids)
 from .journal import Totals, clearing_lines, convert_lines, posted_summary_lines, summary_lines, transfer
@@ -100,7 +100,7 @@ class Reconciler:
 
     def run(self, *, since: date | None = None, until: date | None = None, accounts: list[str | None] | None = None,
             payout_ids: list[str] | None = None) -> RunReport:
-        refresh_index(self.app.store)
+        recon.refresh_index(self.app.store)
         accounts = accounts if accounts is not None else self.policy.accounts
         if payout_ids:
             for pid in payout_ids:
@@ -348,15 +348,12 @@ class Reconciler:
         res.home_amount = rate.convert_rounded(res.amount_major)
 
     def _done(self, res: PayoutResult) -> PayoutResult:
-        from ..store.tables import recon_results
         exc = [{"txn": c.txn_id, "category": c.category, "kind": c.kind, "object": c.object_id, "detail": c.detail,
                 "fix": c.fix} for c in res.exceptions]
-        with self.app.store.tx() as c:
-            c.execute(recon_results.insert().values(
-                run_id=self.report.run_id, payout_id=res.payout_id, account=res.account, status=res.status,
-                currency=res.currency, amount=str(res.amount_major),
-                home_amount=str(res.home_amount) if res.home_amount is not None else None,
-                transactions=res.transactions, exceptions=jsonio.dumps(exc), at=time.time()))
+        recon.add_result(self.app.store, run_id=self.report.run_id, payout_id=res.payout_id, account=res.account,
+                         status=res.status, currency=res.currency, amount=str(res.amount_major),
+                         home_amount=str(res.home_amount) if res.home_amount is not None else None,
+                         transactions=res.transactions, exceptions=jsonio.dumps(exc))
         self.report.results.append(res)
         self.progress("done", result=res)
         return res

@@ -4,9 +4,16 @@ SQLite (WAL) by default, PostgreSQL unchanged. A delivery row is written
 before its side effect, so a crash at any point loses nothing and repeats
 nothing: the idempotency key is unique, and the connector maps it to the
 target's own de-duplication.
+
+Only this package runs SQL on the store's tables (tests/test_store_model.py checks that no
+module outside it imports ``tables``): a delivery is read as a ``Delivery`` (model.py) and its
+state changes only through ``Store`` methods that transitions.py checks; the Web Connector,
+alert grouping, the rate limiter, the FX cache and reconciliation have their own modules here.
 """
 
 from .db import Store, open_store
+from .model import Delivery, State
 from .tables import metadata
+from .transitions import IllegalTransition
 
-__all__ = ["Store", "open_store", "metadata"]
+__all__ = ["Store", "open_store", "metadata", "Delivery", "State", "IllegalTransition"]
