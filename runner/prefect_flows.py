@@ -1,9 +1,14 @@
 """Prefect flows: thin decorators over plain functions in ``delivery``.
 
-A flow run per batch; per-operation state lives in the store. Importing this
-module imports Prefect: the CLI does it only in commands that run flows.
+Two run structures for the delivery loop (``settings.delivery_runs``): a flow
+run per batch (``per_batch``), or a long-lived flow run per worker lane with a
+task run per batch (``long_lived``, rotated every ``SESSION_BATCHES`` batches or
+``SESSION_SECONDS``). Per-operation state lives in the store either way.
+Importing this module imports Prefect: the CLI does it only in commands that
+run flows.
 
-What the UI shows is what happened: a run is named after what it carries
+What the UI shows is what happened: a run (the batch's task run, in the
+long-lived structure) is named after what it carries
 (``qbo · 30 ops · 2 dead``), ends *Failed* ("Dead letters") when any of its
 operations was dead-lettered, holds ledgerflow's own log lines for the batch,
 and its artifact lists every operation (event, action, amount, document,
@@ -26,11 +31,14 @@ import logging
 import os
 import socket
 import threading
+import time
+import uuid
 from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.context import AsyncClientContext, FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
@@ -158,9 +166,12 @@ def batch_label(rows: list[dict]) -> str:
 
 def run_name(label: str, report: BatchReport) -> str:
     """The run's name once it is done: the label, and what did not go through."""
+    return counted_name(label, len(report.dead), len(report.retried), len(report.superseded))
+
+
+def counted_name(label: str, dead: int, retried: int, superseded: int) -> str:
     parts = [label]
-    for n, what in ((len(report.dead), "dead"), (len(report.retried), "to retry"),
-                    (len(report.superseded), "taken over")):
+    for n, what in ((dead, "dead"), (retried, "to retry"), (superseded, "taken over")):
         if n:
             parts.append(f"{n} {what}")
     return " · ".join(parts)
@@ -236,6 +247,19 @@ async def deliver_batch_flow(project_file: str | None = None, delivery_ids: list
         worker = worker_id()
         rows = app.store.claim(worker, limit=limit, lease=lease_seconds, ids=delivery_ids)
     run_id = str(flow_run.id) if flow_run.id else None
+    report, summary = await _deliver_recorded(project_file, rows, worker, run_id)
+    name = run_name(label if claimed_by else batch_label(rows), report)
+    if run_id and name != label:
+        await get_client().update_flow_run(flow_run.id, name=name)
+    if run_id:
+        _RESULTS[run_id] = _result(rows, report)
+    return _final_state(report, summary)
+
+
+async def _deliver_recorded(project_file: str | None, rows: list[dict], worker: str,
+                            run_id: str | None) -> tuple[BatchReport, str]:
+    """Deliver a batch inside a flow or task run: the artifact (on that run), the summary in its
+    logs, the dead-letter alert; the report and its summary."""
     report = await _deliver_rows(project_file, rows, worker, run_id)
     summary = (f"{len(rows)} operations: {len(report.sent)} delivered, {len(report.retried)} to retry, "
                f"{len(report.dead)} dead-lettered" + (f", {len(report.superseded)} taken over by another worker"
@@ -243,17 +267,19 @@ async def deliver_batch_flow(project_file: str | None = None, delivery_ids: list
     if rows:
         await acreate_table_artifact(table=operation_rows(report), key=ARTIFACT_KEY, description=summary)
         get_run_logger().info(summary)
-    name = run_name(label if claimed_by else batch_label(rows), report)
-    if run_id and name != label:
-        await get_client().update_flow_run(flow_run.id, name=name)
     if report.dead:
         from .alerts import alert_dead_letters
-        alert_dead_letters(app, report.dead, run_id=run_id)
-    result = {"claimed": len(rows), "sent": [r["id"] for r in report.sent],
-              "retried": [r["id"] for r in report.retried], "dead": [r["id"] for r in report.dead],
-              "superseded": [r["id"] for r in report.superseded]}
-    if run_id:
-        _RESULTS[run_id] = result
+        alert_dead_letters(_app(project_file), report.dead, run_id=run_id)
+    return report, summary
+
+
+def _result(rows: list[dict], report: BatchReport) -> dict:
+    return {"claimed": len(rows), "sent": [r["id"] for r in report.sent],
+            "retried": [r["id"] for r in report.retried], "dead": [r["id"] for r in report.dead],
+            "superseded": [r["id"] for r in report.superseded]}
+
+
+def _final_state(report: BatchReport, summary: str):
     if report.dead:
         return Failed(name=DEAD_LETTERS, message=summary)
     return Completed(message=summary)
@@ -275,3 +301,160 @@ def deliver_batch(project_file: str | None = None, delivery_ids: list[int] | Non
     attach_run_logs()
     return asyncio.run(run_batch(project_file=project_file, delivery_ids=delivery_ids, limit=limit,
                                  lease_seconds=lease_seconds, claimed_by=claimed_by))
+
+
+# ---- the long-lived structure: a flow run per lane session, a task run per batch -------------
+
+PER_BATCH = "per_batch"
+LONG_LIVED = "long_lived"
+RUN_STRUCTURES = (PER_BATCH, LONG_LIVED)
+SESSION_BATCHES = 500                  # a session's flow run ends after this many batches,
+SESSION_SECONDS = 900.0                # or after this long; the next batch opens a new one
+
+_INBOXES: dict[str, asyncio.Queue] = {}   # session key -> its batches waiting for a task run
+
+
+@task(name="ledgerflow-deliver-batch", task_run_name="{label}", persist_result=False, cache_policy=NO_CACHE,
+      log_prints=False)
+async def deliver_batch_task(project_file: str | None, delivery_ids: list[int], claimed_by: str,
+                             label: str) -> Any:
+    """One batch as a task run of the lane's session: named after what it carries, its artifact
+    and log lines on it, Failed ("Dead letters") when any operation was dead-lettered."""
+    ctx = TaskRunContext.get()
+    rows = claimed_rows(_app(project_file).store, claimed_by, delivery_ids)
+    report, summary = await _deliver_recorded(project_file, rows, claimed_by, str(ctx.task_run.flow_run_id))
+    ctx.task_run.name = run_name(label, report)      # the final state's event carries the name to the API
+    _RESULTS[str(ctx.task_run.id)] = _result(rows, report)
+    return _final_state(report, summary)
+
+
+@flow(name="ledgerflow-delivery-session", flow_run_name="{label}", log_prints=False, persist_result=False,
+      on_failure=[_alert_failed_run], on_crashed=[_alert_failed_run])
+async def delivery_session_flow(project_file: str | None = None, session: str = "",
+                                label: str = "delivery session"):
+    """A lane's batches, each a task run, until the lane rotates or stops the session. Ends
+    Failed ("Dead letters") when any batch dead-lettered operations, Failed when a batch failed;
+    renamed after all it carried (``ledger_api · 12 batches · 1200 ops · 2 dead``)."""
+    inbox = _INBOXES[session]
+    tally = SessionTally()
+    while (job := await inbox.get()) is not None:
+        params, done = job
+        try:
+            result = await _task_result(await deliver_batch_task(
+                project_file=project_file, delivery_ids=params["delivery_ids"], claimed_by=params["claimed_by"],
+                label=params["label"], return_state=True))
+        except Exception as exc:  # noqa: BLE001 - the lane releases the batch and retries it
+            tally.failed += 1
+            done.set_exception(exc)
+            continue
+        tally.add(params["connections"], result)
+        done.set_result(result)
+    if flow_run.id and tally.batches:
+        await get_client().update_flow_run(flow_run.id, name=tally.name())
+    return tally.state()
+
+
+async def _task_result(state) -> dict:
+    result = _RESULTS.pop(str(state.state_details.task_run_id), None)
+    if result is None:
+        await state.aresult()          # the task failed before it finished: raise its error
+        raise RuntimeError(f"delivery task run ended {state.name} without a result")
+    return result
+
+
+class SessionTally:
+    """What a session's batches did, for its flow run's name and final state."""
+
+    def __init__(self) -> None:
+        self.connections: set[str] = set()
+        self.batches = self.ops = self.dead = self.retried = self.superseded = self.failed = 0
+
+    def add(self, connections: list[str], result: dict) -> None:
+        self.connections.update(connections)
+        self.batches += 1
+        self.ops += result["claimed"]
+        self.dead += len(result["dead"])
+        self.retried += len(result["retried"])
+        self.superseded += len(result["superseded"])
+
+    def name(self) -> str:
+        batches = f"{self.batches} batch" + ("es" if self.batches != 1 else "")
+        label = f"{'+'.join(sorted(self.connections)) or 'nothing due'} · {batches} · {self.ops} ops"
+        return counted_name(label, self.dead, self.retried, self.superseded)
+
+    def state(self):
+        summary = (f"{self.batches} batches, {self.ops} operations: {self.dead} dead-lettered, "
+                   f"{self.retried} to retry" + (f", {self.failed} batches failed" if self.failed else ""))
+        if self.dead:
+            return Failed(name=DEAD_LETTERS, message=summary)
+        if self.failed:
+            return Failed(message=summary)
+        return Completed(message=summary)
+
+
+class LaneSession:
+    """A lane's long-lived delivery flow run, on the worker's PrefectRuntime loop: each batch a
+    task run of it. Rotated after ``max_batches`` batches or ``max_seconds``, so runs stay small;
+    ``finish`` ends it with its honest state, ``abandon`` cancels it (Prefect marks it Crashed)."""
+
+    def __init__(self, project_file: str | None, lane_id: str, max_batches: int = SESSION_BATCHES,
+                 max_seconds: float = SESSION_SECONDS) -> None:
+        self.project_file, self.lane_id = project_file, lane_id
+        self.max_batches, self.max_seconds = max_batches, max_seconds
+        self._flow: asyncio.Future | None = None
+        self._key = ""
+        self._batches = 0
+        self._opened = 0.0
+
+    async def deliver(self, rows: list[dict]) -> dict:
+        """Deliver claimed rows as the next task run of the session (opening or rotating it)."""
+        if self._flow is not None and (self._flow.done() or self._batches >= self.max_batches
+                                       or time.monotonic() - self._opened >= self.max_seconds):
+            await self.finish()
+        if self._flow is None:
+            self._open()
+        self._batches += 1
+        done = asyncio.get_running_loop().create_future()
+        params = dict(delivery_ids=[r["id"] for r in rows], claimed_by=self.lane_id, label=batch_label(rows),
+                      connections=sorted({r["connection"] for r in rows}))
+        await _INBOXES[self._key].put((params, done))
+        await asyncio.wait({done, self._flow}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():             # the session ended (or never started) before the batch ran
+            state, self._flow = self._flow, None
+            raise RuntimeError(f"the delivery session ended before the batch ran: {_outcome(state)}")
+        return done.result()
+
+    def _open(self) -> None:
+        self._key = f"{self.lane_id}#{uuid.uuid4().hex[:8]}"
+        _INBOXES[self._key] = asyncio.Queue()
+        self._batches, self._opened = 0, time.monotonic()
+        self._flow = asyncio.ensure_future(delivery_session_flow(
+            project_file=self.project_file, session=self._key, label=f"{self.lane_id} · delivery session",
+            return_state=True))
+
+    async def finish(self) -> Any:
+        """End the session's flow run after its batches; its final state (None when none was open)."""
+        flow_, self._flow = self._flow, None
+        if flow_ is None:
+            return None
+        if not flow_.done():
+            await _INBOXES[self._key].put(None)
+        try:
+            return await flow_
+        finally:
+            _INBOXES.pop(self._key, None)
+
+    async def abandon(self) -> None:
+        """The worker is going down on an error: cancel the session (Prefect records it Crashed)."""
+        flow_, self._flow = self._flow, None
+        if flow_ is not None and not flow_.done():
+            flow_.cancel()
+            await asyncio.gather(flow_, return_exceptions=True)
+        _INBOXES.pop(self._key, None)
+
+
+def _outcome(fut: asyncio.Future) -> str:
+    if fut.cancelled():
+        return "cancelled"
+    exc = fut.exception()
+    return f"{type(exc).__name__}: {exc}" if exc else f"its flow run ended {fut.result().name}"

@@ -41,6 +41,7 @@ DEFAULT_INTERVAL = 1.0
 RESTART_NOTES = {
     "serve": "serve's listeners, limits and intervals",
     "settings.batch_size": "a running delivery loop's batch size",
+    "settings.delivery_runs": "a running delivery loop's run structure (per_batch or long_lived)",
     "settings.state_dir": "the Prefect server's home and the state files",
 }
 

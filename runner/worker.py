@@ -1,6 +1,7 @@
 """The continuous delivery loop: claim due deliveries in batches and deliver each
-batch in its own Prefect flow run (planning pending events is the dispatcher's,
-runner/dispatch.py, a service of its own beside this loop).
+batch in its own Prefect flow run, or (``settings.delivery_runs: long_lived``)
+as a task run of its lane's long-lived flow run (planning pending events is the
+dispatcher's, runner/dispatch.py, a service of its own beside this loop).
 
 Claims are leases in the store (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
 any number of loops, in ``ledgerflow serve`` or ``ledgerflow worker``
@@ -29,6 +30,8 @@ from .app import App
 
 log = logging.getLogger("ledgerflow.worker")
 
+DEFAULT_RUNS = "per_batch"        # settings.delivery_runs when unset (bench/bench_delivery.py compares both)
+
 
 @dataclass
 class LoopSettings:
@@ -40,6 +43,9 @@ class LoopSettings:
     max_batch: int = 0             # a deep queue grows batches up to this (0: 10 x batch_size)
     backoff_max: float = 30.0      # seconds between retries of batches that keep failing
     give_up_after: int = 6         # with until_idle: consecutive failed batches before the loop stops
+    runs: str | None = None        # per_batch | long_lived (None: settings.delivery_runs, else DEFAULT_RUNS)
+    session_batches: int = 0       # long_lived: batches per session flow run before it rotates (0: the default)
+    session_seconds: float = 0.0   # long_lived: seconds before a session flow run rotates (0: the default)
 
     @property
     def batch_cap(self) -> int:
@@ -69,6 +75,8 @@ class DeliveryLoop:
         self.settings = settings or LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100)))
         self.worker = worker or worker_id()
         self.project_file = register_app(app)
+        self.runs = self.settings.runs or app.project.settings.get("delivery_runs") or DEFAULT_RUNS
+        self._sessions: dict[int, object] = {}           # lane -> its LaneSession (long_lived)
         attach_run_logs()
         self._context = contextvars.copy_context()      # the creator's Prefect settings, for the runtime
         self._runtime = None
@@ -101,13 +109,35 @@ class DeliveryLoop:
         ids = [r["id"] for r in rows]
         params = dict(project_file=self.project_file, delivery_ids=ids, limit=len(ids),
                       lease_seconds=self.settings.lease, claimed_by=self.lane_id(lane), label=batch_label(rows))
-        result = self._runtime.run(lambda: run_batch(**params)) if self._runtime else \
-            self._context.run(_run_once, params)
+        if self._runtime and self.runs == "long_lived":
+            session = self._session(lane)
+            result = self._runtime.run(lambda: session.deliver(rows))
+        else:
+            result = self._runtime.run(lambda: run_batch(**params)) if self._runtime else \
+                self._context.run(_run_once, params)
         with self._count_lock:
             self.batches += 1
             self.delivered += len(result["sent"])
             self.dead += len(result["dead"])
         return result
+
+    def _session(self, lane: int):
+        from .prefect_flows import SESSION_BATCHES, SESSION_SECONDS, LaneSession
+        if lane not in self._sessions:
+            self._sessions[lane] = LaneSession(self.project_file, self.lane_id(lane),
+                                               self.settings.session_batches or SESSION_BATCHES,
+                                               self.settings.session_seconds or SESSION_SECONDS)
+        return self._sessions[lane]
+
+    def _close_sessions(self, crashed: bool) -> None:
+        """End the lanes' session flow runs: finished with their state, or, when the loop is going
+        down on an error, cancelled (Prefect records them Crashed). A new run opens a new session."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            try:
+                self._runtime.run(session.abandon if crashed else session.finish, timeout=120)
+            except Exception:  # noqa: BLE001 - its batches are recorded in the store already
+                log.exception("could not end the delivery session of %s", session.lane_id)
 
     def tick(self, lead: bool = True, lane: int = 0, limit: int | None = None) -> int:
         """Claim one batch and deliver it; the number of deliveries claimed. Only the
@@ -180,14 +210,17 @@ class DeliveryLoop:
         beat.start()
         threads = [threading.Thread(target=self._lane, args=(until_idle, max_batches, i),
                                     name=f"ledgerflow-delivery-{i}", daemon=True) for i in range(lanes)]
+        crashed = True
         try:
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            crashed = False
         finally:
             done.set()
             beat.join()
+            self._close_sessions(crashed)
             self._runtime.close()
             self._runtime = None
 

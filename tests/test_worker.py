@@ -40,17 +40,19 @@ def _runs(run_ids: list[str]) -> dict[str, object]:
         return {i: client.read_flow_run(i) for i in run_ids}
 
 
-def _run_logs(run_id: str, needle: str, timeout: float = 120) -> list[str]:
-    """The run's log messages, once one contains ``needle`` (logs reach the API in batches)."""
+def _run_logs(run_id: str, needle: str, timeout: float = 120, *, task_run: bool = False) -> list[str]:
+    """The run's log messages (a task run's with ``task_run``), once one contains ``needle``
+    (logs reach the API in batches)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTaskRunId
     from prefect.logging.handlers import APILogHandler
     APILogHandler().flush()
     deadline = time.time() + timeout
+    which = dict(task_run_id=LogFilterTaskRunId(any_=[run_id])) if task_run else \
+        dict(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
     with get_client(sync_client=True) as client:
         while True:
-            logs = [entry.message for entry in client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=0)]
+            logs = [entry.message for entry in client.read_logs(log_filter=LogFilter(**which), limit=200, offset=0)]
             if any(needle in m for m in logs) or time.time() > deadline:
                 return logs
             time.sleep(0.5)
