@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections import abc
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -135,7 +136,7 @@ def find_values(payload: Any, pick: Callable[[str, Any], str | None]) -> set[str
     """Every value ``pick(key, value)`` finds in a payload's nested mappings and lists (``pick``
     returns None to look inside the value instead), e.g. the currencies a document names."""
     found: set[str] = set()
-    if isinstance(payload, Mapping):
+    if isinstance(payload, (dict, abc.Mapping)):       # typing.Mapping's isinstance is slow (planner's hot path)
         for k, v in payload.items():
             hit = pick(k, v)
             if hit is not None:

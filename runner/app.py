@@ -24,6 +24,7 @@ from .spec import Flow, Project, iter_flow_files, load_flow, load_project
 log = logging.getLogger("ledgerflow.reload")
 
 RETIRED_GRACE = 300.0      # seconds a replaced connector stays open for a batch still using it
+_TYPES_INDEXED = 1024      # event types whose matching flows App.flows_for keeps (Stripe has ~250)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class App:
         self._retired: list[tuple[float, Any]] = []        # (retired at, connector) after a reload
         self._lock = threading.RLock()
         self._reload_listeners: list[Callable[[Config, Config], None]] = []
+        self._flow_index: tuple[dict | None, dict[str, list[Flow]]] = (None, {})   # flows_for's
 
     # ---- configuration -------------------------------------------------------
 
@@ -104,9 +106,12 @@ class App:
         return cache["postings"]
 
     def context(self, lookups: dict | None = None, params: dict | None = None) -> PlanContext:
-        project = self.project
-        return PlanContext(settings=project.settings,
-                           connection_types={k: v.get("type") for k, v in project.connections.items()},
+        config = self._config
+        project = config.project
+        types = config.cache.get("connection_types")
+        if types is None:
+            types = config.cache["connection_types"] = {k: v.get("type") for k, v in project.connections.items()}
+        return PlanContext(settings=project.settings, connection_types=types,
                            lookups=lookups or {}, params=params or {}, connections=project.connections,
                            postings=self.postings)
 
@@ -141,7 +146,18 @@ class App:
         return flows[name_or_path]
 
     def flows_for(self, event_type: str) -> list[Flow]:
-        return [f for f in self.flows().values() if f.matches(event_type)]
+        """The flows whose trigger matches an event type; the answer is kept per type for the
+        running flows (a reload's new flows start a new index)."""
+        flows = self.flows()
+        index = self._flow_index
+        if index[0] is not flows:
+            index = self._flow_index = (flows, {})
+        found = index[1].get(event_type)
+        if found is None:
+            found = [f for f in flows.values() if f.matches(event_type)]
+            if len(index[1]) < _TYPES_INDEXED:
+                index[1][event_type] = found
+        return list(found)
 
     # ---- hot reload --------------------------------------------------------------
 
@@ -200,9 +216,12 @@ class App:
     # ---- planning --------------------------------------------------------------
 
     def plan_event(self, event: dict, flow: Flow, *, pinned_lookups: dict | None = None,
-                   params: dict | None = None) -> list[Operation]:
+                   params: dict | None = None, shared: dict | None = None) -> list[Operation]:
+        """``shared``: one dict per event when it is planned through several flows (its posting
+        is built once; see PlanContext.shared)."""
         from .lookups import resolve_lookups
         ctx = self.context(params=params)
+        ctx.shared = shared
         pinned = dict(pinned_lookups or {})
         if "balance_transaction" in pinned:       # a flow test pins the balance transaction
             ctx.pinned_bt = pinned.pop("balance_transaction")

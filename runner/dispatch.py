@@ -58,13 +58,21 @@ class DispatchSummary:
                 f"of {self.operations} operation(s)), {self.ignored} ignored, {self.failed} failed")
 
 
-def _plan(app: Any, row: dict, later: list | None = None) -> tuple[str, list, str | None, list[str]]:
-    """(status, operations, error, flow names) for one inbox row. Payout reconciliations the event
-    starts are appended to ``later`` (run once the batch's rows are written), else run now."""
+def _load(row: dict) -> Any:
+    """The inbox row's event (any JSON value), or the ValueError that says why it is not JSON."""
     try:
-        event = jsonio.loads(row["payload"])
+        return jsonio.loads(row["payload"])
     except ValueError as exc:
-        return "failed", [], f"inbox event {row['event_id']}: stored payload is not JSON ({exc})", []
+        return exc
+
+
+def _plan(app: Any, row: dict, later: list | None = None, event: Any = None) -> tuple[str, list, str | None, list[str]]:
+    """(status, operations, error, flow names) for one inbox row (``event``: its payload, already
+    read by ``_load``). Payout reconciliations the event starts are appended to ``later`` (run once
+    the batch's rows are written), else run now."""
+    event = _load(row) if event is None else event
+    if isinstance(event, ValueError):
+        return "failed", [], f"inbox event {row['event_id']}: stored payload is not JSON ({event})", []
     if not isinstance(event, dict):
         return "failed", [], (f"inbox event {row['event_id']}: stored payload is not a JSON object "
                               f"(a Stripe event), it is a JSON {type(event).__name__}"), []
@@ -72,6 +80,7 @@ def _plan(app: Any, row: dict, later: list | None = None) -> tuple[str, list, st
     if not flows:
         return "ignored", [], None, []
     ops, errors, planned = [], [], []
+    shared: dict = {}           # the event's posting, built once for every flow that books it
     for flow in flows:
         if flow.raw.get("reconcile") is not None:
             if later is not None:
@@ -85,7 +94,7 @@ def _plan(app: Any, row: dict, later: list | None = None) -> tuple[str, list, st
                 errors.append(f"flow {flow.name}: reconciliation failed: {type(exc).__name__}: {exc}")
             continue
         try:
-            flow_ops = app.plan_event(event, flow)
+            flow_ops = app.plan_event(event, flow, shared=shared)
         except Exception as exc:  # noqa: BLE001 - a look-up's network error, say; keep the event
             # contained: this flow's work waits in a plan row (retried, or dead-lettered with an
             # alert); the other flows' rows for the event are written now
@@ -113,11 +122,11 @@ class _Planned:
     later: list = field(default_factory=list)     # payout reconciliations, run after the rows are written
 
 
-def _plan_one(app: Any, row: dict, now: float) -> _Planned:
+def _plan_one(app: Any, row: dict, now: float, event: Any = None) -> _Planned:
     """Plan one event; whatever goes wrong is this event's failure, never the chunk's."""
     later: list = []
     try:
-        status, ops, error, flows = _plan(app, row, later)
+        status, ops, error, flows = _plan(app, row, later, event)
         rows = [delivery_row(op, now) for op in ops]
     except Exception as exc:  # noqa: BLE001 - one bad event must not hold up the others
         try:
@@ -129,19 +138,20 @@ def _plan_one(app: Any, row: dict, now: float) -> _Planned:
     return _Planned(row, status, rows, error, flows, later)
 
 
-def prefetch(app: Any, rows: list[dict]) -> int:
+def prefetch(app: Any, rows: list[dict], events: list | None = None) -> int:
     """Fetch, concurrently and within Stripe's read limit, the balance transactions the
-    batch's postings will read (flows that read ``posting`` only); the number wanted."""
+    batch's postings will read (flows that read ``posting`` only); the number wanted.
+    ``events``: the rows' payloads, already read by ``_load``."""
     from .posting.events import MOVEMENTS, movement_of
     objects = getattr(app.postings, "objects", None)
     if objects is None:
         return 0
     refs = []
-    for row in rows:
+    for i, row in enumerate(rows):
         if row.get("type") not in MOVEMENTS or not any(f.reads_posting for f in app.flows_for(row["type"])):
             continue
         try:
-            mv = movement_of(jsonio.loads(row["payload"]))
+            mv = movement_of(events[i] if events is not None else jsonio.loads(row["payload"]))
         except Exception:  # noqa: BLE001 - planning says what is wrong with it
             continue
         if isinstance(mv.bt, str):
@@ -213,9 +223,10 @@ def _dispatch_chunk(app: Any, want: int, statuses: tuple[str, ...], after: tuple
 
 
 def _plan_chunk(app: Any, rows: list[dict]) -> list[_Planned]:
-    prefetch(app, rows)
+    events = [_load(row) for row in rows]       # each payload read once, for the prefetch and the plan
+    prefetch(app, rows, events)
     now = time.time()
-    return [_plan_one(app, row, now) for row in rows]
+    return [_plan_one(app, row, now, event) for row, event in zip(rows, events)]
 
 
 def _write(store: Any, conn: Any, planned: list[_Planned], summary: DispatchSummary, later: list) -> None:

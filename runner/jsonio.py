@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 
@@ -11,13 +12,23 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+# what json.dumps(text, ensure_ascii=False) writes, without building an encoder per string
+_string = encode_basestring
+
+
 def _encode(value: Any, indent: int | None, level: int, out: list[str]) -> None:
-    if isinstance(value, Decimal):
+    if isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"cannot encode {value} as JSON")
         out.append(format(value, "f"))
-    elif isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        out.append(json.dumps(value, ensure_ascii=False))
+    elif value is None:
+        out.append("null")
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))           # as json.dumps writes an int (or an IntEnum)
     elif isinstance(value, float):
         raise TypeError(f"a float ({value!r}) reached a payload; money must be Decimal")
     elif isinstance(value, dict):
@@ -29,7 +40,7 @@ def _encode(value: Any, indent: int | None, level: int, out: list[str]) -> None:
         for i, (k, v) in enumerate(value.items()):
             if i:
                 out.append("," + sep)
-            out.append(json.dumps(str(k), ensure_ascii=False) + ": ")
+            out.append(_string(str(k)) + ": ")
             _encode(v, indent, level + 1, out)
         out.append(end + "}")
     elif isinstance(value, (list, tuple)):

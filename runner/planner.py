@@ -52,6 +52,9 @@ class PlanContext:
     connections: Mapping[str, Any] = field(default_factory=dict)   # connection configs, for payload_check hooks
     postings: Any = None                  # posting.source.PostingSource: `posting` and `doc` in templates
     pinned_bt: Mapping[str, Any] | None = None   # a flow test's pinned balance transaction
+    # what planning one event through several flows shares (its posting, built once): one dict per
+    # event, given by the dispatcher; None plans alone
+    shared: dict | None = None
 
     def books_of(self, connection: str) -> str:
         """Whose books a connection holds: a connected account's (accounting.connect.account_books)
@@ -106,7 +109,14 @@ def _posting(event: Mapping[str, Any], ctx: PlanContext):
     if ctx.postings is None:
         raise PostingError("templates read `posting`, but this planner was given no accounting model "
                            "(App.context() gives one)")
-    return ctx.postings.for_event(event, ctx.pinned_bt)
+    if ctx.shared is None or ctx.pinned_bt is not None:
+        return ctx.postings.for_event(event, ctx.pinned_bt)
+    # the posting depends on the event and the accounting model only, never on the flow
+    key = ("posting", ctx.postings)
+    hit = ctx.shared.get(key)
+    if hit is None or hit[0] is not event:
+        hit = ctx.shared[key] = (event, ctx.postings.for_event(event))
+    return hit[1]
 
 
 def _eval(compiled, values: dict, flow: Flow, path: tuple, what: str) -> Any:

@@ -14,6 +14,7 @@ import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
+from types import BuiltinMethodType, MethodType
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,7 @@ from jinja2.runtime import Undefined, new_context
 
 from . import money
 
+_METHODS = (MethodType, BuiltinMethodType)
 _SINGLE_EXPR_RE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 
 
@@ -134,18 +136,42 @@ def make_filters(tz_name: str) -> dict[str, Callable[..., Any]]:
 
 
 class Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, with our filters; one per (timezone)."""
+    """The sandbox, with our filters; one per (timezone).
+
+    Templates read only the values we hand in: Jinja's globals (``range``, ``dict``,
+    ``lipsum()``, ``cycler()``, ``joiner()``, ``namespace()``) are removed, as ``validate``
+    already refuses those names as undefined."""
 
     def __init__(self, tz_name: str = "UTC"):
         super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
         self.filters.update(make_filters(tz_name))
+        self.globals.clear()
+        # the sandbox's verdict on (type, attribute): it depends on nothing else (see getattr)
+        self._safe: dict[tuple[type, str], bool] = {}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Stripe objects are dicts: `subscription.items` means the field, not dict.items
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
-        return super().getattr(obj, attribute)
-        self.globals.clear()  # no lipsum(), cycler() ...: only the values we hand in
+        try:
+            value = getattr(obj, attribute)
+        except AttributeError:              # an item, or undefined (as Jinja's sandbox)
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                return self.undefined(obj=obj, name=attribute)
+        if isinstance(value, _METHODS):
+            fmt = self.wrap_str_format(value)           # str.format: sandboxed, as Jinja does
+            if fmt is not None:
+                return fmt
+        key = (type(obj), attribute)
+        safe = self._safe.get(key)
+        if safe is None:
+            # ImmutableSandboxedEnvironment.is_safe_attribute looks only at the attribute's name and
+            # the object's type (internal attributes of functions, methods, types, frames,
+            # generators; the mutating methods of list, dict, set, deque): one verdict per pair
+            safe = self._safe[key] = self.is_safe_attribute(obj, attribute, value)
+        return value if safe else self.unsafe_undefined(obj, attribute)
 
 
 @lru_cache(maxsize=8)
@@ -198,14 +224,61 @@ def _explained(env: Environment, message: str) -> str:
     return f"no {kind} named {name!r}{hint}; available: {', '.join(known)}"
 
 
-class Compiled:
-    """A compiled string leaf: either a native expression or a text template."""
+_SLOW = object()        # a chain that met something Jinja must explain (an undefined name or field)
 
-    __slots__ = ("source", "_render", "native", "env")
+
+def _chain(env: Environment, expr: str) -> tuple[str, tuple[tuple[bool, Any], ...]] | None:
+    """``(name, steps)`` when an expression only reads a name's fields (``line.account``,
+    ``posting.lines``, ``event['data'][0]``): each step (is an attribute, key). None otherwise."""
+    from jinja2.parser import Parser
+    try:
+        parser = Parser(env, expr, state="variable")
+        node = parser.parse_expression()
+        if not parser.stream.eos:
+            return None
+    except TemplateSyntaxError:
+        return None
+    steps: list[tuple[bool, Any]] = []
+    while isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            steps.append((True, node.attr))
+        elif isinstance(node.arg, nodes.Const) and type(node.arg.value) in (str, int):
+            steps.append((False, node.arg.value))
+        else:
+            return None
+        node = node.node
+    if not isinstance(node, nodes.Name):
+        return None
+    return node.name, tuple(reversed(steps))
+
+
+def _walk(env: Environment, chain: tuple[str, tuple], scope: "Scope") -> Any:
+    """A chain's value read as Jinja's compiled code reads it (the name as Context.resolve_or_missing
+    finds it, each field through the sandbox's getattr/getitem), without a Jinja frame; ``_SLOW``
+    when Jinja must run it (an undefined on the way: Jinja says what is undefined)."""
+    name, steps = chain
+    jctx = scope._jctx
+    if jctx is not None and name in jctx.vars:          # a text template's {% set %}
+        obj = jctx.vars[name]
+    else:
+        obj = scope.values.get(name, _SLOW)
+    for is_attr, key in steps:
+        if obj is _SLOW or isinstance(obj, Undefined):
+            return _SLOW
+        obj = env.getattr(obj, key) if is_attr else env.getitem(obj, key)
+    return _SLOW if isinstance(obj, Undefined) else obj
+
+
+class Compiled:
+    """A compiled string leaf: either a native expression or a text template. A native expression
+    that only reads fields (``{{ posting.date }}``, the most common kind) is read directly."""
+
+    __slots__ = ("source", "_render", "native", "env", "_chain")
 
     def __init__(self, env: Environment, source: str, *, expression: bool = False):
         self.source = source
         self.env = env
+        self._chain = None
         m = _SINGLE_EXPR.match(source)
         try:
             if expression and not m:
@@ -213,10 +286,12 @@ class Compiled:
                     raise TemplateProblem("a condition must be one expression, like \"{{ charge.paid }}\"")
                 self._render = env.compile_expression(source, undefined_to_none=False)._template.root_render_func
                 self.native = True
+                self._chain = _chain(env, source)
             elif m:
                 expr = m.group("expr").strip()
                 self._render = env.compile_expression(expr, undefined_to_none=False)._template.root_render_func
                 self.native = True
+                self._chain = _chain(env, expr)
             else:
                 self._render = env.from_string(source).root_render_func
                 self.native = False
@@ -225,8 +300,12 @@ class Compiled:
 
     def __call__(self, ctx: "dict[str, Any] | Scope") -> Any:
         scope = ctx if isinstance(ctx, Scope) else Scope(self.env, ctx)
-        jctx = scope.jinja()
         try:
+            if self._chain is not None:
+                value = _walk(self.env, self._chain, scope)
+                if value is not _SLOW:
+                    return value
+            jctx = scope.jinja()
             if self.native:
                 for _ in self._render(jctx):
                     pass

@@ -221,3 +221,18 @@ routes:
     error = app.store.get_event(ev["id"])["error"]
     assert "mappings/m.yaml:1:9: amount: money: amount: expected a number, got" in error
     assert "jane.doe@example.com" not in error and "[redacted" in error
+
+
+def test_flows_for_follows_a_reload_of_the_flows(app):
+    """App.flows_for keeps its answer per event type: a re-read of the flows answers anew."""
+    assert sorted(f.name for f in app.flows_for("charge.refunded")) == ["connect-charges", "refunds",
+                                                                          "refunds-by-order"]
+    app.flows_for("charge.refunded").clear()                       # the caller's own list
+    assert len(app.flows_for("charge.refunded")) == 3
+    write(app.project.dir, "flows/refunds.yaml", REFUNDS_OK.replace("charge.refunded", "charge.captured"))
+    app.flows(reload=True)
+    assert sorted(f.name for f in app.flows_for("charge.refunded")) == ["connect-charges", "refunds-by-order"]
+    assert sorted(f.name for f in app.flows_for("charge.captured")) == ["connect-charges", "refunds"]
+    eid = put(app, event_from_fixture("charge.refunded", overrides={"metadata": {"order_id": "o_1"}}))
+    dispatch_pending(app)
+    assert sorted(r["flow"] for r in rows_for(app, eid)) == ["refunds-by-order"]

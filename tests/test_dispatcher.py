@@ -45,11 +45,11 @@ def counting(app, delay: float = 0.0) -> Counter:
     calls: Counter = Counter()
     real = app.plan_event
 
-    def plan_event(event, flow):
+    def plan_event(event, flow, **kw):
         calls[event["id"]] += 1
         if delay:
             time.sleep(delay)
-        return real(event, flow)
+        return real(event, flow, **kw)
     app.plan_event = plan_event
     return calls
 

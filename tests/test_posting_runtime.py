@@ -183,6 +183,32 @@ def test_balance_transaction_is_fetched_once_and_cached_in_the_store(stand, make
     assert again.payload == op.payload and bt_requests(stand) == 1
 
 
+def test_the_dispatcher_builds_each_events_posting_once_for_all_its_flows(stand, make_project):
+    """Two flows book the same charge: one posting per event, shared (never another event's)."""
+    for n in (21, 22):
+        stand.add(txn(n, amount=1000 * n))
+    path = make_project(stand.url, {"postings": POSTINGS_FLOW, "postings-again": POSTINGS_FLOW.replace(
+        "name: postings", "name: postings-again")})
+    app = App(load_project(path))
+    built = []
+    real = app.postings.for_event
+    app.postings.for_event = lambda event, pinned=None: built.append(event["id"]) or real(event, pinned)
+    ids = [put(app, charge_event(n, amount=1000 * n)) for n in (21, 22)]
+    s = dispatch_pending(app)
+    assert (s.dispatched, s.new_deliveries) == (2, 4)
+    assert sorted(built) == ids                                     # once per event, not once per flow
+    for n, eid in zip((21, 22), ids):
+        rows = rows_for(app, eid)
+        assert sorted(r["flow"] for r in rows) == ["postings", "postings-again"]
+        assert {r["payload"]["gross"] for r in rows} == {D(10 * n).quantize(D("0.01"))}
+    # one shared dict handed over for another event: that event gets its own posting
+    shared: dict = {}
+    built.clear()
+    [a] = app.plan_event(charge_event(21, amount=21000), app.flow("postings"), shared=shared)
+    [b] = app.plan_event(charge_event(22, amount=22000), app.flow("postings"), shared=shared)
+    assert (a.payload["key"], b.payload["key"]) == ("ch_pr000021", "ch_pr000022") and len(built) == 2
+
+
 def test_connected_account_fetch_sends_stripe_account_and_books_go_to_that_accounts_connection(stand,
                                                                                                 make_project):
     stand.add(txn(2, 5000, 0), account=SELLER)          # only retrievable with Stripe-Account: SELLER
