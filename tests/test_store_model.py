@@ -98,6 +98,16 @@ def test_the_store_refuses_an_illegal_outcome_and_keeps_the_row(store):
     assert store.discard(did) is False and store.delivery(did).state is State.SENT
 
 
+def test_find_deliveries_filters_without_the_table(store):
+    a, b, c = [did for did, _ in store.add_deliveries([op("k-f1"), op("k-f2"), op("k-f3")])]
+    store.set_delivery(b, action="customer", connection="qbd", created_at=time.time() + 3600)
+    assert [r.id for r in store.find_deliveries(action="customer")] == [b]
+    assert [r.id for r in store.find_deliveries(connections=["csv"], newest_first=True)] == [c, a]
+    assert [r.id for r in store.find_deliveries(created_since=time.time() + 60)] == [b]
+    assert [r.id for r in store.find_deliveries(ids=[a, c], state="pending", limit=1)] == [a]
+    assert store.find_deliveries(event_id="evt_other") == [] and store.find_deliveries(ids=[]) == []
+
+
 def test_release_gives_back_only_the_workers_own_claims(store):
     ids = [did for did, _ in store.add_deliveries([op("k-a"), op("k-b")])]
     store.claim("w1", limit=1)
