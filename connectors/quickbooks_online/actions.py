@@ -16,6 +16,7 @@ No HTTP imports here: ``ledgerflow validate`` loads this module only.
 
 from __future__ import annotations
 
+from collections import abc
 from decimal import Decimal
 from typing import Any, Mapping
 
@@ -194,7 +195,7 @@ ACTIONS: dict[str, Action] = {
 
 
 def _currency(key: str, value: Any) -> str | None:
-    if isinstance(value, Mapping):
+    if isinstance(value, (dict, abc.Mapping)):     # not typing.Mapping: the planner's hot path
         if key == "CurrencyRef" and isinstance(value.get("value"), str):
             return value["value"]
         if key == "CustomerRef" and isinstance(value.get("currency"), str):
