@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 $(BIN)/ledgerflow: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup
 	bash scripts/test.sh
+
+# unit, language and planner tests on SQLite: no PostgreSQL, no Prefect, no ledgerflow processes
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider -m "not postgres and not prefect and not slow"
 
 bench: setup
 	bash scripts/bench.sh

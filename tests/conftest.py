@@ -29,6 +29,40 @@ def pytest_configure(config):
     os.environ.pop("LEDGERFLOW_PROJECT", None)
 
 
+# Modules that start ledgerflow processes, replay whole months of books, or fuzz: the full lane only.
+SLOW_MODULES = {
+    "test_books", "test_books_scenario", "test_qbo_books", "test_qbd_books", "test_sage_books", "test_file_books",
+    "test_reconcile", "test_reconcile_run", "test_reconcile_slack", "test_dispatch_reconcile", "test_dispatcher",
+    "test_faults", "test_prefect_resolution", "test_serve_startup", "test_hot_reload", "test_no_phone_home",
+    "test_webhooks_crash", "test_webhooks_scale", "test_hostile_webhooks", "test_hostile_qbwc", "test_qbo_connect",
+    "test_worker", "test_worker_sessions", "test_inbox_cli", "test_startup_imports", "test_stripe_standin_limits",
+    "test_connector_conformance", "test_qbd_service", "test_qbd_qwc", "test_catchup", "test_ratelimit",
+    "test_delivery_schedules", "test_reconcile_units",
+}
+
+
+def _lanes(item) -> set[str]:
+    """The lanes a test belongs to, read from what it uses (so no test can forget its marker)."""
+    lanes = set()
+    if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        lanes.add("slow")
+    names = set(getattr(item, "fixturenames", ()))
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "pg_url" in names or "postgresql" in params.values():
+        lanes.add("postgres")
+    if "prefect_api" in names:
+        lanes.add("prefect")
+    return lanes
+
+
+def pytest_collection_modifyitems(config, items):
+    """``postgres`` and ``prefect`` markers from the fixtures each test uses; ``make test-fast``
+    deselects them and ``slow`` (tests that start ledgerflow processes or fuzz)."""
+    for item in items:
+        for lane in _lanes(item) - {m.name for m in item.iter_markers()}:
+            item.add_marker(getattr(pytest.mark, lane))
+
+
 @pytest.fixture(scope="session")
 def stripe_fixtures() -> Path:
     if not FIXTURES.exists():

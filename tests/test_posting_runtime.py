@@ -320,7 +320,8 @@ def test_mapping_error_plan_row_is_dead_lettered_with_the_place_and_alerted(stan
 
 
 def test_dlq_replay_of_a_plan_row_after_the_fix_plans_it_and_repeats_nothing(stand, slack, make_project,
-                                                                             monkeypatch):
+                                                                             monkeypatch, prefect_api):
+    """``dlq replay`` delivers through the session's Prefect API (not a project server of its own)."""
     app, eid, plan, where, report = _dead_plan_row(stand, slack, make_project, monkeypatch)
     write(app.project.dir, "mappings/broken.yaml", 'key: "{{ posting.key }}"\n')
     assert main(["dlq", "replay", str(plan["id"])]) == 0
