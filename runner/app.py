@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LedgerflowError, Problem, SpecError
-from .planner import Operation, PlanContext, plan
 from .spec import Flow, Project, iter_flow_files, load_flow, load_project
+
+if TYPE_CHECKING:       # the planner (Jinja, the accounting model) loads on first plan, not with serve's receiver
+    from .planner import Operation, PlanContext
 
 log = logging.getLogger("ledgerflow.reload")
 
@@ -106,6 +108,7 @@ class App:
         return cache["postings"]
 
     def context(self, lookups: dict | None = None, params: dict | None = None) -> PlanContext:
+        from .planner import PlanContext
         config = self._config
         project = config.project
         types = config.cache.get("connection_types")
@@ -119,7 +122,7 @@ class App:
         return self.project.dir / "flows"
 
     def flows(self, reload: bool = False) -> dict[str, Flow]:
-        """Every flow under flows/ (validated; a broken flow stops start-up with its problems).
+        """Every flow under flows/ (validated; a broken flow raises SpecError with its problems).
         ``reload``: read the flow files again (a replay, say) with the running project file; a broken
         one raises and the running flows stay. ``reload()`` is the full hot reload."""
         config = self._config
@@ -220,6 +223,7 @@ class App:
         """``shared``: one dict per event when it is planned through several flows (its posting
         is built once; see PlanContext.shared)."""
         from .lookups import resolve_lookups
+        from .planner import plan
         ctx = self.context(params=params)
         ctx.shared = shared
         pinned = dict(pinned_lookups or {})

@@ -2,6 +2,10 @@
 
 Every problem is collected (not just the first) and carries file:line:col.
 A loaded ``Flow`` has every template compiled, once, for planning at speed.
+
+The template engine (``mapping``, ``templating``: Jinja) is imported where a flow
+or mapping is compiled, not with this module: loading the project file alone
+(``ledgerflow serve``'s receiver, before its port opens) does not need it.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, SpecError
-from .mapping import Mapping_, check_shape, compile_mapping, field_name
 from .secrets import find_literal_secrets
-from .templating import Compiled, Environment, TemplateProblem, environment, referenced_names, unsafe_attributes
 from .yamlsrc import Document, load_file
+
+if TYPE_CHECKING:
+    from .mapping import Mapping_
+    from .templating import Compiled, Environment
 
 PROJECT_FILE = "ledgerflow.yaml"
 SCHEMA_DIR = Path(__file__).parent / "schema"
@@ -60,6 +66,7 @@ def _problems_against(doc: Document, schema: dict, data: Any, base: tuple = (), 
 
     problems = []
     for err in errors(schema, data):
+        from .mapping import field_name
         path = base + tuple(err.absolute_path)
         where = field_name(path) if path else "the document"
         if err.validator == "additionalProperties":
@@ -74,9 +81,13 @@ def _problems_against(doc: Document, schema: dict, data: Any, base: tuple = (), 
 
 
 def _secret_problems(doc: Document) -> list[Problem]:
+    found = list(find_literal_secrets(doc.data))
+    if not found:
+        return []
+    from .mapping import field_name
     return [doc.problem(path, f"{field_name(path)}: looks like a literal secret ({kind}); "
                               "reference it instead: {env: NAME} or {prefect_secret: block-name}")
-            for path, kind in find_literal_secrets(doc.data)]
+            for path, kind in found]
 
 
 # ---- project -----------------------------------------------------------------
@@ -108,6 +119,7 @@ class Project:
         return f"sqlite:///{self.state_dir / 'ledgerflow.db'}"
 
     def env(self) -> Environment:
+        from .templating import environment
         return environment(self.timezone)
 
     def connection_type(self, name: str) -> str | None:
@@ -290,6 +302,7 @@ class MappingCache:
             if isinstance(hit[1], SpecError):
                 raise hit[1]
             return hit[1]
+        from .mapping import compile_mapping
         try:
             doc = load_file(path, display)
             secret = _secret_problems(doc)
@@ -309,6 +322,9 @@ MAPPINGS = MappingCache()
 def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -> Flow:
     """Load, check and compile one flow file; raise SpecError with every problem."""
     from connectors import registry
+
+    from .mapping import check_shape, field_name
+    from .templating import Compiled, TemplateProblem, referenced_names, unsafe_attributes
 
     p = Path(path)
     doc = load_file(p, _display(p))
@@ -428,6 +444,8 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
 
 def _pinpoint(problems: list[Problem], mapping: Mapping_, name: str) -> None:
     """Replace the file-level undefined-name problem with the exact leaves."""
+    from .mapping import field_name
+    from .templating import environment, referenced_names
     env = environment()
     hits = []
 
@@ -456,6 +474,7 @@ def _pinpoint(problems: list[Problem], mapping: Mapping_, name: str) -> None:
 
 
 def _load_route_mapping(value: Any, doc: Document, rp: tuple, project: Project, env: Environment) -> Mapping_:
+    from .mapping import compile_mapping, field_name
     if isinstance(value, dict):
         prefix = rp + ("mapping",)
         sub = Document(doc.file, value,

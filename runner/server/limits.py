@@ -49,7 +49,8 @@ class Limits:
 
     def uvicorn_options(self) -> dict[str, Any]:
         """Keyword arguments for ``uvicorn.Config`` / ``uvicorn.run``."""
-        return {"http": guarded_h11(self.header_timeout), "limit_concurrency": self.max_connections,
+        # ws="none": nothing here speaks WebSocket, and uvicorn's "auto" imports the websockets package
+        return {"http": guarded_h11(self.header_timeout), "ws": "none", "limit_concurrency": self.max_connections,
                 "timeout_keep_alive": max(1, int(round(self.keep_alive_timeout))),
                 "h11_max_incomplete_event_size": self.max_header_bytes}
 

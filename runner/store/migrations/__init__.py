@@ -6,7 +6,8 @@
 * A database at an older revision, or one made by a ledgerflow from before
   migrations (no ``alembic_version`` table), is upgraded through the scripts in
   ``versions/``, data kept.
-* A database at the current revision costs one ``SELECT`` and no Alembic import.
+* A database at the current revision costs one ``SELECT`` and no Alembic import; a new
+  one is stamped without Alembic too (the same table and row Alembic writes).
 
 Several processes may open one store at once: the check and the upgrade run in
 one transaction that holds PostgreSQL's advisory lock (SQLite: ``BEGIN
@@ -72,10 +73,11 @@ def upgrade(engine: Engine) -> str:
 
 
 def _stamp(conn: Connection, revision: str) -> None:
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    ctx = MigrationContext.configure(conn)
-    ctx.stamp(ScriptDirectory.from_config(config(conn)), revision)
+    """What Alembic's ``stamp`` writes on a new database (its version table, one row), without
+    importing Alembic: a new store is opened by serve's receiver before its port is open."""
+    conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:rev)"), {"rev": revision})
 
 
 def main(argv: list[str] | None = None) -> int:
