@@ -332,14 +332,20 @@ def alert_flow_run_failed(app, *, flow_name: str, run_id: str | None, run_name: 
     return send_alert(app, Alert("run-failed", name, None, message, run_id=run_id, run_name=run_name))
 
 
+def _problem_listing(problems: list, limit: int = 20) -> str:
+    """``file:line:col: message`` lines (scrubbed), the first ``limit`` of them."""
+    listing = "\n".join(scrub(str(p)) for p in problems[:limit])
+    if len(problems) > limit:
+        listing += f"\n... and {len(problems) - limit} more"
+    return listing
+
+
 def alert_config_refused(app, problems: list, *, files: str, process: str = "serve") -> bool:
     """A configuration edit that did not validate was refused (hot reload, ``runner.reload``):
     the problems as ``file:line:col: message`` and what to do; the previous version still runs."""
     import os
     import socket
-    listing = "\n".join(scrub(str(p)) for p in problems[:20])
-    if len(problems) > 20:
-        listing += f"\n... and {len(problems) - 20} more"
+    listing = _problem_listing(problems)
     where = f"ledgerflow {process} on {socket.gethostname()} (pid {os.getpid()})"
     title = f"Configuration change refused: {files}"
     blocks = [
@@ -352,6 +358,28 @@ def alert_config_refused(app, problems: list, *, files: str, process: str = "ser
     ]
     text = f"{title}: {len(problems)} problem(s); {where} keeps the previous version. {listing[:500]}"
     return post_message(app, text, blocks)
+
+
+def alert_flows_broken(app, problems: list[str], waiting: list[str]) -> bool:
+    """``ledgerflow serve`` started with flows that do not load (``runner.server.supervisor``):
+    webhooks are received into the inbox; the services that plan (``waiting``) start once a
+    fix is saved."""
+    import os
+    import socket
+    where = f"ledgerflow serve on {socket.gethostname()} (pid {os.getpid()})"
+    listing = _problem_listing(problems)
+    title = f"Flows do not load: {len(problems)} problem(s)"
+    held = ", ".join(_code(w) for w in waiting) or "nothing"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{where}* receives webhooks into the inbox; "
+                                     f"{held} wait(s) for the flows, so no event is planned yet."}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Problems*\n```{listing[:2900]}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "Fix the files (check them with "
+                                     + _code("ledgerflow validate") + "); the next valid save is taken "
+                                     "without a restart, and the waiting events are planned then."}},
+    ]
+    return post_message(app, f"{title} on {where}; webhooks are still received. {listing[:500]}", blocks)
 
 
 def alert_service_failed(app, service: str, reason: str) -> bool:

@@ -12,6 +12,8 @@ editing each other's modules.
   ``_thread``; either going wrong marks it failed.
 * ``NEEDS_PREFECT``: the BACKGROUND entries that run Prefect flows; they are not
   started when the Prefect API could not be had.
+* ``NEEDS_FLOWS``: the BACKGROUND entries that plan with the project's flows; they
+  wait while the flows do not load (a broken file), and start once a fix is taken.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ BACKGROUND: list[str] = [
     "runner.deployments:background",      # runs scheduled flows (deployments) and runs started from the UI
 ]
 NEEDS_PREFECT: set[str] = {"runner.worker:background", "runner.deployments:background"}
+NEEDS_FLOWS: set[str] = {"runner.dispatch:background", "runner.deployments:background"}
 
 
 def load(ref: str) -> Callable[..., Any]:

@@ -1,5 +1,7 @@
 """`ledgerflow serve` answers webhooks before its background services have started, and
-/healthz tells each service's state; a service that fails is reported (log, healthz, Slack)."""
+/healthz tells each service's state; a service that fails is reported (log, healthz, Slack).
+The receiver needs only the project file: the flows load after the port is open, and a broken
+one is reported the same way while webhooks keep coming into the inbox."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 from runner.app import App
 from runner.spec import load_project
+from tests.helpers_project import write
 from tests.standins.slack import WEBHOOK_PATH, SlackStandIn
 from tests.support.servers import free_port, serve_app
 from tests.webhook_helpers import set_secrets, signed, stripe_project
@@ -215,3 +218,93 @@ def test_a_failure_reason_carries_no_credentials_or_personal_data(monkeypatch):
     assert reason == ("ConnectionError: could not connect to postgresql://[redacted]@db.internal/books for "
                       "[redacted email]")
     assert sent == [reason]
+
+
+# ---- the receiver first: flows, planner and Prefect after the port is open ----------------------------------
+
+CHARGES_FLOW = """\
+name: charges
+trigger: {stripe: ["charge.succeeded"]}
+filter: "{{ %s.amount > 0 }}"
+routes:
+  - name: row
+    target: csv
+    action: row
+    mapping: mappings/row.yaml
+"""
+ROW = 'id: "{{ charge.id }}"\namount: "{{ charge.amount | money(charge.currency) }}"\n'
+# what the receiver does not use: none of it may be imported before the port is open
+NOT_BEFORE_LISTENING = ("prefect", "jinja2", "runner.planner", "runner.mapping", "runner.templating",
+                        "runner.dispatch", "alembic", "httpx", "stripe", "jsonschema", "websockets", "slack_sdk")
+AT_LISTEN = """\
+import asyncio, json, sys
+import runner.server.listeners as listeners
+
+async def record(servers):          # instead of starting the background services once listening
+    while not all(s.started for s in servers):
+        await asyncio.sleep(0.01)
+    print("AT-LISTEN", json.dumps(sorted(m for m in sys.modules if m.startswith(%r))))
+    for s in servers:
+        s.should_exit = True
+
+listeners.start_when_listening = record
+from runner.cli import main
+sys.exit(main(["serve", "--port", sys.argv[1], "--log-level", "warning"]))
+"""
+
+
+def test_serve_listens_before_importing_the_flows_planner_or_prefect(tmp_path):
+    """`ledgerflow serve` (with its background services) on a new store: at the moment its port is open,
+    neither the flows' template engine and planner nor Prefect, Alembic or an HTTP client is loaded."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.webhook_helpers import SECRETS
+    root = tmp_path / "proj"
+    stripe_project(root, f"sqlite:///{tmp_path / 'new-store.db'}")
+    write(root, "flows/charges.yaml", CHARGES_FLOW % "charge")
+    write(root, "mappings/row.yaml", ROW)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEDGERFLOW_"))}
+    env.update(SECRETS, LEDGERFLOW_PROJECT=str(root / "ledgerflow.yaml"))
+    res = subprocess.run([sys.executable, "-c", AT_LISTEN % (NOT_BEFORE_LISTENING,), str(free_port())], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=300)
+    lines = [x for x in res.stdout.splitlines() if x.startswith("AT-LISTEN ")]
+    assert res.returncode == 0 and lines, res.stdout + res.stderr
+    assert json.loads(lines[0][len("AT-LISTEN "):]) == []
+    assert (tmp_path / "new-store.db").exists()           # the store was opened (and stamped) before listening
+
+
+def test_a_broken_flow_at_start_keeps_webhooks_coming_in_and_is_loud(serve, tmp_path, monkeypatch, caplog):
+    """A flow that does not load at start: webhooks are still received into the inbox; the problem is
+    logged at file:line:col, /healthz is degraded and Slack told; the dispatcher waits (the event stays
+    pending, not failed), and starts once the fixed file is saved (hot reload), planning the event."""
+    root = tmp_path / "proj"
+    write(root, "flows/charges.yaml", CHARGES_FLOW % "chrge")
+    write(root, "mappings/row.yaml", ROW)
+    slack = SlackStandIn()
+    dispatcher = "runner.dispatch:background"
+    with serve_app(slack.app) as srv:
+        monkeypatch.setenv("TEST_SLACK_WEBHOOK", srv.url + WEBHOOK_PATH)
+        url, app = serve(["runner.reload:background", dispatcher],
+                         extra="slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n")
+        ev = _event()
+        r = httpx.post(url + "/webhooks/stripe", content=(s := signed(ev))[0], headers=s[1], timeout=30)
+        assert r.status_code == 200
+        health = _wait_for(lambda: (h := _health(url))["flows"]["state"] == "failed" and h, "the flows' state")
+        assert health["status"] == "degraded"
+        assert "charges.yaml:3:" in health["flows"]["reason"] and "undefined name 'chrge'" in health["flows"]["reason"]
+        assert health["services"][dispatcher]["state"] == "waiting"
+        assert health["services"]["runner.reload:background"]["state"] == "running"
+        _wait_for(lambda: slack.messages, "the Slack alert")
+        assert app.store.get_event(ev["id"])["status"] == "pending"
+        write(root, "flows/charges.yaml", CHARGES_FLOW % "charge")          # the fix, taken without a restart
+        _wait_for(lambda: app.store.get_event(ev["id"])["status"] == "dispatched", "the event to be planned", 180)
+        health = _health(url)
+        assert health["status"] == "ok" and health["flows"]["state"] == "loaded"
+        assert health["services"][dispatcher]["state"] == "running"
+    text = slack.texts()[0]
+    assert "Flows do not load: 1 problem(s)" in text and "undefined name 'chrge'" in text
+    assert "the flows have 1 problem(s); webhooks are still received into the inbox" in caplog.text
+    assert "charges.yaml:3:" in caplog.text

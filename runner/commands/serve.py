@@ -42,8 +42,9 @@ def cmd_serve(args) -> int:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # no line per API call
     # the inbox writer thread takes the GIL back as soon as its commit returns (group-commit latency)
     sys.setswitchinterval(0.001)
+    # the project file only: a broken one (no endpoints or secrets: nothing can be received) stops start-up;
+    # the flows load after the port is open (runner.server.supervisor), a broken one loud but not fatal
     app = App()
-    app.flows()                      # a broken flow stops start-up with file:line:col problems
     serve = app.project.raw.get("serve") or {}
     host = args.host or serve.get("host", "127.0.0.1")
     port = args.port or int(serve.get("port", 8000))

@@ -11,8 +11,10 @@
 * ``GET /healthz``: liveness, the receiver's counters (fixed labels and
   numbers only: no addresses, ids or anything a sender wrote) and each
   background service's state (``services``: starting, running, failed with
-  the reason; ``status`` is ``degraded`` while one has failed), and which
-  process answered (``process``: pid, receiver index of ``serve --workers``).
+  the reason), the flows' (``flows``, in the process that plans: loaded, or
+  failed with the first problem; ``status`` is ``degraded`` while a service or
+  the flows have failed), and which process answered (``process``: pid,
+  receiver index of ``serve --workers``).
 * every ``serve_hooks.ASGI_MOUNTS`` entry is mounted (unless ``mounts`` names
   the ones served elsewhere, as the Web Connector on ``serve.qbwc``); the
   ``serve_hooks.BACKGROUND`` services are started by ``start_services()`` once the
@@ -170,11 +172,14 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
 
     async def healthz(_: Request) -> Response:
         services = receiver.services.health()
-        failed = any(s["state"] == "failed" for s in services.values())
-        return JSONResponse({"status": "degraded" if failed else "ok", "accepted": receiver.stats["accepted"],
-                             "duplicate": receiver.stats["duplicate"], "unavailable": receiver.stats["unavailable"],
-                             "rejected": dict(receiver.rejects), "batches": writer.batches, "services": services,
-                             "process": process})
+        flows = receiver.services.flows_health()
+        failed = any(s["state"] == "failed" for s in [*services.values(), *([flows] if flows else [])])
+        body = {"status": "degraded" if failed else "ok", "accepted": receiver.stats["accepted"],
+                "duplicate": receiver.stats["duplicate"], "unavailable": receiver.stats["unavailable"],
+                "rejected": dict(receiver.rejects), "batches": writer.batches, "services": services}
+        if flows is not None:
+            body["flows"] = flows
+        return JSONResponse({**body, "process": process})
 
     routes: list[Any] = [Route("/healthz", healthz, methods=["GET"])]
     refs = serve_hooks.ASGI_MOUNTS if mounts is True else (list(mounts) if mounts else [])

@@ -11,6 +11,15 @@ its ``start()`` raises, or later when it reports a ``problem()`` or its thread
 Slack, once. The services that need the Prefect API
 (``serve_hooks.NEEDS_PREFECT``) are not started when it could not be had: they
 fail with that reason instead of running flows without an API.
+
+The flows are loaded here too, first thing in that thread (the receiver needs
+only ``ledgerflow.yaml``, so a broken flow never keeps webhooks out of the
+inbox). A flow that does not load is loud: every problem logged as
+``file:line:col: message``, ``/healthz`` ``degraded`` with ``flows`` failed and
+the first problem, and one Slack alert. The services that plan with the flows
+(``serve_hooks.NEEDS_FLOWS``: the dispatcher, the schedules) wait, so no event
+is failed because of a broken file; the others start. The configuration watcher
+takes the fixed files without a restart, and the waiting services start then.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import serve_hooks
-from ..errors import LedgerflowError
+from ..errors import LedgerflowError, SpecError
 from ..redact import scrub
 
 log = logging.getLogger("ledgerflow.serve")
@@ -78,6 +87,9 @@ class Supervisor:
         self.refs = list(refs)
         self.watch_every = watch_every
         self.states = {ref: ServiceState(since=time.time()) for ref in self.refs}
+        # the flows: loaded first when a service plans with them; None when none does (no key in /healthz)
+        self.flows = ServiceState(since=time.time()) if serve_hooks.NEEDS_FLOWS & set(self.refs) else None
+        self._held: list[str] = []                  # services waiting for the flows to be fixed
         self.running: list[tuple[str, Any]] = []
         self._starting: Any = None
         self._stop = threading.Event()
@@ -87,6 +99,11 @@ class Supervisor:
     def health(self) -> dict[str, dict]:
         with self._lock:
             return {ref: st.as_dict() for ref, st in self.states.items()}
+
+    def flows_health(self) -> dict | None:
+        """The flows' state (waiting, loading, loaded, failed with the first problem), or None."""
+        with self._lock:
+            return self.flows.as_dict() if self.flows is not None else None
 
     def start(self) -> None:
         if self._thread is None and self.refs:
@@ -110,16 +127,67 @@ class Supervisor:
             log.exception("could not send the service-failed alert")
 
     def _run(self) -> None:
+        if self.flows is not None:
+            self._load_flows()
         for ref in self.refs:
             if self._stop.is_set():
                 return
-            prefect = self.states.get(PREFECT)
-            if ref in serve_hooks.NEEDS_PREFECT and prefect is not None and prefect.state == "failed":
-                self._fail(ref, f"not started: it needs the Prefect API ({prefect.reason})", starting=True)
+            if ref in serve_hooks.NEEDS_FLOWS and self.flows is not None and self.flows.state == "failed":
+                self._held.append(ref)
+                self._set(ref, "waiting", "waits for the flows to load (see flows)")
                 continue
-            self._start_one(ref)
+            self._start_checked(ref)
         while not self._stop.wait(self.watch_every):
             self._watch()
+
+    def _start_checked(self, ref: str) -> None:
+        prefect = self.states.get(PREFECT)
+        if ref in serve_hooks.NEEDS_PREFECT and prefect is not None and prefect.state == "failed":
+            self._fail(ref, f"not started: it needs the Prefect API ({prefect.reason})", starting=True)
+            return
+        self._start_one(ref)
+
+    # ---- the flows --------------------------------------------------------------------
+
+    def _set_flows(self, state: str, reason: str | None = None) -> None:
+        with self._lock:
+            self.flows = ServiceState(state, reason, time.time())
+
+    def _load_flows(self) -> None:
+        self._set_flows("loading")
+        try:
+            flows = self.app.flows()
+        except SpecError as exc:
+            self._flows_failed([str(p) for p in exc.problems])
+            return
+        except LedgerflowError as exc:              # two flows with one name, say
+            self._flows_failed([str(exc)])
+            return
+        self._set_flows("loaded")
+        log.info("%d flow(s) loaded", len(flows))
+
+    def _flows_failed(self, problems: list[str]) -> None:
+        waiting = [ref for ref in self.refs if ref in serve_hooks.NEEDS_FLOWS]
+        self._set_flows("failed", f"{len(problems)} problem(s), the first: {scrub(problems[0])}")
+        log.error("the flows have %d problem(s); webhooks are still received into the inbox, and %s wait until "
+                  "they are fixed (check with `ledgerflow validate`; the next valid save is taken without a "
+                  "restart):\n%s", len(problems), ", ".join(waiting), "\n".join(problems))
+        try:
+            from ..alerts import alert_flows_broken
+            alert_flows_broken(self.app, problems, waiting)
+        except Exception:  # noqa: BLE001 - the alert must never hide the failure itself
+            log.exception("could not send the broken-flows alert")
+
+    def _start_held(self) -> None:
+        """The flows loaded after a fix (hot reload): start the services that waited for them."""
+        if not self._held or self.app.config.flows is None:
+            return
+        self._set_flows("loaded")
+        log.info("the flows load now; starting %s", ", ".join(self._held))
+        while self._held and not self._stop.is_set():
+            self._start_checked(self._held.pop(0))
+
+    # ---- the services -------------------------------------------------------------------
 
     def _start_one(self, ref: str) -> None:
         self._set(ref, "starting")
@@ -142,6 +210,7 @@ class Supervisor:
         log.info("started %s", ref)
 
     def _watch(self) -> None:
+        self._start_held()
         with self._lock:
             running = list(self.running)
         for ref, svc in running:
