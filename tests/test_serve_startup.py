@@ -308,3 +308,23 @@ def test_a_broken_flow_at_start_keeps_webhooks_coming_in_and_is_loud(serve, tmp_
     assert "Flows do not load: 1 problem(s)" in text and "undefined name 'chrge'" in text
     assert "the flows have 1 problem(s); webhooks are still received into the inbox" in caplog.text
     assert "charges.yaml:3:" in caplog.text
+
+
+def test_a_broken_project_file_still_stops_serve_at_once(tmp_path):
+    """What the receiver itself needs (ledgerflow.yaml, the endpoints' secrets) still stops `serve` with
+    the file's problem: nothing could be received without it."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "proj"
+    stripe_project(root, f"sqlite:///{tmp_path / 'store.db'}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEDGERFLOW_", "LF_TEST_WHSEC"))}
+    env["LEDGERFLOW_PROJECT"] = str(root / "ledgerflow.yaml")
+    res = subprocess.run([sys.executable, "-m", "runner.cli", "serve", "--port", str(free_port())], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and res.stderr.startswith("error: ") and "LF_TEST_WHSEC_NEW" in res.stderr, res.stderr
+    (root / "ledgerflow.yaml").write_text((root / "ledgerflow.yaml").read_text() + "recieve: true\n")
+    res = subprocess.run([sys.executable, "-m", "runner.cli", "serve", "--port", str(free_port())], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and "ledgerflow.yaml:" in res.stderr and "recieve" in res.stderr, res.stderr
