@@ -42,7 +42,7 @@ AUTHORIZE_URL = "https://www.sageone.com/oauth2/auth/central?filter=apiv3.1"
 def oauth_defaults(name: str) -> dict[str, Any]:
     return {"token_url": TOKEN_URL, "authorize_url": AUTHORIZE_URL, "client_auth": "body",
             "scopes": ["full_access"], "redirect_uri": "http://localhost:8766/callback",
-            "reconnect_hint": f"run `ledgerflow connect {name}`"}
+            "reconnect_hint": f"run `ledgerflow connect sage --connection {name}`"}
 
 
 def oauth_config(name: str, cfg: Mapping[str, Any], secrets: Any):
