@@ -1,19 +1,26 @@
 """Delivery throughput: operations/s to a local target with no latency.
 
 Prints, in one run, the same delivery loop (same claims, lanes and adaptive
-batches) with each batch in a Prefect flow run (the product path) and with the
-flow run left out (the floor): one worker on SQLite and PostgreSQL, then two
-worker processes on PostgreSQL (when reachable at LEDGERFLOW_TEST_PG). The
-machine may be shared: compare figures within one run, not across runs.
+batches) in three variants: without Prefect (the floor: each batch straight to
+``deliver_rows``), a flow run per batch (``delivery_runs: per_batch``) and a
+long-lived flow run per lane with a task run per batch (``long_lived``); one
+worker, then two worker processes, on PostgreSQL (LEDGERFLOW_TEST_PG; SQLite
+when it is not reachable). For each: ops/s, CPU-seconds per 1,000 operations
+of the worker(s) and of the Prefect server, and the load average. The machine
+may be shared: CPU per operation is the steadier figure; compare within one
+run, not across runs. The target is a bare ASGI app (uvicorn, httptools,
+uvloop) in its own process that answers at once.
 
     .venv/bin/python bench/bench_delivery.py [N]      # N operations per run (default 3000)
+    BENCH_FIXED_BATCH=1 .venv/bin/python bench/bench_delivery.py [N]   # batches stay at 100:
+                                                                       # Prefect's cost per batch
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
+import resource
 import subprocess
 import sys
 import tempfile
@@ -88,8 +95,13 @@ def seed(app, n: int) -> None:
     plan_charges(app, n)
 
 
-def make_loop(app, prefect: bool, worker: str = "bench"):
-    """The product's delivery loop; without Prefect, each batch goes straight to ``deliver_rows``."""
+VARIANTS = (("without Prefect (the floor)", "plain"), ("a flow run per batch", "per_batch"),
+            ("long-lived flow, a task run per batch", "long_lived"))
+
+
+def make_loop(app, runs: str, worker: str = "bench"):
+    """The product's delivery loop with ``runs`` (per_batch | long_lived); ``plain``: each batch
+    goes straight to ``deliver_rows``, no Prefect."""
     from runner.delivery import deliver_rows
     from runner.worker import DeliveryLoop, LoopSettings
 
@@ -101,49 +113,99 @@ def make_loop(app, prefect: bool, worker: str = "bench"):
                 self.delivered += len(report.sent)
             return report
 
-    return (DeliveryLoop if prefect else PlainLoop)(app, LoopSettings(batch_size=BATCH), worker=worker)
+    settings = LoopSettings(batch_size=BATCH, runs=None if runs == "plain" else runs,
+                            max_batch=BATCH if os.environ.get("BENCH_FIXED_BATCH") else 0)
+    return (PlainLoop if runs == "plain" else DeliveryLoop)(app, settings, worker=worker)
 
 
-def one_worker(app, prefect: bool) -> tuple[float, int]:
-    """Seconds to deliver everything due, and the number of batches."""
-    loop = make_loop(app, prefect)
-    t = time.perf_counter()
+def cpu_seconds() -> float:
+    """This process's CPU time, every thread."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def tree_cpu(pid: int | None) -> float:
+    """CPU-seconds of a process and its live descendants (the Prefect server and its services)."""
+    if not pid:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
+    tree, total, grew = {pid}, 0.0, True
+    while grew:
+        more = {p for p, (pp, _) in stats.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(stats[p][1] for p in tree if p in stats)
+
+
+def one_worker(app, runs: str) -> tuple[float, int, float]:
+    """Seconds to deliver everything due, the number of batches, the worker's CPU-seconds."""
+    loop = make_loop(app, runs)
+    cpu, t = cpu_seconds(), time.perf_counter()
     loop.run(until_idle=True)
-    return time.perf_counter() - t, loop.batches
+    return time.perf_counter() - t, loop.batches, cpu_seconds() - cpu
 
 
-def worker_process(prefect: bool) -> None:
-    """``--worker prefect|plain``: one worker process (project and store from the environment)."""
+def worker_process(runs: str) -> None:
+    """``--worker plain|per_batch|long_lived``: one worker process (project and store from the
+    environment); prints the CPU-seconds of its delivery loop."""
     from runner.app import App
     from runner.spec import load_project
     app = App(load_project(os.environ["LEDGERFLOW_PROJECT"]))
-    make_loop(app, prefect, worker=f"bench-{os.getpid()}").run(until_idle=True)
+    loop = make_loop(app, runs, worker=f"bench-{os.getpid()}")      # imports Prefect
+    app.connector("ledger_api")
+    print("ready", flush=True)
+    sys.stdin.readline()                                           # both workers start together
+    cpu, t = cpu_seconds(), time.time()
+    loop.run(until_idle=True)
+    print(f"cpu {cpu_seconds() - cpu:.3f} {t:.3f} {time.time():.3f}", flush=True)
     app.close()
 
 
-def two_workers_pg(pf: Path, pg_url: str, n: int, prefect: bool) -> tuple[float, int]:
-    """ops/s of two worker processes on one PostgreSQL store (first to last attempt), workers that took part."""
+def two_workers(pf: Path, store_url: str, n: int, runs: str, server_pid: int | None) -> tuple[float, int, float, float]:
+    """Two worker processes on one store, started together once both are ready: ops/s (from the
+    start to the last one done), workers that took part, their delivery loops' CPU-seconds, the
+    Prefect server's meanwhile."""
     from prefect.settings import get_current_settings
-    app = fresh_app(pf, pg_url)
+    app = fresh_app(pf, store_url)
     seed(app, n)
-    env = {**os.environ, "LEDGERFLOW_PROJECT": str(pf), "LEDGERFLOW_STORE_URL": pg_url,
+    env = {**os.environ, "LEDGERFLOW_PROJECT": str(pf), "LEDGERFLOW_STORE_URL": store_url,
            "PREFECT_API_URL": str(get_current_settings().api.url)}
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "prefect" if prefect else "plain"],
-                              cwd=ROOT, env=env) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", runs], cwd=ROOT, env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
-        p.wait(timeout=900)
+        assert p.stdout.readline().strip() == "ready", f"worker {p.pid} did not start"
+    server = tree_cpu(server_pid)
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    cpu, starts, ends = 0.0, [], []
+    for p in procs:
+        out, _ = p.communicate(timeout=900)
+        for line in out.splitlines():
+            if line.startswith("cpu "):
+                _, c, t0, t1 = line.split()
+                cpu, starts, ends = cpu + float(c), starts + [float(t0)], ends + [float(t1)]
+    server = tree_cpu(server_pid) - server
     from sqlalchemy import func, select
     from runner.store.tables import attempts
     with app.store.engine.connect() as c:
-        first, last, done = c.execute(select(func.min(attempts.c.at), func.max(attempts.c.at), func.count())).one()
+        done = c.execute(select(func.count()).select_from(attempts)).scalar()
         workers = {w.split("/lane-")[0] for (w,) in c.execute(select(attempts.c.worker).distinct())}
     app.close()
     if done != n:
         print(f"  two workers: only {done} of {n} delivered")
-    return n / max(last - first, 1e-9), len(workers)
+    return n / max(max(ends) - min(starts), 1e-9), len(workers), cpu, server
 
 
-def pg_database() -> str | None:
+def pg_database() -> tuple[str, str, str] | None:
     admin = os.environ.get("LEDGERFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     try:
         import psycopg
@@ -168,60 +230,77 @@ def prefect_server(tmp: Path):
         api.release()
 
 
-def row(label: str, plain: float, prefect: float, extra: str = "") -> None:
-    print(f"  {label:<34} {prefect:8.0f} ops/s with Prefect   {plain:8.0f} without   "
-          f"({prefect / plain:4.0%} of the floor){extra}")
+def row(label: str, ops: float, worker_cpu: float, server_cpu: float, n: int, extra: str = "") -> None:
+    print(f"  {label:<40} {ops:7.0f} ops/s  CPU-s per 1,000 ops: {worker_cpu / n * 1000:5.2f} worker(s)"
+          f" + {server_cpu / n * 1000:5.2f} Prefect server  load {os.getloadavg()[0]:4.1f}{extra}")
 
 
-def single(pf: Path, label: str, url, n: int) -> tuple[float, float]:
-    """One worker on a fresh database per variant (``url(variant)``): ops/s without and with Prefect."""
-    app = fresh_app(pf, url("plain"))
-    seed(app, n)
-    plain, _ = one_worker(app, prefect=False)
-    app.close()
-    app = fresh_app(pf, url("prefect"))
-    seed(app, n)
-    took, batches = one_worker(app, prefect=True)
-    sent = app.store.count_deliveries("sent")
-    app.close()
-    row(f"1 worker ({label})", n / plain, sent / took,
-        f"  {batches} flow runs, {max(took - plain, 0) / max(batches, 1) * 1000:.0f} ms each over the floor")
-    return n / plain, sent / took
+def single(pf: Path, url, n: int, server_pid: int | None) -> dict[str, float]:
+    """One worker, each variant on a fresh database (``url()``): ops/s by variant."""
+    out = {}
+    for label, runs in VARIANTS:
+        app = fresh_app(pf, url())
+        seed(app, n)
+        server = tree_cpu(server_pid)
+        took, batches, cpu = one_worker(app, runs)
+        server = tree_cpu(server_pid) - server
+        sent = app.store.count_deliveries("sent")
+        app.close()
+        out[runs] = sent / took
+        row(label, sent / took, cpu, server, n, f"  ({batches} batches)" + (
+            "" if runs == "plain" else f"  {out[runs] / out['plain']:.0%} of the floor"))
+    return out
+
+
+def double(pf: Path, url, n: int, server_pid: int | None, one: dict[str, float]) -> None:
+    for label, runs in VARIANTS:
+        ops, workers, cpu, server = two_workers(pf, url(), n, runs, server_pid)
+        row(label, ops, cpu, server, n,
+            f"  {ops / one[runs]:.2f}x one worker; {workers} workers took part")
+
+
+def server_pid(tmp: Path) -> int | None:
+    import json
+    for rec in tmp.glob(".state/**/server.json"):
+        return int(json.loads(rec.read_text())["pid"])
+    return None
 
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        return worker_process(sys.argv[2] == "prefect")
+        return worker_process(sys.argv[2])
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
     target, url = start_target()
     tmp = Path(tempfile.mkdtemp(prefix="ledgerflow-bench-"))
     pf = project(tmp / "p", url)
-    print(f"delivery bench: {n} operations, batches from {BATCH} (doubling while the queue is deep), "
+    growth = "fixed" if os.environ.get("BENCH_FIXED_BATCH") else "doubling while the queue is deep"
+    print(f"delivery bench: {n} operations, batches from {BATCH} ({growth}), "
           f"http target on loopback with no latency; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     dbs: list[tuple[str, str]] = []
 
-    def pg(_variant: str) -> str:
+    def pg() -> str:
         url_, admin, name = pg_database()
         dbs.append((admin, name))
         return url_
+    sqlite_dbs = iter(range(1000))
     try:
         with prefect_server(tmp):
+            pid = server_pid(tmp)
             app = fresh_app(pf, f"sqlite:///{tmp / 'warm.db'}")
             seed(app, 200)
-            one_worker(app, prefect=True)          # warm-up: the first flow run registers the flow
+            one_worker(app, "per_batch")          # warm-up: the first runs register the flow and the task
+            one_worker(app, "long_lived")
             app.close()
-            single(pf, "sqlite", lambda v: f"sqlite:///{tmp / (v + '.db')}", n)
-            try:
-                pg("probe")
-            except TypeError:                      # pg_database() gave None
-                print("  PostgreSQL not reachable: PostgreSQL figures skipped")
+            probe = pg_database()
+            if probe is None:
+                print("  PostgreSQL not reachable: one worker on SQLite only")
+                single(pf, lambda: f"sqlite:///{tmp / f'{next(sqlite_dbs)}.db'}", n, pid)
                 return
-            _, one = single(pf, "postgresql", pg, n)
-            plain2, w_plain = two_workers_pg(pf, pg("two-plain"), n, prefect=False)
-            pref2, w_pref = two_workers_pg(pf, pg("two-prefect"), n, prefect=True)
-            row("2 worker processes (postgresql)", plain2, pref2,
-                f"  {pref2 / one:.2f}x one worker with Prefect; workers that took part: {w_pref} with Prefect, "
-                f"{w_plain} without")
+            dbs.append(probe[1:])
+            print(" one worker (postgresql):")
+            one = single(pf, pg, n, pid)
+            print(" two worker processes (postgresql):")
+            double(pf, pg, n, pid, one)
     finally:
         target.terminate()
         from runner.store.db import _STORES

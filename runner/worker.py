@@ -30,7 +30,9 @@ from .app import App
 
 log = logging.getLogger("ledgerflow.worker")
 
-DEFAULT_RUNS = "per_batch"        # settings.delivery_runs when unset (bench/bench_delivery.py compares both)
+# settings.delivery_runs when unset: bench/bench_delivery.py runs both; a task run per batch costs
+# about half a flow run's CPU (worker and Prefect server) with batches of 100, the same with deep queues
+DEFAULT_RUNS = "long_lived"
 
 
 @dataclass

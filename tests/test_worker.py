@@ -67,7 +67,7 @@ def test_loop_delivers_in_batches_each_in_an_honest_flow_run(prefect_api, target
     ids = plan_charges(app, 7)
     target.fail(app.store.delivery(ids[1])["idempotency_key"], "500")
     target.fail(app.store.delivery(ids[2])["idempotency_key"], "400")
-    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=1, max_batch=5), worker="w1")
+    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=1, max_batch=5, runs="per_batch"), worker="w1")
     loop.run(until_idle=True)
     assert loop.batches == 2 and loop.dead == 1
     states = {i: app.store.delivery(i)["state"] for i in ids}
@@ -325,7 +325,7 @@ def test_a_deep_queue_grows_the_batches(prefect_api, target, tmp_path, store_url
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     app = load_app(http_project(tmp_path / "p", target.url))
     ids = plan_charges(app, 40)
-    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=1, max_batch=20), worker="w1")
+    loop = DeliveryLoop(app, LoopSettings(batch_size=5, concurrency=1, max_batch=20, runs="per_batch"), worker="w1")
     loop.run(until_idle=True)
     sizes: dict[str, int] = {}
     for did in ids:
