@@ -178,6 +178,7 @@ class ProjectServer:
         self.record_path = self.home / "server.json"
         self.cancelled = threading.Event()
         self.process: subprocess.Popen | None = None
+        self.starting: subprocess.Popen | None = None    # spawned, not yet answering (serve may stop meanwhile)
 
     # ---- the record -------------------------------------------------------------------
 
@@ -255,16 +256,23 @@ class ProjectServer:
         """Start the server, wait until it answers (or the limit), record it; its API url. A port
         taken between the check and the server's bind (not one the user set) means another try."""
         deadline = time.monotonic() + self.settings.startup_limit
+        problem, url = "start-up was cancelled", ""
         for _ in range(3):
+            if self.cancelled.is_set():
+                break
             port = self.choose_port()
             url = f"http://{self.settings.host}:{port}/api"
-            proc = self._popen(port, url)
+            proc = self.starting = self._popen(port, url)
             problem = self._wait(proc, url, deadline)
             if problem is None:
                 self._write_record(url, proc.pid)
-                self.process = proc
+                self.process, self.starting = proc, None
                 return url
             _terminate(proc.pid)
+            self.starting = None
+            if self.cancelled.is_set():
+                raise LedgerflowError(f"the project's Prefect server on {url} was stopped while starting "
+                                      "(ledgerflow is shutting down)")
             if proc.returncode is None or self.settings.port_fixed or _port_free(self.settings.host, port):
                 break
         raise LedgerflowError(f"the project's Prefect server on {url} {problem} (log: {self.home / 'server.log'}); "
@@ -280,12 +288,12 @@ class ProjectServer:
     def _wait(self, proc: subprocess.Popen, url: str, deadline: float) -> str | None:
         """None once the server answers as this project's; else what went wrong."""
         while not (healthy(url) and server_home(url) == str(self.home)):
+            if self.cancelled.is_set():
+                return "start-up was cancelled"
             if proc.poll() is not None:
                 return f"exited with code {proc.returncode} before answering"
             if time.monotonic() > deadline:
                 return f"did not answer within {self.settings.startup_limit:g} s"
-            if self.cancelled.is_set():
-                return "start-up was cancelled"
             self.cancelled.wait(0.25)
         return None
 
@@ -368,8 +376,12 @@ class PrefectAPI:
         return self
 
     def cancel(self) -> None:
-        """Stop waiting for a server that is still starting (serve shutting down)."""
+        """Stop waiting for a server that is still starting (serve shutting down), and stop that
+        server now: the thread starting it may not get to run again before the process exits."""
         self.server.cancelled.set()
+        proc = self.server.starting
+        if proc is not None and proc.poll() is None:
+            _terminate(proc.pid)
 
     def release(self) -> None:
         if self._users is None:

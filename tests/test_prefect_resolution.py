@@ -230,3 +230,37 @@ def test_after_release_this_process_resolves_again(tmp_path, monkeypatch):
     assert "PREFECT_API_URL" not in os.environ and os.environ["PREFECT_UI_URL"] == "http://ui.example.internal"
     from prefect.settings import get_current_settings
     assert get_current_settings().api.url is None
+
+
+def test_serve_stopping_while_its_server_still_starts_leaves_no_server_behind(tmp_path, monkeypatch):
+    """serve stopped (SIGTERM) while the project's server is still starting: the server is stopped
+    by the stop itself, not later by the starting thread, which may never run again before the
+    process exits (a leaked ``prefect server start`` was seen running 40 minutes later)."""
+    import threading
+
+    from runner.errors import LedgerflowError
+    from runner.prefect_server import PrefectAPI, ServerSettings
+    api = PrefectAPI(ServerSettings(tmp_path / "state", port=free_port(), startup_limit=600))
+    api.server.home.mkdir(parents=True)
+    slow = [sys.executable, "-c", "import time; time.sleep(600)"]     # a server that never answers
+    monkeypatch.setattr(api.server, "_popen",
+                        lambda port, url: subprocess.Popen(slow, start_new_session=True))
+    errors: list[Exception] = []
+
+    def start() -> None:
+        try:
+            api.acquire(configured=False)
+        except LedgerflowError as exc:
+            errors.append(exc)
+
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
+    deadline = __import__("time").monotonic() + 120
+    while api.server.starting is None and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.05)
+    proc = api.server.starting
+    assert proc is not None and proc.poll() is None
+    api.cancel()                                   # what ServePrefect.stop() does first
+    assert proc.poll() is not None, "the starting server must be gone when stop returns"
+    starter.join(60)
+    assert errors and "stopped while starting" in str(errors[0]) and api.url is None
