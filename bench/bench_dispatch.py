@@ -127,11 +127,12 @@ class timed_phases(dict):
 
 
 def run(label: str, months: list, events: list[dict], store_url: str, stripe, stripe_url: str) -> None:
+    from sqlalchemy import func, select
+
     from runner.app import App
     from runner.dispatch import dispatch_pending
     from runner.spec import load_project
     from runner.store.tables import delivery_postings
-    from sqlalchemy import func, select
 
     with tempfile.TemporaryDirectory() as tmp:
         path = project(Path(tmp) / "project", months, store_url, stripe_url)

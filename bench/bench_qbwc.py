@@ -53,12 +53,13 @@ def main() -> int:
                           LEDGERFLOW_STORE_URL=f"sqlite:///{tmp / 'store.db'}")
         os.environ.setdefault("LEDGERFLOW_STRIPE_FIXTURES",
                               str(ROOT.parent / "shared" / "reference" / "stripe" / "fixtures3.json"))
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
         from connectors.quickbooks_desktop.service import build_service
         from connectors.quickbooks_desktop.webconnector import QbdConnection, WebConnectorBackend, connections_of
         from runner.app import App
         from runner.fixtures import event_from_fixture
-        from starlette.applications import Starlette
-        from starlette.routing import Mount
         from tests.standins.web_connector import FakeQuickBooks, RawSoap, WebConnector
         from tests.support.servers import serve_app
 

@@ -123,9 +123,9 @@ def main(sizes: list[int]) -> None:
                 try:
                     httpx.get(f"http://127.0.0.1:{port}/v1/payouts", timeout=1)
                     break
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:
                     if time.time() > deadline:
-                        raise SystemExit("the stand-in did not start")
+                        raise SystemExit("the stand-in did not start") from exc
                     time.sleep(0.2)
             out = subprocess.run([sys.executable, __file__, "--child", str(n), f"http://127.0.0.1:{port}",
                                   str(tmp / "ledgerflow.yaml")], cwd=ROOT, capture_output=True, text=True)

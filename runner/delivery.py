@@ -11,7 +11,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from connectors.base import ErrorKind, Item, Outcome, TargetError
 

@@ -16,7 +16,7 @@ PHONE = re.compile(r"(?<![\w.])\+\d[\d ()-]{7,}\d(?![\w.])")
 # "name": "Jane Doe", 'email': '...', name=Jane Doe  (JSON or form-like key/value)
 PERSONAL_KEYS = (r"(?:[a-z_]*name|customer|email|e-mail|phone(?:_?number)?|address(?:_line\d)?|line1|line2|postal_code|"
                  r"card(?:_?number)?|cardholder|cvc|cvv|exp_month|exp_year|iban|account_number|tax_id)")
-KEY_VALUE = re.compile(r"""(?P<key>["']?\b""" + PERSONAL_KEYS + r"""["']?\s*[:=]\s*)(?P<q>["'])(?P<v>(?:\\.|(?!(?P=q)).)*)(?P=q)""",
+KEY_VALUE = re.compile(r"""(?P<key>["']?\b""" + PERSONAL_KEYS + r"""["']?\s*[:=]\s*)(?P<q>["'])(?P<v>(?:\\.|(?!(?P=q)).)*)(?P=q)""",  # noqa: E501
                        re.IGNORECASE)
 CARD_LAST4 = re.compile(r"(?P<key>[\"']?last4[\"']?\s*[:=]\s*)[\"']?\d{4}[\"']?", re.IGNORECASE)
 

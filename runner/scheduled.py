@@ -26,7 +26,7 @@ def run_scheduled(app, flow_, params: dict[str, Any]) -> dict[str, Any]:
     """Plain function behind the Prefect flow (tested without the engine)."""
     params = {k: v for k, v in params.items() if v is not None}
     if flow_.raw.get("reconcile") is not None:
-        from . import reconcile            # the reconciliation engine, loaded only when needed
+        from . import reconcile  # the reconciliation engine, loaded only when needed
         report = reconcile.run_from_flow(app, flow_, params)
         summary = getattr(report, "summary", None)
         return {"kind": "reconcile", "flow": flow_.name,

@@ -171,7 +171,8 @@ def project_problems(doc: Document) -> list[Problem]:
             ZoneInfo(tz)
         except Exception:  # noqa: BLE001
             problems.append(doc.problem(("settings", "timezone"),
-                                        f"settings.timezone: unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)"))
+                                        f"settings.timezone: unknown time zone {tz!r} "
+                                        "(expected an IANA name such as Europe/Paris)"))
     return problems
 
 
@@ -405,7 +406,8 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
                     problems.append(Problem(mapping.file, 1, 1, f"undefined name {name!r} (used by flow "
                                                                 f"{data['name']}, which offers: event, the "
                                                                 f"event's object, account, settings, vars"
-                                                                f"{', ' if lookup_names else ''}{', '.join(sorted(lookup_names))})"))
+                                                                f"{', ' if lookup_names else ''}"
+                                                                f"{', '.join(sorted(lookup_names))})"))
                     _pinpoint(problems, mapping, name)
             if action_schema is not None:
                 problems.extend(check_shape(mapping, action_schema, f"{ctype}.{r['action']}"))

@@ -198,7 +198,7 @@ def flow_problems(doc, data: dict, routes: list) -> list[Problem]:
     flow_level = [(("filter",), True)]
     flow_level += [(("lookups", name, kind, k), False) for name, spec in (data.get("lookups") or {}).items()
                    for kind, params in spec.items() for k in params if k != "provider"]
-    for i, r in enumerate(data.get("routes") or []):
+    for i, _route in enumerate(data.get("routes") or []):
         flow_level += [(("routes", i, "when"), True), (("routes", i, "idempotency_key"), False)]
     for path, expression in flow_level:
         source = _at(data, path)

@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.runtime import Undefined, new_context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import money
 

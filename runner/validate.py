@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import Problem, SpecError
-from .spec import (MAPPINGS, PROJECT_FILE, Flow, Project, _display, find_project_file, iter_flow_files, load_flow,
-                   load_project)
+from .spec import MAPPINGS, PROJECT_FILE, Flow, Project, _display, find_project_file, iter_flow_files, load_flow, load_project
 
 
 def _kind(path: Path) -> str:
@@ -33,7 +32,7 @@ def _expand(targets: list[str], problems: list[Problem]) -> list[Path]:
         p = Path(t)
         if p.is_dir():
             files.extend(x for x in sorted(p.rglob("*")) if x.suffix in (".yaml", ".yml") and x.is_file()
-                         and not (p / "tests" in x.parents))
+                         and p / "tests" not in x.parents)
         elif p.exists():
             files.append(p)
         else:
@@ -57,7 +56,7 @@ def _check_files(files: list[Path], project: Project, problems: list[Problem]) -
         except SpecError as exc:
             problems.extend(exc.problems)
     if flows:
-        from .posting.overlap import account_books_problems, overlap_problems   # one booking per movement
+        from .posting.overlap import account_books_problems, overlap_problems  # one booking per movement
         problems.extend(overlap_problems(flows))                                # per set of books
         problems.extend(account_books_problems(project, flows))
     return flows

@@ -186,7 +186,7 @@ def verify(body: bytes, header: str | None, secrets: Sequence[str], tolerance: i
     if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _too_deep(event):  # depth <= the brackets' count
         raise Rejected(400, f"body is nested more than {MAX_DEPTH} levels deep", "body nested too deeply")
     if not _looks_like_event(event):
-        from .planner import check_event    # not at import: the planner is no part of serve's receiver
+        from .planner import check_event  # not at import: the planner is no part of serve's receiver
         try:
             check_event(event, "body")      # says what is missing
         except EventError as exc:
@@ -209,5 +209,5 @@ def _looks_like_event(event: Any) -> bool:
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
     """A ``Stripe-Signature`` header as Stripe makes it (tests, bench, demo)."""
-    import stripe               # not at import: the SDK costs serve about a second of start-up
+    import stripe  # not at import: the SDK costs serve about a second of start-up
     return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -38,11 +38,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from runner.webhooks import sign  # noqa: E402
 from tests.books.scenario import generate  # noqa: E402
 from tests.standins.stripe_api import DEFAULT_KEY, StripeStandin  # noqa: E402
 from tests.support import servers  # noqa: E402
 from tests.support.servers import free_port, serve_app  # noqa: E402
-from runner.webhooks import sign  # noqa: E402
 
 DEMO = ROOT / ".ledgerflow" / "demo"
 FLOWS = ["stripe-movements-to-iif.yaml", "stripe-movements-to-csv.yaml", "payout-reconciliation.yaml"]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The test command: the pytest suite (SQLite and PostgreSQL, a real Prefect API),
-# then the shipped flows' own test cases.
+# The test command: lint (ruff: pyflakes, pycodestyle, bugbear, import order), the pytest
+# suite (SQLite and PostgreSQL, a real Prefect API), then the shipped flows' own test cases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
+"$BIN/ruff" check runner connectors tests scripts bench
 "$BIN/ledgerflow" validate
 "$BIN/python" -m pytest -q -n 2 -p no:cacheprovider "$@"
 "$BIN/ledgerflow" test flows/

@@ -124,7 +124,7 @@ def test_connect_refund_dispute_payout_shapes_of_the_month(scenarios, seed):
         assert bts[fr["balance_transaction"]][0]["amount"] < 0
     # refunds: own BT each; partial, two partials, full
     refunds_of = defaultdict(list)
-    for re_, acct in objs["refund"]:
+    for re_, _acct in objs["refund"]:
         bt = bts[re_["balance_transaction"]][0]
         assert (bt["reporting_category"], bt["source"]) == ("refund", re_["id"]) and bt["amount"] < 0
         assert bt["fee"] == 0
@@ -138,7 +138,7 @@ def test_connect_refund_dispute_payout_shapes_of_the_month(scenarios, seed):
     assert kinds["full"] and kinds["partial"] and kinds["repeated"]
     # disputes: lost (one BT), won (two BTs; the fee returned)
     outcomes = Counter()
-    for dp, acct in objs["dispute"]:
+    for dp, _acct in objs["dispute"]:
         ch, _ = sc.object(dp["charge"])
         assert dp["amount"] == ch["amount"] and ch["disputed"]
         first = dp["balance_transactions"][0]

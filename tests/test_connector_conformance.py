@@ -135,7 +135,7 @@ def test_every_action_has_examples_that_pass_its_schema_and_checks(harness):
         Draft202012Validator.check_schema(action.schema)
         validator = Draft202012Validator(action.schema, format_checker=FormatChecker())
         for example in action.examples:
-            from runner import jsonio   # examples hold Decimals; validate them as the planner does: JSON numbers
+            from runner import jsonio  # examples hold Decimals; validate them as the planner does: JSON numbers
             as_json = jsonio.loads(jsonio.dumps(example))
             assert not [e.message for e in validator.iter_errors(as_json)], (name, example)
             assert not (action.check(example) if action.check else []), (name, example)

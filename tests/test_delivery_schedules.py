@@ -44,6 +44,7 @@ def test_shipped_prefect_yaml_lists_every_scheduled_flow(monkeypatch):
 
 def test_prefect_yaml_from_flows(project):
     import yaml
+
     from runner.deployments import prefect_yaml
     doc = yaml.safe_load(prefect_yaml(load_app(project)))
     (dep,) = doc["deployments"]

@@ -17,7 +17,6 @@ import pytest
 
 from runner import dispatch
 from runner.dispatch import dispatch_pending
-from runner.store.tables import deliveries
 from tests.delivery_helpers import charge, http_project, load_app
 from tests.standins.flaky_target import FlakyTarget
 from tests.store_helpers import force_state

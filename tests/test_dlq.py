@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from runner.cli import main
-from runner.dlq import DlqError, discard, replay
 from runner.delivery import deliver_rows
+from runner.dlq import DlqError, discard, replay
 from runner.store.tables import audit
 from tests.delivery_helpers import MAPPING, http_project, load_app, plan_charges
 from tests.standins.flaky_target import FlakyTarget

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-
 from runner.cli import main
+from tests.conftest import ROOT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,6 +159,7 @@ def test_flow_schema_tests_items_are_flow_test_cases():
 def test_shipped_test_files_round_trip_unchanged():
     """--update edits through ruamel round-trip; our layout must survive it byte for byte."""
     import io
+
     from runner.flowtest.update import _yaml
     for f in sorted((ROOT / "flows" / "tests").glob("*.yaml")):
         text = f.read_text()
@@ -268,12 +268,12 @@ cases:
 
 
 def test_a_render_error_is_a_case_error_naming_the_mapping(tiny, capsys):
-    write_cases(tiny, f"""\
+    write_cases(tiny, """\
 flow: fx-charges
 cases:
   - name: no currency
-    event: {{id: evt_2, type: charge.succeeded, data: {{object: {{object: charge, id: ch_2, amount: 5, created: 1}}}}}}
-    lookups: {{rate: "1"}}
+    event: {id: evt_2, type: charge.succeeded, data: {object: {object: charge, id: ch_2, amount: 5, created: 1}}}
+    lookups: {rate: "1"}
     expect: []
 """)
     rc, out = run(capsys, "flows/")

@@ -22,15 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from connectors.quickbooks_desktop.service import build_service
 from connectors.quickbooks_desktop.webconnector import LoginGuard, ServiceSettings, clean
 from runner.planner import Operation
 from runner.server.limits import Limits
 from runner.store.tables import deliveries, qbwc_requests, qbwc_sessions
 from tests.standins.web_connector import NS, SOAP_ENV, FakeQuickBooks, RawSoap, WebConnector
 from tests.support.servers import free_port, serve_app
-from tests.test_qbd_service import (PASSWORD, XSD_PATH, Clock, app, backend_of, mounted,  # noqa: F401
-                                    plan_backlog, rows)
+from tests.test_qbd_service import PASSWORD, XSD_PATH, Clock, app, backend_of, mounted, plan_backlog, rows  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not XSD_PATH.exists(), reason="Intuit's qbXML schema not found (shared/reference)")
 

@@ -321,4 +321,4 @@ def test_fuzzed_garbage_alongside_real_webhooks(hostile):
     logs_are_clean(caplog)
     assert set(client.get("/healthz").json()["rejected"]) <= {
         "missing Stripe-Signature header", "body is not JSON", "body nested too deeply",
-        "body: control characters in the envelope", "body: not a Stripe event", "body is not UTF-8 (expected a JSON Stripe event)"}
+        "body: control characters in the envelope", "body: not a Stripe event", "body is not UTF-8 (expected a JSON Stripe event)"}  # noqa: E501

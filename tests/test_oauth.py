@@ -10,8 +10,18 @@ import pytest
 from cryptography.fernet import Fernet
 
 from connectors.base import ErrorKind
-from connectors.oauth import (OAuthConfig, OAuthError, OAuthSession, TokenKeyError, TokenSet, TokenStore,
-                              authorization_url, authorize_interactively, catch_redirect, fernet)
+from connectors.oauth import (
+    OAuthConfig,
+    OAuthError,
+    OAuthSession,
+    TokenKeyError,
+    TokenSet,
+    TokenStore,
+    authorization_url,
+    authorize_interactively,
+    catch_redirect,
+    fernet,
+)
 from runner.errors import LedgerflowError
 from runner.secrets import SecretResolver
 from runner.store import open_store

@@ -10,7 +10,7 @@ from runner.app import App
 from runner.errors import EventError, RenderError
 from runner.events import parse_event
 from runner.planner import plan
-from runner.spec import load_flow, load_project
+from runner.spec import load_project
 
 from .helpers_project import charge_event, make_project, write
 

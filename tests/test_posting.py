@@ -18,8 +18,7 @@ from runner.money import from_minor, quantum
 from runner.posting.build import build_posting
 from runner.posting.events import movement_of
 from runner.posting.fetch import FetchError
-from runner.posting.model import DocumentView, Line, Posting, PostingError, UnbalancedPosting, effective_rate, \
-    inverse_rate
+from runner.posting.model import DocumentView, Line, Posting, PostingError, UnbalancedPosting, effective_rate, inverse_rate
 from runner.posting.policy import AccountingPolicy, PolicyError, load_accounting
 from runner.posting.source import PostingSource
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
 from lxml import etree
 
 from connectors.base import ErrorKind, TargetError
 from connectors.quickbooks_desktop import qbxml
 from connectors.quickbooks_desktop.actions import ACTIONS
-from jsonschema import Draft202012Validator, FormatChecker
 from tests.standins.web_connector import XSD_PATH, hcp_response
 
 pytestmark = pytest.mark.skipif(not XSD_PATH.exists(), reason=f"Intuit's qbXML schema not found at {XSD_PATH} "

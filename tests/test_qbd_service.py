@@ -18,9 +18,8 @@ from runner.app import App
 from runner.fixtures import event_from_fixture
 from runner.planner import Operation
 from runner.store.tables import deliveries, qbwc_requests
+from tests.standins.web_connector import NS, WSDL_PATH, XSD_PATH, FakeQuickBooks, RawSoap, WebConnector, ZeepSoap
 from tests.support.servers import serve_app
-from tests.standins.web_connector import (NS, WSDL_PATH, XSD_PATH, FakeQuickBooks, RawSoap, WebConnector,
-                                          ZeepSoap)
 
 pytestmark = pytest.mark.skipif(not (XSD_PATH.exists() and WSDL_PATH.exists()),
                                 reason=f"Intuit's qbXML schema / QBWC WSDL not found under {XSD_PATH.parents[1]} "

@@ -30,7 +30,7 @@ def test_rate_per_sliding_window(store_url):
     clock = Clock()
     rl = limiter(store_url, clock)
     lim = [Limit("qbo:1", rate=3, per=60)]
-    for i in range(3):
+    for _ in range(3):
         assert rl.try_acquire(lim)[0] is not None
         clock.t += 10
     ids, wait = rl.try_acquire(lim)

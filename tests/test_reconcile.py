@@ -175,6 +175,7 @@ def test_results_are_kept_in_the_store(project_dir, monkeypatch, store_url, stan
     app = _app(project_dir, monkeypatch, url, store_url, scenario)
     report = reconcile(app, _flow(app), since=_since())
     from sqlalchemy import select
+
     from runner.store.tables import recon_results
     with app.store.engine.connect() as c:
         rows = c.execute(select(recon_results).where(recon_results.c.run_id == report.run_id)).mappings().all()

@@ -6,9 +6,9 @@ from datetime import date
 from decimal import Decimal
 from types import SimpleNamespace
 
-import httpx
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route

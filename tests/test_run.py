@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
-
 from runner.cli import main
 from runner.store import open_store
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.prefect
 

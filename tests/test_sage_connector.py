@@ -273,7 +273,8 @@ def test_a_journal_retried_after_the_lookback_window_is_still_found(sage, make_c
     first.created_at = planned
     assert make_connector().deliver([first])[0].ok
     [j] = sage.records("journals")
-    from datetime import datetime as _dt, timezone as _tz
+    from datetime import datetime as _dt
+    from datetime import timezone as _tz
     j["updated_at"] = j["created_at"] = _dt.fromtimestamp(planned, _tz.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     # ... and created back then, beyond the 35-day default window
     again = item("journal", journal, key="journal:po_9")

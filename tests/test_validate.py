@@ -135,7 +135,7 @@ def test_mapping_checked_against_the_action_schema(proj):
 
 def test_missing_mapping_file(proj):
     out = problems_of(proj, GOOD_FLOW.replace("mappings/line.yaml", "mappings/nope.yaml"))
-    assert len(out) == 1 and out[0].startswith("flows/f.yaml:8:14: routes[0].mapping: mapping file 'mappings/nope.yaml' not found")
+    assert len(out) == 1 and out[0].startswith("flows/f.yaml:8:14: routes[0].mapping: mapping file 'mappings/nope.yaml' not found")  # noqa: E501
 
 
 @pytest.mark.parametrize("secret", ["sk_live_51Habcdefghijk", "sk_test_abcdef123456", "rk_live_abcdefgh",

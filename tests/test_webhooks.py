@@ -366,7 +366,7 @@ def _odd_bodies() -> list[tuple[str, str, str]]:
     nan = text.replace('"created": ', '"created": NaN, "x": ', 1)
     surrogate = text.replace(f'"id": "{ev["id"]}"', '"id": "evt_\\ud800lone"', 1)
     newline = dict(ev, type="charge.succeeded\nforged: line")
-    return [("deep", deep, f"body is nested more than 64 levels deep"),
+    return [("deep", deep, "body is nested more than 64 levels deep"),
             ("created", jsonio.dumps(big), "body: the event's created must be a unix timestamp"),
             ("negative created", jsonio.dumps(dict(ev, created=-1)), "body: the event's created must be"),
             ("nul", jsonio.dumps(nul), "body: the event's id contains control characters"),

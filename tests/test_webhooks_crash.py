@@ -12,7 +12,6 @@ import httpx
 
 from runner.fixtures import event_from_fixture
 from runner.store.db import Store
-from tests.conftest import ROOT
 from tests.support import servers
 from tests.support.servers import free_port
 from tests.webhook_helpers import SECRETS, signed, stripe_project

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from runner.fixtures import event_from_fixture
 from runner.store.db import Store
@@ -117,7 +116,8 @@ def _healthz_by_pid(url: str, want: int, timeout: float = 120) -> dict[int, dict
 def test_serve_workers_2_receives_each_event_once(tmp_path, store_url, stripe_fixtures):
     # idle keep-alive connections stay open, however long a busy machine takes to group them by receiver
     # (the keep-alive timeout, and the header deadline that runs from the previous answer)
-    project = stripe_project(tmp_path / "proj", store_url, extra="serve:\n  limits: {keep_alive_timeout: 600, header_timeout: 600}\n")
+    project = stripe_project(tmp_path / "proj", store_url,
+                             extra="serve:\n  limits: {keep_alive_timeout: 600, header_timeout: 600}\n")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _serve(project, port, tmp_path / "serve.log", "--no-background", "--workers", "2")

@@ -285,6 +285,7 @@ def test_a_prefect_api_outage_loses_nothing_and_until_idle_says_work_remains(pre
     """The Prefect API answers 503: the worker gives its claims back at once, retries with backoff,
     and ``--until-idle`` exits 1 while deliveries are due; once the API is back, everything goes."""
     from prefect.settings import get_current_settings
+
     from tests.support.prefect_outage import OutageProxy
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     project = http_project(tmp_path / "p", target.url)

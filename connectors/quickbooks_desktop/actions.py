@@ -11,8 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from connectors.base import Action, find_values
-from connectors.contract import (CURRENCY_SETTINGS, PULL, SECRET_REF, Capabilities, ConnectorSpec, config_schema,
-                                 with_examples)
+from connectors.contract import CURRENCY_SETTINGS, PULL, SECRET_REF, Capabilities, ConnectorSpec, config_schema, with_examples
 
 
 def _str(max_length: int) -> dict:

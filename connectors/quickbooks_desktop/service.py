@@ -28,8 +28,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from runner.server.limits import (BodyTimeout, BodyTooLarge, Disconnected, Limits, declared_length,
-                                  read_body)
+from runner.server.limits import BodyTimeout, BodyTooLarge, Disconnected, Limits, declared_length, read_body
 
 from .webconnector import ServiceSettings, WebConnectorBackend, connections_of
 from .wsdl import NS, OPERATIONS, build_wsdl

@@ -423,7 +423,8 @@ class WebConnectorBackend:
                 problem = str(exc)
         if problem:
             err = TargetError(problem, ErrorKind.RETRYABLE, retry_after=conn.poll_minutes * 60)
-            self._record(ticket, [(r, by_delivery[r["delivery_id"]], Outcome.failed(self._item(by_delivery[r["delivery_id"]]), err), None)
+            self._record(ticket, [(r, by_delivery[r["delivery_id"]],
+                                   Outcome.failed(self._item(by_delivery[r["delivery_id"]]), err), None)
                                   for r in sent], now)
             self._update_session(ticket, last_error=problem)
             return -101

@@ -21,8 +21,7 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from ..base import Action, find_values
-from ..contract import (CURRENCY_SETTINGS, OAUTH_SETTINGS, Capabilities, ConnectorSpec, OAuthProvider, config_schema,
-                        with_examples)
+from ..contract import CURRENCY_SETTINGS, OAUTH_SETTINGS, Capabilities, ConnectorSpec, OAuthProvider, config_schema, with_examples
 
 DOCNUMBER_MAX = 21          # Intuit: DocNumber, max 21 characters
 PRIVATE_NOTE_MAX = 4000

@@ -29,8 +29,22 @@ from ..base import Connector, ErrorKind, Item, Outcome, TargetError
 from ..http import timeout as http_timeout
 from ..oauth import OAuthConfig, OAuthSession
 from .actions import ACTIONS, ENTITIES, PRIVATE_NOTE_MAX, check_payload
-from .client import (AUTHORIZE_URL, BASE_URLS, DUPLICATE_DOCNUMBER, DUPLICATE_NAME, MINOR_VERSION, SCOPE, TOKEN_URL,
-                     Limits, QboClient, QboFault, fault_error, fault_of, quote, request_id)
+from .client import (
+    AUTHORIZE_URL,
+    BASE_URLS,
+    DUPLICATE_DOCNUMBER,
+    DUPLICATE_NAME,
+    MINOR_VERSION,
+    SCOPE,
+    TOKEN_URL,
+    Limits,
+    QboClient,
+    QboFault,
+    fault_error,
+    fault_of,
+    quote,
+    request_id,
+)
 
 REF_ENTITIES = {"AccountRef": "Account", "DepositToAccountRef": "Account", "FromAccountRef": "Account",
                 "ToAccountRef": "Account", "ItemRef": "Item", "ClassRef": "Class", "DepartmentRef": "Department",

@@ -14,8 +14,16 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from connectors.base import Action, decimal_sum, find_values
-from connectors.contract import (CURRENCY_SETTINGS, OAUTH_SETTINGS, STRING_OR_SECRET, Capabilities, ConnectorSpec,
-                                 OAuthProvider, config_schema, with_examples)
+from connectors.contract import (
+    CURRENCY_SETTINGS,
+    OAUTH_SETTINGS,
+    STRING_OR_SECRET,
+    Capabilities,
+    ConnectorSpec,
+    OAuthProvider,
+    config_schema,
+    with_examples,
+)
 
 DATE = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}
 MONEY = {"type": "number", "description": "Amount in the document's currency (a decimal, never a float)."}

@@ -68,7 +68,8 @@ def cmd_show(args) -> int:
     print(f"flow file: {row.flow_file or '-'}")
     event = app.store.get_event(row.event_id) if row.event_id else None
     if event:
-        print(f"event: {event['event_id']} {event['type']} (received {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(event['received_at']))} UTC, "
+        received = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(event['received_at']))
+        print(f"event: {event['event_id']} {event['type']} (received {received} UTC, "
               f"source {event['source']}); its story: ledgerflow inbox show {event['event_id']} (--payload: the JSON)")
     else:
         print(f"event: {row.event_id or '-'} (not in the inbox: replay sends the stored payload)")

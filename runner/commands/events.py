@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_from_fixture(args) -> int:
     import os
+
     from .. import jsonio
     from ..errors import LedgerflowError
     from ..fixtures import event_from_fixture

@@ -51,8 +51,8 @@ def cmd_test(args) -> int:
               file=sys.stderr)
         return 1
     if args.update:
-        from ..flowtest.update import update_files
         from ..flowtest.load import load_test_file
+        from ..flowtest.update import update_files
         updated = update_files([r for r in results if r.status == "fail"], out=sys.stdout)
         if updated:   # run the rewritten files' cases again: the update must have repaired them
             index = FlowIndex(project)

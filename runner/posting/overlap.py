@@ -66,7 +66,7 @@ def overlap_problems(flows: Iterable) -> list[Problem]:
                                                                       f"movement, so `posting` cannot book it: {why}"))
         recon = _reconciled_targets(flow) if (flow.raw or {}).get("reconcile") is not None else None
         targets = sorted({r.target for r in flow.routes})
-        for movement, (pattern, i) in flow_movements(flow).items():
+        for movement, (_pattern, i) in flow_movements(flow).items():
             for target in (sorted(recon[movement]) if recon is not None else targets):
                 first = claimed.get((movement, target))
                 if first is None:

@@ -24,8 +24,18 @@ from ..posting.events import MOVEMENTS
 from ..posting.model import PostingError
 from ..store import recon
 from .booked import bookings_for, postings_for
-from .classify import (BOOKED_LATE, CONNECTED_BOOKS, MATCHED, MISMATCH, RECONCILED, UNBALANCED, WITH_PAYOUT, Check,
-                       classify, source_ids)
+from .classify import (
+    BOOKED_LATE,
+    CONNECTED_BOOKS,
+    MATCHED,
+    MISMATCH,
+    RECONCILED,
+    UNBALANCED,
+    WITH_PAYOUT,
+    Check,
+    classify,
+    source_ids,
+)
 from .journal import Totals, clearing_lines, convert_lines, posted_summary_lines, summary_lines, transfer
 from .policy import Policy
 from .source import StripeReadError, StripeSource

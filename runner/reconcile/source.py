@@ -9,7 +9,8 @@ page is plain dicts and nothing but the current page is held. A 429 waits
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 

@@ -812,7 +812,7 @@ def generate(seed: int, *, size: str = "small", missing: int = 0, duplicates: fl
     payouts = [(p, None) for p in po_p] + [(p, us) for p in po_u] + [(p, eu) for p in po_e + po_n]
     links = {**links_p, **links_u, **links_e, **links_n}
     link_of = {tid: pid for pid, tids in links.items() for tid in tids}
-    for po, acct in payouts:
+    for po, _acct in payouts:
         link_of[po["balance_transaction"]] = po["id"]
 
     # -- events: chronological, then missing, duplicated, out of order

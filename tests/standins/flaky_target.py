@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import defaultdict, deque
 from email.utils import formatdate
-import time
 
 from starlette.applications import Starlette
 from starlette.requests import Request

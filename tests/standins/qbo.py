@@ -394,9 +394,9 @@ class QboStandin:
             entity = RESOURCES.get(request.path_params["resource"]) or request.path_params["resource"].capitalize()
             doc = co.entities.get(entity, {}).get(request.path_params["id"])
             if doc is None:
-                raise Fault("610", "Object Not Found", f"Object Not Found : Something you're trying to use has "
-                                                       f"been made inactive. Check the fields with accounts, "
-                                                       f"customers, items, vendors or employees.")
+                raise Fault("610", "Object Not Found", "Object Not Found : Something you're trying to use has "
+                                                       "been made inactive. Check the fields with accounts, "
+                                                       "customers, items, vendors or employees.")
             return {entity: doc}
         return await self._run(request, co, work)
 
@@ -478,11 +478,12 @@ class QboStandin:
         for i, line in enumerate(doc.get("Line") or []):
             amount = line.get("Amount")
             if amount is None:
-                raise required_missing(f"Line.Amount")
+                raise required_missing("Line.Amount")
             try:
                 amount = Decimal(str(amount))
             except InvalidOperation:
-                raise Fault("2010", "Request has invalid or unsupported property", f"Line[{i}].Amount", "Line.Amount")
+                raise Fault("2010", "Request has invalid or unsupported property", f"Line[{i}].Amount",
+                            "Line.Amount") from None
             dt = line.get("DetailType")
             if dt not in LINE_DETAIL:
                 raise required_missing("Line.DetailType")

@@ -270,7 +270,7 @@ class FakeQuickBooks:
         try:
             code = self._code(name)
         except Refused:
-            raise Refused(3140, f'There is an invalid reference to QuickBooks Currency "{name}" in the {kind}.')
+            raise Refused(3140, f'There is an invalid reference to QuickBooks Currency "{name}" in the {kind}.') from None
         if code != self.home_currency and not self.multicurrency:
             raise Refused(3250, "This feature is not enabled or not available in this version of QuickBooks.")
         return code

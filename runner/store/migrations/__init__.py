@@ -47,7 +47,7 @@ def current_revision(conn: Connection) -> str | None:
     rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     if len(rows) <= 1:
         return rows[0] if rows else None
-    from alembic.runtime.migration import MigrationContext      # several heads: Alembic says what is wrong
+    from alembic.runtime.migration import MigrationContext  # several heads: Alembic says what is wrong
     return MigrationContext.configure(conn).get_current_revision()
 
 
