@@ -62,8 +62,9 @@ def _serve_target(port: int) -> None:
 
 
 def start_target() -> tuple[mp.Process, str]:
-    from tests.support.servers import free_port
     import httpx
+
+    from tests.support.servers import free_port
     port = free_port()
     proc = mp.get_context("spawn").Process(target=_serve_target, args=(port,), daemon=True)
     proc.start()
@@ -137,7 +138,7 @@ def tree_cpu(pid: int | None) -> float:
             except OSError:
                 continue
             stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
-    tree, total, grew = {pid}, 0.0, True
+    tree, grew = {pid}, True
     while grew:
         more = {p for p, (pp, _) in stats.items() if pp in tree} - tree
         tree |= more
@@ -195,6 +196,7 @@ def two_workers(pf: Path, store_url: str, n: int, runs: str, server_pid: int | N
                 cpu, starts, ends = cpu + float(c), starts + [float(t0)], ends + [float(t1)]
     server = tree_cpu(server_pid) - server
     from sqlalchemy import func, select
+
     from runner.store.tables import attempts
     with app.store.engine.connect() as c:
         done = c.execute(select(func.count()).select_from(attempts)).scalar()
@@ -313,6 +315,7 @@ def main() -> None:
 
 def _drop(admin: str, name: str) -> None:
     import psycopg
+
     from runner.store.db import _STORES
     for key in [k for k in _STORES if name in k]:
         _STORES.pop(key).close()
