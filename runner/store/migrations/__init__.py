@@ -52,7 +52,25 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def upgrade(engine: Engine) -> str:
-    """Bring the store's schema to ``HEAD``; what was done: "current", "created" or "upgraded"."""
+    """Bring the store's schema to ``HEAD``; what was done: "current", "created" or "upgraded".
+
+    SQLite: processes opening a brand-new file at once race to switch it to WAL, which SQLite
+    refuses at once ("database is locked") instead of waiting; the loser tries again."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return _upgrade(engine)
+        except OperationalError as exc:
+            if engine.dialect.name != "sqlite" or "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            engine.dispose()
+            time.sleep(0.1)
+
+
+def _upgrade(engine: Engine) -> str:
     from .. import tables
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
