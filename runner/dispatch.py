@@ -175,6 +175,7 @@ def reconcile_payout(app: Any, flow: Any, event: dict) -> Any:
 
 
 CHUNK = 250     # events planned, then written in one transaction (a crash redoes at most this many)
+PLAN_HOLD = 600.0   # seconds a PostgreSQL chunk may hold its events while it plans them (fetches included)
 
 
 def dispatch_pending(app: Any, limit: int = 500, *, statuses: tuple[str, ...] = ("pending",),
@@ -207,7 +208,7 @@ def _dispatch_chunk(app: Any, want: int, statuses: tuple[str, ...], after: tuple
     """
     store = app.store
     if store.dialect == "postgresql":
-        with store.tx() as conn:
+        with store.tx(idle_limit=PLAN_HOLD) as conn:
             rows = claim_events(store, conn, want, statuses, after)
             if rows:
                 _write(store, conn, _plan_chunk(app, rows), summary, later)

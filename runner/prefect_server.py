@@ -12,7 +12,8 @@ runs, in this order:
    project's ``PREFECT_HOME`` (``/api/admin/settings``). Whatever else answers
    on the port is never adopted.
 3. Else the command starts the project's server: ``prefect server start`` with
-   its home and SQLite database under ``<state_dir>/prefect``, analytics off,
+   its home and SQLite database under ``<state_dir>/prefect`` (PostgreSQL with
+   ``LEDGERFLOW_PREFECT_DATABASE_URL``, for several workers), analytics off,
    on ``LEDGERFLOW_PREFECT_PORT`` / ``serve.prefect_port`` (default 4200). When
    the default port is taken by something that is not ours, the next free port
    is used (and recorded); a port set explicitly that is taken is an error. The
@@ -57,6 +58,7 @@ DEFAULT_PORT = 4200
 DEFAULT_STARTUP_LIMIT = 600.0
 PORT_ENV = "LEDGERFLOW_PREFECT_PORT"
 LIMIT_ENV = "LEDGERFLOW_PREFECT_STARTUP_TIMEOUT"
+DATABASE_ENV = "LEDGERFLOW_PREFECT_DATABASE_URL"   # the project's server on PostgreSQL (several workers)
 KEEP_ENV = "LEDGERFLOW_PREFECT_KEEP"
 
 
@@ -135,6 +137,7 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     port_fixed: bool = False          # set by the user: taken means an error, not another port
     startup_limit: float = DEFAULT_STARTUP_LIMIT
+    database_url: str | None = None   # None: SQLite under ``home``; else Prefect's own database URL
 
     @property
     def home(self) -> Path:
@@ -166,7 +169,20 @@ def settings_for(app) -> ServerSettings:
         limit = _number(serve["prefect_startup_timeout"], f"{project.file}: serve.prefect_startup_timeout")
     else:
         limit = DEFAULT_STARTUP_LIMIT
-    return ServerSettings(project.state_dir, port=port, port_fixed=bool(port_cfg), startup_limit=limit)
+    return ServerSettings(project.state_dir, port=port, port_fixed=bool(port_cfg), startup_limit=limit,
+                          database_url=database_url())
+
+
+def database_url() -> str | None:
+    """``LEDGERFLOW_PREFECT_DATABASE_URL`` (an environment variable only: it may carry a password), checked
+    to be one Prefect's server takes: ``postgresql+asyncpg://...`` or ``sqlite+aiosqlite:///...``."""
+    url = os.environ.get(DATABASE_ENV, "").strip()
+    if not url:
+        return None
+    if not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite:///")):
+        raise LedgerflowError(f"{DATABASE_ENV}: expected postgresql+asyncpg://USER@HOST:PORT/DATABASE (or "
+                              f"sqlite+aiosqlite:///PATH), got a URL starting {url.split('://')[0]!r}://")
+    return url
 
 
 class ProjectServer:
@@ -247,7 +263,8 @@ class ProjectServer:
     def environment(self, api_url: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(PREFECT_HOME=str(self.home),
-                   PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+                   PREFECT_SERVER_DATABASE_CONNECTION_URL=(self.settings.database_url
+                                                           or f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"),
                    PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_API_URL=api_url,
                    PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"))
         return env

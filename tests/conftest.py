@@ -126,16 +126,31 @@ def prefect_api(tmp_path_factory):
     """One project Prefect server per session (per xdist worker), through the same code as every
     command (runner.prefect_server): its state under a temp folder, on a free port it records (the
     next free one if another xdist worker took it meanwhile),
-    a generous start-up limit; stopped at the end of the session."""
+    a generous start-up limit; stopped at the end of the session. Its database is PostgreSQL when
+    that is reachable (as the README advises for several workers: the tests run two and three worker
+    processes at once, and Prefect's server on SQLite answers 503 when its database is locked)."""
     from runner.prefect_server import PrefectAPI, ServerSettings
     from tests.support.servers import free_port
+    database = f"ledgerflow_prefect_{uuid.uuid4().hex[:12]}" if _pg_available() else None
+    if database:
+        import psycopg
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+    pg_base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     settings = ServerSettings(tmp_path_factory.mktemp("prefect-project"), port=free_port(), port_fixed=False,
-                              startup_limit=float(os.environ.get("LEDGERFLOW_PREFECT_STARTUP_TIMEOUT", 600)))
-    api = PrefectAPI(settings).acquire(configured=False)
+                              startup_limit=float(os.environ.get("LEDGERFLOW_PREFECT_STARTUP_TIMEOUT", 600)),
+                              database_url=f"{pg_base}/{database}" if database else None)
     try:
-        yield api.url
+        api = PrefectAPI(settings).acquire(configured=False)
+        try:
+            yield api.url
+        finally:
+            api.release()
     finally:
-        api.release()
+        if database:
+            import psycopg
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture

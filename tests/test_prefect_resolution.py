@@ -153,6 +153,24 @@ def test_the_start_up_limit_setting_is_checked():
     assert (s.startup_limit, s.port, s.port_fixed) == (42.0, 4300, True)
 
 
+def test_the_projects_server_takes_its_database_from_the_environment_and_checks_it(monkeypatch):
+    """``LEDGERFLOW_PREFECT_DATABASE_URL`` (PostgreSQL for several workers) reaches the server it starts;
+    a URL Prefect's server cannot use is refused naming the variable, without echoing the URL."""
+    from runner.errors import LedgerflowError
+    from runner.prefect_server import ProjectServer, settings_for
+    app = type("A", (), {"project": type("P", (), {"raw": {}, "file": "ledgerflow.yaml",
+                                                   "state_dir": Path("/tmp/x")})()})()
+    assert "sqlite+aiosqlite:////tmp/x/prefect/" in ProjectServer(settings_for(app)).environment("u")[
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    monkeypatch.setenv("LEDGERFLOW_PREFECT_DATABASE_URL", "postgresql://u:secret@db/prefect")
+    with pytest.raises(LedgerflowError, match=r"LEDGERFLOW_PREFECT_DATABASE_URL: expected postgresql\+asyncpg://") as e:
+        settings_for(app)
+    assert "secret" not in str(e.value)
+    monkeypatch.setenv("LEDGERFLOW_PREFECT_DATABASE_URL", "postgresql+asyncpg://u@db/prefect")
+    env = ProjectServer(settings_for(app)).environment("u")
+    assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == "postgresql+asyncpg://u@db/prefect"
+
+
 def test_a_port_taken_between_the_check_and_the_bind_means_another_port(tmp_path, monkeypatch):
     """Two processes (xdist workers, say) may pick the same free port: the one that loses the bind
     starts on another port instead of failing."""

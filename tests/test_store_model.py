@@ -163,3 +163,32 @@ def test_the_import_scan_sees_relative_and_absolute_imports(tmp_path, monkeypatc
         "from ..store.tables import inbox\nfrom ..store import tables\nimport runner.store.tables\n"
         "from .store.tables import kv\n"))
     assert _store_table_imports(sample) == [f"runner/reconcile/_scan_sample.py:{n}" for n in (1, 2, 3)]
+
+
+@pytest.mark.postgres
+def test_a_transaction_left_open_by_a_stopped_process_does_not_hold_its_rows_forever(pg_url, monkeypatch):
+    """Claims skip locked rows (SKIP LOCKED); a process stopped mid-transaction (SIGSTOP) would keep
+    its rows locked, and so unclaimable, for as long as it stays stopped: PostgreSQL ends the session
+    after IDLE_IN_TRANSACTION, and the rows are claimed. A transaction that plans while it holds rows
+    asks for longer."""
+    from sqlalchemy import select
+
+    from runner.store import db
+    monkeypatch.setattr(db, "IDLE_IN_TRANSACTION", 1.0)
+    stalled, other = db.Store(pg_url), db.Store(pg_url)
+    try:
+        ids = [did for did, _ in stalled.add_deliveries([op(f"idle-{time.time()}-{n}") for n in range(3)])]
+        frozen = stalled.engine.connect()
+        frozen.begin()
+        frozen.execute(select(deliveries.c.id).where(deliveries.c.id.in_(ids)).with_for_update()).all()
+        assert other.claim("w-other", ids=ids) == []            # locked: skipped
+        time.sleep(2.5)                                          # the stopped process never comes back
+        assert sorted(r.id for r in other.claim("w-other", ids=ids)) == ids
+        frozen.invalidate()
+        with stalled.tx(idle_limit=600) as c:
+            assert c.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "10min"
+        with stalled.tx() as c:
+            assert c.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "1s"
+    finally:
+        stalled.close()
+        other.close()

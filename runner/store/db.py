@@ -80,7 +80,26 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+    @event.listens_for(engine, "connect")
+    def _session(dbapi_conn, _record):
+        # A process stopped mid-transaction (SIGSTOP, a frozen VM, a debugger) would keep its row locks
+        # for as long as it is stopped, and claims skip locked rows (SKIP LOCKED): its leases could
+        # never be taken over. PostgreSQL ends such a session after this long idle in a transaction.
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET idle_in_transaction_session_timeout = '{int(IDLE_IN_TRANSACTION * 1000)}ms'")
+        dbapi_conn.autocommit = autocommit
+
+    return engine
+
+
+# Seconds a PostgreSQL transaction may sit between statements before the server ends it (see
+# ``make_engine``): longer than any of ours does (an OAuth refresh under its row lock waits up to
+# 30 s for the token endpoint); a transaction that plans while it holds rows asks for more (``tx``).
+IDLE_IN_TRANSACTION = 60.0
 
 
 class Store:
@@ -95,12 +114,16 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
-    def tx(self, *, immediate: bool = False) -> Iterator[Connection]:
-        """A transaction; on SQLite ``immediate`` takes the write lock up front."""
+    def tx(self, *, immediate: bool = False, idle_limit: float | None = None) -> Iterator[Connection]:
+        """A transaction; on SQLite ``immediate`` takes the write lock up front. ``idle_limit``: seconds
+        this transaction may spend between statements (PostgreSQL; default ``IDLE_IN_TRANSACTION``),
+        for one that works (fetches, plans) while it holds rows."""
         with self.engine.connect() as conn:
             if immediate and self.dialect == "sqlite":
                 conn.info["begin_sql"] = "BEGIN IMMEDIATE"
             with conn.begin():
+                if idle_limit is not None and self.dialect == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = '{int(idle_limit * 1000)}ms'")
                 yield conn
 
     # ---- inbox -------------------------------------------------------------
