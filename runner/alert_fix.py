@@ -48,12 +48,8 @@ def field_of(error: str | None) -> str | None:
 
 def oauth_system(connector_type: str | None) -> str | None:
     """The ``ledgerflow connect`` system for a connector type (quickbooks-online, sage), if any."""
-    from connectors import registry
-    if hasattr(registry, "oauth_providers"):          # the connectors declare their systems
-        systems = {system: ctype for system, (ctype, _) in registry.oauth_providers().items()}
-    else:
-        from .commands.connect import PROVIDERS
-        systems = {system: p.connector_type for system, p in PROVIDERS.items()}
+    from connectors import registry                 # the connectors declare their systems
+    systems = {system: ctype for system, (ctype, _) in registry.oauth_providers().items()}
     return next((system for system, ctype in sorted(systems.items()) if ctype == connector_type), None)
 
 

@@ -132,7 +132,7 @@ class App:
                 if self._config is config:         # a hot reload in between wins
                     self._config = Config(config.project, flows, config.cache)
             if config.flows is not None and self._config.flows is flows:
-                from .reload import flow_changes
+                from .changes import flow_changes
                 changes = flow_changes(config.flows, flows)
                 if changes:
                     log.info("flows re-read: %s", "; ".join(changes))
@@ -172,7 +172,7 @@ class App:
         """Load and check the project file, every flow and mapping as ``ledgerflow validate`` does;
         swap the new version in only when it is clean (one log line names what changed, after
         ``reason``). A refused version changes nothing."""
-        from .reload import describe_changes, endpoint_problems, restart_problems
+        from .changes import describe_changes, endpoint_problems, restart_problems
         from .validate import check_project
         with self._lock:
             old = self._config
@@ -245,9 +245,6 @@ class App:
             return self._connectors[connection]
 
     def _new_connector(self, connection: str):
-        if connection == "(plan)":
-            from .replan import PlanConnector
-            return PlanConnector(self)
         from connectors import registry
         from connectors.base import Runtime
         project = self.project

@@ -11,7 +11,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from connectors.base import ErrorKind, Item, Outcome, TargetError
 
@@ -99,7 +99,7 @@ def deliver_group(app, connection: str, group: list[dict], *, worker: str,
                   r.get("created_at"))
              for r in group]
     try:
-        outcomes = app.connector(connection).deliver(items)
+        outcomes = _connector(app, connection).deliver(items)
     except TargetError as exc:
         outcomes = [Outcome.failed(i, exc) for i in items]
     except SecretError as exc:   # a missing credential: nothing to retry until someone fixes it
@@ -128,3 +128,12 @@ def deliver_group(app, connection: str, group: list[dict], *, worker: str,
     log.info("%s: %d operations, %d delivered, %d to retry, %d dead", connection, len(group), len(report.sent),
              len(report.retried), len(report.dead))
     return report
+
+
+def _connector(app: Any, connection: str) -> Any:
+    """The connection's connector; plan rows (``(plan)``) are run by runner/replan.py's PlanConnector."""
+    from .plan_rows import CONNECTION
+    if connection == CONNECTION:
+        from .replan import PlanConnector
+        return PlanConnector(app)
+    return app.connector(connection)

@@ -18,9 +18,9 @@ event that cannot be planned fails alone. Statuses:
 
 A flow with a ``reconcile:`` section (payout reconciliation) is not planned
 event by event: its payout.* events start a reconciliation of that payout
-(``runner.scheduled.run_scheduled``; inside a Prefect flow run when a Prefect
-API is configured, as under ``ledgerflow serve``, so its report artifacts show
-in the UI). The reconciler writes its own booking rows.
+(``runner.reconcile.trigger``; a flow run of its own, named after the payout,
+when a Prefect API is configured, as under ``ledgerflow serve``, so its report
+artifacts show in the UI). The reconciler writes its own booking rows.
 
 Delivering the rows (connectors, retries, the dead-letter queue) is the
 delivery loop's job; this module only writes them.
@@ -35,8 +35,8 @@ from typing import Any
 
 from . import jsonio
 from .errors import LedgerflowError
+from .plan_rows import PlanOperation, plan_key
 from .redact import personal_values, scrub
-from .replan import PlanOperation, plan_key
 from .services import PeriodicService
 from .store.plans import claim_events, delivery_row, insert_deliveries, mark_events, still_waiting
 
@@ -165,13 +165,10 @@ def prefetch(app: Any, rows: list[dict], events: list | None = None) -> int:
 
 
 def reconcile_payout(app: Any, flow: Any, event: dict) -> Any:
-    """Reconcile the payout an event names, with the reconciliation flow's policy."""
-    import os
-
-    from .scheduled import run_scheduled, scheduled_run
-    if os.environ.get("PREFECT_API_URL"):
-        return scheduled_run(flow_file=str(flow.path), project_file=str(app.project.path), params={"event": event})
-    return run_scheduled(app, flow, {"event": event})
+    """Reconcile the payout an event names, with the reconciliation flow's policy
+    (runner/reconcile/trigger.py: a flow run of its own when there is a Prefect API)."""
+    from .reconcile.trigger import reconcile_payout as run
+    return run(app, flow, event)
 
 
 CHUNK = 250     # events planned, then written in one transaction (a crash redoes at most this many)

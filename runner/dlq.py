@@ -155,7 +155,7 @@ class RetryingReplan:
 
 
 def _retrying_skip(row: Delivery) -> str | None:
-    from .replan import TYPE as PLAN_TYPE
+    from .plan_rows import TYPE as PLAN_TYPE
     if row.connector_type == PLAN_TYPE:
         return "a plan row: it plans with the current files at its next attempt"
     if row.target_ref:

@@ -161,26 +161,26 @@ class OpenExchangeRatesProvider:
 
 
 class CachedProvider:
-    """A provider whose rates are kept in the store's ``fx_rates`` table (one row per
-    source, pair and requested date), so a rate is fetched once and reports repeat."""
+    """A provider whose rates are kept in a cache (the store's ``fx_rates`` table through
+    ``runner.store.fx_rates.RateCache``: one row per source, pair and requested date), so a rate is
+    fetched once and reports repeat. ``cache``: ``cached(source, base, quote, day)`` and
+    ``remember(source, base, quote, day, text)``."""
 
-    def __init__(self, inner: FxProvider, store):
+    def __init__(self, inner: FxProvider, cache):
         self.inner = inner
-        self.store = store
+        self.cache = cache
         self.name = inner.name
 
     def rate(self, base: str, quote: str, on: date) -> Rate:
-        from .store import fx_rates
-
         base, quote = base.upper(), quote.upper()
         if base == quote:
             return Rate(base, quote, Decimal(1), self.name, on.isoformat())
-        stored = fx_rates.cached(self.store, self.name, base, quote, on.isoformat())
+        stored = self.cache.cached(self.name, base, quote, on.isoformat())
         if stored is not None:
             value, _, used = stored.partition("@")
             return Rate(base, quote, Decimal(value), self.name, used or on.isoformat())
         r = self.inner.rate(base, quote, on)
-        fx_rates.remember(self.store, self.name, base, quote, on.isoformat(), f"{format(r.rate, 'f')}@{r.date}")
+        self.cache.remember(self.name, base, quote, on.isoformat(), f"{format(r.rate, 'f')}@{r.date}")
         return r
 
 
@@ -222,9 +222,9 @@ def stripe_rate(balance_transaction: Mapping, source: Mapping | None = None) -> 
                 when.isoformat())
 
 
-def provider(name: str, settings: Mapping, *, store=None, environ: Mapping[str, str] | None = None,
+def provider(name: str, settings: Mapping, *, cache=None, environ: Mapping[str, str] | None = None,
              base_url: str | None = None) -> FxProvider:
-    """The named provider; with a ``store``, its rates are cached in ``fx_rates``."""
+    """The named provider; with a ``cache`` (``CachedProvider``), its rates are kept there."""
     import os
 
     if name == "fixed":
@@ -242,16 +242,16 @@ def provider(name: str, settings: Mapping, *, store=None, environ: Mapping[str, 
                       "for other conversions choose ecb, openexchangerates or fixed")
     else:
         raise FxError(f"unknown FX provider {name!r} (known: fixed, ecb, openexchangerates, stripe)")
-    return CachedProvider(p, store) if store is not None else p
+    return CachedProvider(p, cache) if cache is not None else p
 
 
-def rate_chain(name: str, settings: Mapping, fixed: Mapping[str, str], *, store=None,
+def rate_chain(name: str, settings: Mapping, fixed: Mapping[str, str], *, cache=None,
                base_url: str | None = None) -> "ChainProvider":
-    """The named provider (cached in the store), then fixed rates for what it lacks (pegs the ECB
+    """The named provider (kept in ``cache``), then fixed rates for what it lacks (pegs the ECB
     has not, e.g. BHD). ``fixed`` and ``stripe`` name no provider of their own: only the fixed rates."""
     chain: list[FxProvider] = []
     if name not in ("fixed", "stripe"):
-        chain.append(provider(name, settings, store=store, base_url=base_url))
+        chain.append(provider(name, settings, cache=cache, base_url=base_url))
     chain.append(FixedProvider(fixed))
     return ChainProvider(chain)
 

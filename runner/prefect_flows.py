@@ -45,7 +45,7 @@ from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from .app import App
+from .apps import app_for
 from .delivery import BatchReport, claimed_rows, deliver_group
 from .limits import call_size, target_limits
 
@@ -57,22 +57,8 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-_APPS: dict[str | None, App] = {}
 _RESULTS: dict[str, dict] = {}         # flow run id -> what the run did, for the caller in this process
-
-
-def register_app(app: App) -> str | None:
-    """Let flows in this process use an already loaded App (the worker's)."""
-    key = str(app.project.path) if app.project.path else None
-    _APPS[key] = app
-    return key
-
-
-def _app(project_file: str | None) -> App:
-    if project_file not in _APPS:
-        from .spec import load_project
-        _APPS[project_file] = App(load_project(project_file))
-    return _APPS[project_file]
+_app = app_for
 
 
 # ---- ledgerflow's log lines in the run's logs ------------------------------------------------
@@ -145,7 +131,7 @@ def _chunks(rows: list[dict], size: int) -> list[list[dict]]:
 def _alert_failed_run(flow_, run, state) -> None:
     """Prefect hook: a failed or crashed delivery/scheduled run becomes a Slack alert
     (a run failed for its dead letters has had its dead-letter alert already)."""
-    if state.name == DEAD_LETTERS:
+    if state.name in (DEAD_LETTERS, "Exceptions"):     # alerted already (dead letters; the reconciliation's summary)
         return
     try:
         from .alerts import alert_flow_run_failed

@@ -6,7 +6,8 @@ yet, a mapping error, a movement the flow cannot book), the dispatcher writes a
 event, keyed ``plan:<flow>:<event id>``. The other flows' rows for the event are
 written as usual; nothing waits for the broken flow.
 
-The delivery loop treats plan rows like any other delivery: :class:`PlanConnector`
+The rows themselves (their key, their operation) are runner/plan_rows.py's, which the
+dispatcher writes. The delivery loop treats plan rows like any other delivery: :class:`PlanConnector`
 plans the stored event again with the current flow files and writes the
 operations' rows; a transient failure (Stripe unreachable, rate limited) is
 retried with the flow's backoff; anything else is dead-lettered with its
@@ -22,36 +23,7 @@ from connectors.base import ErrorKind, Item, Outcome, TargetError
 
 from . import jsonio
 from .errors import LedgerflowError
-
-CONNECTION = "(plan)"
-TYPE = "plan"
-ROUTE = "(plan)"
-
-
-def plan_key(flow: str, event_id: str) -> str:
-    return f"plan:{flow}:{event_id}"
-
-
-class PlanOperation:
-    """The plan row for (flow, event) as an operation for ``Store.add_deliveries``."""
-
-    def __init__(self, flow: Any, event_id: str, error: str):
-        self.flow = flow.name
-        self.flow_file = flow.file
-        self.route = ROUTE
-        self.connection = CONNECTION
-        self.connector_type = TYPE
-        self.action = "plan"
-        self.idempotency_key = plan_key(flow.name, event_id)
-        self.event_id = event_id
-        self.payload = {"flow": flow.name, "event_id": event_id, "first_error": error}
-        self.max_attempts = flow.retry.attempts
-        self.retry_policy = flow.retry.as_json()
-        self.posting = None
-
-
-def transient(exc: BaseException) -> bool:
-    return bool(getattr(exc, "transient", False))
+from .plan_rows import CONNECTION, ROUTE, TYPE, PlanOperation, plan_key, transient  # noqa: F401 - re-exported
 
 
 class PlanConnector:

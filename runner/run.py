@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,7 +42,11 @@ class RunResult:
         return out
 
 
-def run_event(app: App, flow: Flow, event: dict, raw: str, *, source: str = "cli") -> RunResult:
+def run_event(app: App, flow: Flow, event: dict, raw: str, *, source: str = "cli",
+              prefect_api: Callable[[], AbstractContextManager] = nullcontext) -> RunResult:
+    """Plan ``event`` with ``flow`` and deliver what it plans in a Prefect flow run, inside
+    ``prefect_api()`` (the caller's choice of Prefect API; entered only when there is something to
+    deliver, so a filtered event starts no server)."""
     store = app.store
     store.add_event(event, raw, source)
     ops = app.plan_event(event, flow)
@@ -50,8 +56,7 @@ def run_event(app: App, flow: Flow, event: dict, raw: str, *, source: str = "cli
     todo = [did for did, _ in ids if store.delivery(did).state in ("pending", "retrying")]
     if todo:
         from .prefect_flows import deliver_batch
-        from .prefect_server import project_api
-        with project_api(app):
+        with prefect_api():
             deliver_batch(project_file=str(app.project.path), delivery_ids=todo, limit=len(todo))
     result.new = [did for did in todo if store.delivery(did).state == "sent"]
     result.rows = [store.delivery(did) for did, _ in ids]

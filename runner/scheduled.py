@@ -20,6 +20,7 @@ from typing import Any
 from prefect import flow
 
 from .prefect_flows import _alert_failed_run, _app
+from .reconcile.trigger import exceptions_state, reconcile_outcome
 
 
 def run_scheduled(app, flow_, params: dict[str, Any]) -> dict[str, Any]:
@@ -28,9 +29,7 @@ def run_scheduled(app, flow_, params: dict[str, Any]) -> dict[str, Any]:
     if flow_.raw.get("reconcile") is not None:
         from . import reconcile  # the reconciliation engine, loaded only when needed
         report = reconcile.run_from_flow(app, flow_, params)
-        summary = getattr(report, "summary", None)
-        return {"kind": "reconcile", "flow": flow_.name,
-                "summary": summary() if callable(summary) else str(report)}
+        return {"kind": "reconcile", "flow": flow_.name, **reconcile_outcome(report)}
     out: dict[str, Any] = {"kind": "deliver", "flow": flow_.name}
     if app.project.raw.get("stripe"):
         from . import catchup
@@ -54,4 +53,5 @@ def scheduled_run(flow_file: str, since: str | None = None, until: str | None = 
     """Run one ledgerflow flow on its schedule, or by hand for a date range (since/until: YYYY-MM-DD)."""
     app = _app(project_file)
     flow_ = app.flow(flow_file)
-    return run_scheduled(app, flow_, {**(params or {}), "since": since, "until": until})
+    out = run_scheduled(app, flow_, {**(params or {}), "since": since, "until": until})
+    return exceptions_state(out) or out

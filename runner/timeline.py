@@ -22,8 +22,8 @@ from typing import Any, Iterable
 
 from . import jsonio
 from .errors import LedgerflowError
+from .plan_rows import CONNECTION as PLAN_CONNECTION
 from .redact import redact_payload
-from .replan import CONNECTION as PLAN_CONNECTION
 
 AMOUNT_FIELDS = ("amount", "amount_total", "amount_paid", "amount_due", "net")
 DAYS = re.compile(r"^(\d+)d$")

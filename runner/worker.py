@@ -63,7 +63,7 @@ def push_types() -> list[str]:
     """Connector types the delivery loop sends to, plan rows included (runner/replan.py)."""
     from connectors import registry
 
-    from .replan import TYPE as PLAN
+    from .plan_rows import TYPE as PLAN
     return [t for t in registry.known_types() if not registry.is_pull(t)] + [PLAN]
 
 
@@ -73,7 +73,8 @@ class DeliveryLoop:
     def __init__(self, app: App, settings: LoopSettings | None = None, worker: str | None = None, *,
                  dispatch: bool = False):
         """``dispatch`` is ignored: planning is the dispatcher service's (runner/dispatch.py)."""
-        from .prefect_flows import attach_run_logs, register_app, worker_id
+        from .apps import register_app
+        from .prefect_flows import attach_run_logs, worker_id
         self.app = app
         self.settings = settings or LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100)))
         self.worker = worker or worker_id()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -86,11 +85,9 @@ def test_reconcile_flows_run_the_reconciliation_with_the_date_range(project, mon
     from runner.scheduled import run_scheduled
     write(project.parent, "flows/nightly-recon.yaml", RECONCILE)
     calls = []
-    fake = types.ModuleType("runner.reconcile")
-    fake.run_from_flow = lambda app, flow, params: calls.append((flow.name, params)) or "2 payouts reconciled"
-    monkeypatch.setitem(sys.modules, "runner.reconcile", fake)
-    import runner
-    monkeypatch.setattr(runner, "reconcile", fake, raising=False)
+    import runner.reconcile
+    monkeypatch.setattr(runner.reconcile, "run_from_flow",
+                        lambda app, flow, params: calls.append((flow.name, params)) or "2 payouts reconciled")
     app = load_app(project)
     out = run_scheduled(app, app.flow("nightly-recon"), {"since": "2026-01-01", "until": None, "lookback_days": 3})
     assert calls == [("nightly-recon", {"since": "2026-01-01", "lookback_days": 3})]
@@ -102,11 +99,39 @@ def test_default_scheduled_run_delivers_what_is_due(prefect_api, project, target
     from runner.scheduled import scheduled_run
     app = load_app(project)
     ids = plan_charges(app, 3)
-    from runner import prefect_flows
-    prefect_flows._APPS.pop(str(project), None)
+    from runner import apps
+    apps._APPS.pop(str(project), None)
     out = scheduled_run(flow_file=str(project.parent / "flows/nightly-ledger.yaml"), project_file=str(project))
     assert out["kind"] == "deliver" and out["delivered"] == 3
     assert [app.store.delivery(i)["state"] for i in ids] == ["sent"] * 3 and target.created == 3
+
+
+@pytest.mark.prefect
+def test_a_reconciliation_with_exceptions_ends_failed_named_exceptions_without_a_run_failed_alert(
+        prefect_api, project, monkeypatch):
+    """Honest runs: a reconciliation that left exceptions is not a green Completed; its own report
+    (artifacts, Slack summary) tells what to fix, so no second "Flow run failed" alert is sent."""
+    slack = SlackStandIn()
+    with serve_app(slack.app) as srv:
+        monkeypatch.setenv("TEST_SLACK_WEBHOOK", srv.url + WEBHOOK_PATH)
+        project.write_text(project.read_text() + "slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n")
+        write(project.parent, "flows/nightly-recon.yaml", RECONCILE)
+        report = types.SimpleNamespace(exceptions=[("po_1", "missing"), ("po_1", "amount")], transactions=27,
+                                       reconciled_share="92.59")
+        import runner.reconcile
+        monkeypatch.setattr(runner.reconcile, "run_from_flow", lambda app, flow, params: report)
+        from runner import apps
+        from runner.scheduled import scheduled_run
+        apps._APPS.pop(str(project), None)
+        state = scheduled_run(flow_file=str(project.parent / "flows/nightly-recon.yaml"), project_file=str(project),
+                              return_state=True)
+        assert state.is_failed() and state.name == "Exceptions"
+        assert "2 exception(s) in 27 transaction(s)" in state.message
+        report.exceptions = []
+        state = scheduled_run(flow_file=str(project.parent / "flows/nightly-recon.yaml"), project_file=str(project),
+                              return_state=True)
+        assert state.is_completed() and state.result()["exceptions"] == 0
+    assert slack.messages == []
 
 
 @pytest.mark.prefect
@@ -119,14 +144,11 @@ def test_a_failed_scheduled_run_sends_a_slack_alert(prefect_api, project, target
 
         def broken(app, flow, params):
             raise RuntimeError("Stripe API unreachable for customer jane@example.com")
-        fake = types.ModuleType("runner.reconcile")
-        fake.run_from_flow = broken
-        monkeypatch.setitem(sys.modules, "runner.reconcile", fake)
-        import runner
-        monkeypatch.setattr(runner, "reconcile", fake, raising=False)
-        from runner import prefect_flows
+        import runner.reconcile
+        monkeypatch.setattr(runner.reconcile, "run_from_flow", broken)
+        from runner import apps
         from runner.scheduled import scheduled_run
-        prefect_flows._APPS.pop(str(project), None)
+        apps._APPS.pop(str(project), None)
         state = scheduled_run(flow_file=str(project.parent / "flows/nightly-recon.yaml"), project_file=str(project),
                               return_state=True)
         assert state.is_failed()

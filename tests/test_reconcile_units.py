@@ -17,6 +17,7 @@ from runner.fx import CachedProvider, FxError, OpenExchangeRatesProvider, Rate, 
 from runner.money import from_minor
 from runner.reconcile.journal import Totals, clearing_lines, convert_lines, summary_lines
 from runner.reconcile.policy import Policy, PolicyError, load_policy
+from runner.store.fx_rates import RateCache
 from tests.support.servers import serve_app
 
 CATEGORIES = ["charge", "refund", "dispute", "dispute_reversal", "fee", "other_adjustment", "transfer",
@@ -95,13 +96,13 @@ def _oxr_app(calls):
 def test_open_exchange_rates_through_the_store_cache(store):
     calls: list[str] = []
     with serve_app(_oxr_app(calls)) as srv:
-        p = provider("openexchangerates", {}, store=store, environ={"OPENEXCHANGERATES_APP_ID": "oxr-test-id"},
+        p = provider("openexchangerates", {}, cache=RateCache(store), environ={"OPENEXCHANGERATES_APP_ID": "oxr-test-id"},
                      base_url=srv.url + "/api")
         assert isinstance(p, CachedProvider)
         r = p.rate("EUR", "JPY", date(2026, 1, 2))
         assert r.rate == (Decimal("157.2") / Decimal("0.925")).quantize(Decimal("1e-10"))
         assert (r.source, r.date) == ("openexchangerates", "2026-01-02")
-        again = provider("openexchangerates", {}, store=store, environ={"OPENEXCHANGERATES_APP_ID": "oxr-test-id"},
+        again = provider("openexchangerates", {}, cache=RateCache(store), environ={"OPENEXCHANGERATES_APP_ID": "oxr-test-id"},
                          base_url=srv.url + "/api").rate("EUR", "JPY", date(2026, 1, 2))
         assert again.rate == r.rate and calls == ["2026-01-02"]          # the second came from fx_rates
         bad = OpenExchangeRatesProvider("wrong", srv.url + "/api")

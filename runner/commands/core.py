@@ -68,7 +68,9 @@ def cmd_preview(args) -> int:
 def cmd_run(args) -> int:
     from ..run import run_event
     app, flow, event, raw = _plan_one(args)
-    result = run_event(app, flow, event, raw, source=f"cli:{Path(args.event).name}")
+    from ..prefect_server import project_api
+    result = run_event(app, flow, event, raw, source=f"cli:{Path(args.event).name}",
+                       prefect_api=lambda: project_api(app))
     for line in result.lines():
         print(line)
     return 0 if not result.dead else 1

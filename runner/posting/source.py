@@ -70,8 +70,10 @@ class PostingSource:
 
 def _rate_provider(app: Any):
     from ..fx import rate_chain
+    from ..store.fx_rates import RateCache
     settings = app.project.settings
-    return rate_chain(settings.get("fx_provider", "ecb"), settings, settings.get("fx_rates") or {}, store=app.store)
+    return rate_chain(settings.get("fx_provider", "ecb"), settings, settings.get("fx_rates") or {},
+                      cache=RateCache(app.store))
 
 
 class LazyPosting:

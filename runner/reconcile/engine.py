@@ -23,6 +23,7 @@ from ..posting.build import build_posting
 from ..posting.events import MOVEMENTS
 from ..posting.model import PostingError
 from ..store import recon
+from ..store.fx_rates import RateCache
 from .booked import bookings_for, postings_for
 from .classify import (
     BOOKED_LATE,
@@ -92,7 +93,8 @@ class RunReport:
 
 
 def rate_provider(policy: Policy, settings: dict, store) -> ChainProvider:
-    return rate_chain(policy.fx_provider, settings, policy.fx_rates, store=store, base_url=policy.fx_base_url)
+    return rate_chain(policy.fx_provider, settings, policy.fx_rates, cache=RateCache(store) if store is not None else None,
+                      base_url=policy.fx_base_url)
 
 
 class Reconciler:

@@ -79,7 +79,8 @@ def slack_summary(app, report: RunReport, flow_name: str) -> bool:
     if not report.exceptions:
         return False
     try:
-        from ..alerts import _channel_for, post_message, slack_config
+        from ..slack import channel_for as _channel_for
+        from ..slack import post_message, slack_config
     except ImportError:
         return False
     if slack_config(app) is None:

@@ -26,3 +26,17 @@ def remember(store: Store, source: str, base: str, quote: str, day: str, rate: s
     with store.tx() as c:
         c.execute(_insert(store.engine, fx_rates).values(source=source, base=base, quote=quote, rate_date=day,
                                                          rate=rate, fetched_at=time.time()).on_conflict_do_nothing())
+
+
+class RateCache:
+    """The cache runner/fx.py's ``CachedProvider`` is given (fx stays below the store: it knows only
+    ``cached``/``remember`` with the store bound)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def cached(self, source: str, base: str, quote: str, day: str) -> str | None:
+        return cached(self.store, source, base, quote, day)
+
+    def remember(self, source: str, base: str, quote: str, day: str, rate: str) -> None:
+        remember(self.store, source, base, quote, day, rate)
