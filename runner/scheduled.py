@@ -39,8 +39,7 @@ def run_scheduled(app, flow_, params: dict[str, Any]) -> dict[str, Any]:
     from .dispatch import dispatch_pending
     from .worker import DeliveryLoop, LoopSettings
     out["dispatched"] = dispatch_pending(app, 10_000).dispatched
-    loop = DeliveryLoop(app, LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100))),
-                        dispatch=False)
+    loop = DeliveryLoop(app, LoopSettings(batch_size=int(app.project.settings.get("batch_size", 100))))
     loop.run(until_idle=True)
     out["batches"], out["delivered"] = loop.batches, loop.delivered
     return out

@@ -252,7 +252,6 @@ class Flow:
     description: str
     stripe_types: list[str]
     schedule: dict[str, Any] | None
-    manual: bool
     filter: Compiled | None
     lookups: list[Lookup]
     routes: list[Route]
@@ -431,6 +430,8 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
     schedule = trigger.get("schedule")
     if schedule:
         problems.extend(_schedule_problems(doc, schedule))
+    if "manual" in trigger:
+        problems.append(doc.problem(("trigger", "manual"), MANUAL_REMOVED))
     if check_names:     # fields Stripe's objects (and the posting) do not have
         from .stripe_fields import flow_problems
         problems.extend(flow_problems(doc, data, routes))
@@ -439,7 +440,7 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
         raise SpecError(problems)
     return Flow(name=data["name"], file=doc.file, doc=doc, description=data.get("description", ""),
                 stripe_types=list(trigger.get("stripe", [])), schedule=schedule,
-                manual=bool(trigger.get("manual", False)), filter=flt, lookups=lookups, routes=routes,
+                filter=flt, lookups=lookups, routes=routes,
                 retry=retry, alert=dict(data.get("alert") or {}), vars={**project.vars, **(data.get("vars") or {})},
                 raw=data, path=p.resolve(), reads_posting=bool(read & {"posting", "doc"}))
 
@@ -488,6 +489,11 @@ def _load_route_mapping(value: Any, doc: Document, rp: tuple, project: Project, 
         raise SpecError([doc.problem(rp + ("mapping",), f"{field_name(rp + ('mapping',))}: mapping file "
                                                         f"{value!r} not found (paths are relative to {project.dir})")])
     return MAPPINGS.get(path, _display(path), env)
+
+
+MANUAL_REMOVED = ("trigger.manual: this setting did nothing and is no longer accepted; any flow can be run by hand "
+                  "(`ledgerflow run FLOW --event FILE`; a scheduled flow from its deployment's Run button in the "
+                  "Prefect UI, or `ledgerflow reconcile payouts` for a reconciliation): delete the line")
 
 
 def _schedule_problems(doc: Document, schedule: dict) -> list[Problem]:

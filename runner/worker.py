@@ -70,9 +70,8 @@ def push_types() -> list[str]:
 class DeliveryLoop:
     """start()/stop() service for ``ledgerflow serve``; ``run()`` for ``ledgerflow worker``."""
 
-    def __init__(self, app: App, settings: LoopSettings | None = None, worker: str | None = None, *,
-                 dispatch: bool = False):
-        """``dispatch`` is ignored: planning is the dispatcher service's (runner/dispatch.py)."""
+    def __init__(self, app: App, settings: LoopSettings | None = None, worker: str | None = None):
+        """Delivery only: planning is the dispatcher service's (runner/dispatch.py)."""
         from .apps import register_app
         from .prefect_flows import attach_run_logs, worker_id
         self.app = app

@@ -148,7 +148,7 @@ def test_delivery_flow_run_alerts_on_dead_letters(prefect_api, app, target, slac
     from runner.worker import DeliveryLoop, LoopSettings
     ids = plan_charges(app, 2)
     target.fail(app.store.delivery(ids[0])["idempotency_key"], "400")
-    DeliveryLoop(app, LoopSettings(batch_size=10), worker="w", dispatch=False).run(until_idle=True)
+    DeliveryLoop(app, LoopSettings(batch_size=10), worker="w").run(until_idle=True)
     (msg,) = slack.messages
     run_id = app.store.attempts_of(ids[0])[0]["flow_run_id"]
     assert f"/runs/flow-run/{run_id}" in json.dumps(msg["blocks"])

@@ -56,7 +56,7 @@ def test_max_in_flight_holds_across_two_workers(prefect_api, tmp_path, monkeypat
         ids = plan_charges(app, 16)
         ensure_limits(app)
         ensure_limits(app)                         # idempotent: a restart re-applies the same limits
-        loops = [DeliveryLoop(app, LoopSettings(batch_size=2, concurrency=2), worker=w, dispatch=False)
+        loops = [DeliveryLoop(app, LoopSettings(batch_size=2, concurrency=2), worker=w)
                  for w in ("worker-a", "worker-b")]
         threads = [threading.Thread(target=lp.run, kwargs={"until_idle": True}) for lp in loops]
         for t in threads:

@@ -346,7 +346,7 @@ def test_the_serve_delivery_loop_claims_plan_rows(make_project):
     dispatch_pending(app)
     [plan] = rows_for(app, eid)
     assert plan["connection"] == "(plan)"
-    loop = DeliveryLoop(app, dispatch=False, worker="w-test")
+    loop = DeliveryLoop(app, worker="w-test")
     assert plan["id"] in loop.claim()
 
 

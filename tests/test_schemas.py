@@ -32,7 +32,7 @@ def test_generated_validator_is_fresh(path):
 
 def test_fast_and_explaining_paths_agree():
     schema = json.loads((ROOT / "runner" / "schema" / "flow.schema.json").read_text())
-    good = {"name": "x", "trigger": {"manual": True}, "routes": [{"name": "r", "target": "t", "action": "a",
+    good = {"name": "x", "trigger": {"stripe": ["charge.succeeded"]}, "routes": [{"name": "r", "target": "t", "action": "a",
                                                                    "mapping": "m.yaml"}]}
     assert schemacheck.errors(schema, good) == []
     bad = dict(good, retry={"attempts": 0})

@@ -166,6 +166,15 @@ def test_bad_cron_and_timezone(proj):
     assert any("trigger.schedule.cron" in p for p in out) and any("unknown time zone 'Mars/Base'" in p for p in out)
 
 
+def test_the_removed_manual_trigger_is_refused_where_it_is_saying_what_to_do(proj):
+    """``trigger.manual`` never did anything (any flow runs by hand): validate names its line and
+    says to delete it, rather than accepting a setting that promises something."""
+    flow = GOOD_FLOW.replace('trigger: {stripe: ["charge.*"]}', 'trigger:\n  stripe: ["charge.*"]\n  manual: true')
+    (problem,) = problems_of(proj, flow)
+    assert problem.startswith("flows/f.yaml:4:11: trigger.manual:") and "delete the line" in problem
+    assert "ledgerflow run FLOW" in problem
+
+
 def test_loop_form_must_be_complete(proj):
     mapping = GOOD_MAPPING.replace('Amount: "{{ charge.amount | money(charge.currency) }}"',
                                    'Amount: "1"\nLines:\n  - $for: x in charge.items\n')

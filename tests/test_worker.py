@@ -110,7 +110,7 @@ def test_loop_never_claims_pull_based_connector_types(target, tmp_path, store_ur
     app = load_app(http_project(tmp_path / "p", target.url))
     pushed = plan_charges(app, 2)
     app.store.add_deliveries([Operation("f", "r", "qbd", "pulled", "row", "pull-1", {"a": 1}, event_id="evt_x")])
-    loop = DeliveryLoop(app, LoopSettings(batch_size=10), worker="w1", dispatch=False)
+    loop = DeliveryLoop(app, LoopSettings(batch_size=10), worker="w1")
     assert sorted(loop.claim()) == sorted(pushed)
     assert app.store.delivery_by_key("pull-1")["state"] == "pending"
 
