@@ -28,9 +28,10 @@ def main(n: int) -> int:
     import os
 
     os.environ["LEDGERFLOW_TOKEN_KEY"] = Fernet.generate_key().decode()
-    from connectors.base import Item, Runtime
+    from connectors.base import Item
     from connectors.oauth import TokenSet, TokenStore
     from connectors.quickbooks_online.connector import QuickBooksOnlineConnector
+    from runner.connector_runtime import connector_runtime
     from runner.secrets import SecretResolver
     from runner.store import open_store
     from tests.qbo_support import REALM, seed_company
@@ -44,13 +45,13 @@ def main(n: int) -> int:
     store = open_store(f"sqlite:///{tmp}/store.db")
     ts = TokenSet.from_response(standin.connect(REALM))
     ts.extra["realm_id"] = REALM
-    TokenStore(store).write("quickbooks_online", ts)
     env = {"QBO_ID": standin.authority.client_id, "QBO_SECRET": standin.authority.client_secret}
+    runtime = connector_runtime(tmp, {"home_currency": "USD"}, SecretResolver(env), store)
+    TokenStore(runtime.tokens).write("quickbooks_online", ts)
     with serve_app(standin.app()) as srv:
         cfg = {"type": "quickbooks_online", "base_url": srv.url, "token_url": srv.url + "/oauth2/v1/tokens/bearer",
                "client_id": {"env": "QBO_ID"}, "client_secret": {"env": "QBO_SECRET"}}
-        connector = QuickBooksOnlineConnector("quickbooks_online", cfg, Runtime(
-            project_dir=tmp, settings={"home_currency": "USD"}, secrets=SecretResolver(env), store=store))
+        connector = QuickBooksOnlineConnector("quickbooks_online", cfg, runtime)
         items = [Item(i, f"qbo-charge:ch_bench{i:07d}", "sales_receipt", {
             "DocNumber": f"b{i:07d}", "TxnDate": "2024-05-01", "CustomerRef": {"name": "Stripe Customers"},
             "DepositToAccountRef": {"name": "Stripe Clearing"},

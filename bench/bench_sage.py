@@ -28,9 +28,10 @@ def main() -> None:
     args = ap.parse_args()
     from cryptography.fernet import Fernet
 
-    from connectors.base import Item, Runtime
+    from connectors.base import Item
     from connectors.oauth import TokenSet
     from connectors.sage.connector import SageConnector
+    from runner.connector_runtime import connector_runtime
     from runner.secrets import SecretResolver
     from runner.store import open_store
     from tests.standins.sage import SageStandIn, connection_config
@@ -42,7 +43,7 @@ def main() -> None:
         store = open_store(f"sqlite:///{tmp}/store.db")
         env = {"SAGE_CLIENT_ID": standin.client_id, "SAGE_CLIENT_SECRET": standin.client_secret}
         conn = SageConnector("sage", connection_config(server.url, business_id=standin.business_id),
-                             Runtime(project_dir=tmp, settings={}, secrets=SecretResolver(env), store=store))
+                             connector_runtime(tmp, {}, SecretResolver(env), store))
         conn.client.session.save(TokenSet.from_response(standin.seed_tokens()))
         items = [Item(i, f"sage:charge:ch_{i:06d}", "sales_invoice_payment", {
             "date": f"2026-03-{1 + i % 28:02d}", "contact": {"name": f"Customer {i % (args.n // 10 + 1)}",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import enum
 from collections import abc
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, Callable, ClassVar, Mapping
 
 
@@ -95,34 +94,89 @@ class Connector:
         pass
 
 
+class LedgerflowError(Exception):
+    """Base class: the message is meant for the person running ledgerflow (a connection's
+    configuration is wrong, say). ``runner.errors.LedgerflowError`` is this class, so the CLI
+    reports a connector's errors like its own."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit for ``Runtime.limiter``: at most ``rate`` requests started in any sliding
+    ``per``-second window under ``key``, at most ``concurrency`` in flight."""
+
+    key: str
+    rate: int | None = None          # requests per window; None: no rate limit
+    per: float = 60.0                # window, seconds
+    concurrency: int | None = None   # requests in flight; None: unlimited
+    lease: float = 120.0             # how long an unreleased slot holds a concurrency place
+
+
+class RateLimitTimeout(LedgerflowError):
+    """``Runtime.limiter.acquire`` would have to wait longer than ``max_wait``."""
+
+    def __init__(self, keys: list[str], wait: float):
+        self.wait = wait
+        super().__init__(f"rate limit for {', '.join(keys)} would need a wait of {wait:.1f} s")
+
+
+@dataclass(frozen=True)
+class StoreServices:
+    """What the runner builds over its store for connectors (runner/connector_runtime.py):
+    ``cache`` (get/entry/put/put_new/delete by namespace and key), ``limiter``
+    (acquire/release/block/slot over ``Limit``s), ``tokens`` (the OAuth token rows:
+    locked/read/write/delete of ciphertext and version) and ``qbwc`` (the Web Connector's
+    queue: its sessions and requests, claims of deliveries, outcomes recorded)."""
+
+    cache: Any = None
+    limiter: Any = None
+    tokens: Any = None
+    qbwc: Any = None
+
+
+_services_factory: Callable[[Any], StoreServices] | None = None
+
+
+def provide_store_services(factory: Callable[[Any], StoreServices]) -> None:
+    """The runner says how it builds ``StoreServices`` over a store of its own
+    (runner/connector_runtime.py does, on import)."""
+    global _services_factory
+    _services_factory = factory
+
+
+def store_services(store: Any) -> StoreServices:
+    """The runner's services over ``store``: for the few entry points the runner hands its raw
+    store (``ledgerflow connect``, ``ledgerflow qbwc``, the /qbwc mount, older callers)."""
+    if _services_factory is None:
+        raise RuntimeError("no store services: import runner.connector_runtime first (it provides them)")
+    return _services_factory(store)
+
+
 @dataclass
 class Runtime:
     """What a connector may use from the runner, and nothing else (connectors/CONTRACT.md):
     the project's ``settings`` and folder, ``secrets`` (a resolver of secret references),
     ``cache`` (a key/value cache shared by every worker), ``limiter`` (the store-backed rate
-    limiter shared by every worker) and the ``store`` for the OAuth token store.
-    ``cache`` and ``limiter`` are None without a store (a connector then keeps look-ups in memory)."""
+    limiter shared by every worker), ``tokens`` (the OAuth token rows, for connectors.oauth)
+    and ``qbwc`` (the Web Connector's queue), each injected by the runner (``StoreServices``).
+    All are None without a store (a connector then keeps look-ups in memory). ``store``, when
+    given instead, is turned into those services and not kept."""
 
     project_dir: Any
     settings: Mapping[str, Any]
     secrets: Any = None          # runner.secrets.SecretResolver
-    store: Any = None            # runner.store.Store: for connectors.oauth's token store
+    cache: Any = None
+    limiter: Any = None
+    tokens: Any = None
+    qbwc: Any = None
+    store: InitVar[Any] = None
 
-    @cached_property
-    def cache(self) -> Any:
-        """runner.store.kvcache.KeyValueCache: get/entry/put/put_new/delete by namespace and key."""
-        if self.store is None:
-            return None
-        from runner.store.kvcache import KeyValueCache
-        return KeyValueCache(self.store)
-
-    @cached_property
-    def limiter(self) -> Any:
-        """runner.ratelimit.RateLimiter over the store."""
-        if self.store is None:
-            return None
-        from runner.ratelimit import RateLimiter
-        return RateLimiter(self.store)
+    def __post_init__(self, store: Any) -> None:
+        if store is not None:
+            services = store_services(store)
+            for name in ("cache", "limiter", "tokens", "qbwc"):
+                if getattr(self, name) is None:
+                    setattr(self, name, getattr(services, name))
 
 
 def decimal_sum(values: list[Any]) -> Decimal:

@@ -16,9 +16,12 @@ disagreed: an HTTP-date Retry-After gave 119 s in two and nothing in the others.
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
+from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]  # as json.dumps(ensure_ascii=False)
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .base import ErrorKind, TargetError
@@ -88,16 +91,39 @@ def classify_response(response: "httpx.Response", what: str, *, detail: str | No
     return classify_status(status, message, retry_after=response_retry_after(response), field=field)
 
 
+def _json(value: Any) -> str:
+    """Compact JSON text as ``runner.jsonio.dumps`` writes it: Decimals as exact numbers, a float refused."""
+    if isinstance(value, str):
+        return _json_string(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot encode {value} as JSON")
+        return format(value, "f")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        raise TypeError(f"a float ({value!r}) reached a payload; money must be Decimal")
+    if isinstance(value, dict):
+        return "{" + ",".join(_json_string(str(k)) + ": " + _json(v) for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_json(v) for v in value) + "]"
+    if hasattr(value, "isoformat"):
+        return json.dumps(value.isoformat())
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
 def json_body(value: Any) -> bytes:
     """A request body with exact decimals (money is never a float on the wire)."""
-    from runner import jsonio
-    return jsonio.dumps(value).encode("utf-8")
+    return _json(value).encode("utf-8")
 
 
 def json_answer(response: "httpx.Response") -> Any:
     """The answer's JSON with decimals kept exact; None for an empty body."""
-    from runner import jsonio
-    return jsonio.loads(response.content) if response.content else None
+    return json.loads(response.content, parse_float=Decimal) if response.content else None
 
 
 def send(http: "httpx.Client", method: str, url: str, what: str, **kw: Any) -> "httpx.Response":

@@ -28,9 +28,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from runner.errors import LedgerflowError
-
-from .base import ErrorKind, TargetError
+from .base import ErrorKind, LedgerflowError, TargetError, store_services
 
 TOKEN_KEY_ENV = "LEDGERFLOW_TOKEN_KEY"
 DEFAULT_MARGIN = 300.0        # refresh this many seconds before the access token expires
@@ -145,13 +143,21 @@ def fernet(environ: Mapping[str, str] | None = None):
                             "base64-encoded bytes)") from None
 
 
-class TokenStore:
-    """Encrypted tokens per connection in the store's ``oauth_tokens`` table."""
+def token_rows(tokens: Any) -> Any:
+    """``Runtime.tokens`` (the token rows: locked/read/write/delete), or the rows over a runner's store."""
+    if tokens is None or hasattr(tokens, "locked"):
+        return tokens
+    return store_services(tokens).tokens
 
-    def __init__(self, store: Any, cipher: Any = None):
-        from runner.store.tokens import TokenRows
-        self.store = store
-        self.rows = TokenRows(store)        # the table's SQL lives with the store
+
+class TokenStore:
+    """Encrypted tokens per connection in the store's ``oauth_tokens`` table.
+
+    ``tokens`` is ``Runtime.tokens`` (the table's SQL lives with the runner's store; this class only
+    encrypts and decrypts), or a runner's store."""
+
+    def __init__(self, tokens: Any, cipher: Any = None):
+        self.rows = token_rows(tokens)
         self.cipher = cipher if cipher is not None else fernet()
 
     def _decrypt(self, connection: str, blob: bytes) -> TokenSet:
@@ -218,12 +224,12 @@ def token_request(config: OAuthConfig, form: dict[str, str], http: Any = None) -
 class OAuthSession:
     """Valid access tokens for one connection, shared safely by many workers."""
 
-    def __init__(self, connection: str, config: OAuthConfig, store: Any, *, http: Any = None,
+    def __init__(self, connection: str, config: OAuthConfig, tokens: Any, *, http: Any = None,
                  margin: float = DEFAULT_MARGIN, cipher: Any = None,
                  clock: Callable[[], float] = time.time):
         self.connection = connection
         self.config = config
-        self.tokens = TokenStore(store, cipher)
+        self.tokens = TokenStore(tokens, cipher)
         self.http = http
         self.margin = margin
         self.clock = clock
@@ -349,14 +355,14 @@ def exchange_code(config: OAuthConfig, code: str, http: Any = None) -> TokenSet:
     return TokenSet.from_response(body)
 
 
-def authorize_interactively(connection: str, config: OAuthConfig, store: Any, *,
+def authorize_interactively(connection: str, config: OAuthConfig, tokens: Any, *,
                             show: Callable[[str], None] = print, timeout: float = 300.0,
                             extra_from_redirect: Mapping[str, str] | None = None,
                             http: Any = None, cipher: Any = None) -> TokenSet:
     """The whole authorization-code flow: show the URL, take the redirect, check ``state``,
     exchange the code and store the tokens. ``extra_from_redirect`` maps redirect query
     parameters to keys kept with the tokens (QBO: ``{"realmId": "realm_id"}``)."""
-    token_store = TokenStore(store, cipher)      # fail on a missing key before the user clicks
+    token_store = TokenStore(tokens, cipher)      # fail on a missing key before the user clicks
     state = _secrets.token_urlsafe(24)
     url = authorization_url(config, state)
     params = catch_redirect(config.redirect_uri, timeout=timeout,

@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .connector_runtime import connector_runtime  # also provides connectors.base its store services
 from .errors import LedgerflowError, Problem, SpecError
 from .spec import Flow, Project, iter_flow_files, load_flow, load_project
 
@@ -246,14 +247,13 @@ class App:
 
     def _new_connector(self, connection: str):
         from connectors import registry
-        from connectors.base import Runtime
         project = self.project
         cfg = project.connections.get(connection)
         if cfg is None:
             raise LedgerflowError(f"no connection named {connection!r} in {project.file}")
         cls = registry.connector_class(cfg["type"])
-        runtime = Runtime(project_dir=project.dir, settings=project.settings, secrets=self.secrets,
-                          store=self.store)          # the narrow runtime (connectors/CONTRACT.md)
+        # the narrow runtime (connectors/CONTRACT.md): services over the store, never the store itself
+        runtime = connector_runtime(project.dir, project.settings, self.secrets, self.store)
         return cls(connection, cfg, runtime)
 
     def close(self) -> None:

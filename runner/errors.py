@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from connectors.base import LedgerflowError
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -18,8 +20,9 @@ class Problem:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
 
-class LedgerflowError(Exception):
-    """Base class: the message is meant for the person running ledgerflow."""
+# LedgerflowError (the base class: the message is meant for the person running ledgerflow) is defined
+# with the connector contract, so connectors raise it without importing the runner.
+__all__ = ["Problem", "LedgerflowError", "SpecError", "EventError", "RenderError"]
 
 
 class SpecError(LedgerflowError):

@@ -16,28 +16,17 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import LedgerflowError
+from connectors.base import Limit, RateLimitTimeout
+
 from .store import ratelimit as shared
 
 POLL = 0.05     # seconds between tries while only the concurrency limit is full
 
 
-@dataclass(frozen=True)
-class Limit:
-    key: str
-    rate: int | None = None          # requests per window; None: no rate limit
-    per: float = 60.0                # window, seconds
-    concurrency: int | None = None   # requests in flight; None: unlimited
-    lease: float = 120.0             # how long an unreleased slot holds a concurrency place
-
-
-class RateLimitTimeout(LedgerflowError):
-    def __init__(self, keys: list[str], wait: float):
-        self.wait = wait
-        super().__init__(f"rate limit for {', '.join(keys)} would need a wait of {wait:.1f} s")
+# Limit and RateLimitTimeout are part of the connector contract (connectors.base)
+__all__ = ["Limit", "RateLimitTimeout", "RateLimiter"]
 
 
 class RateLimiter:

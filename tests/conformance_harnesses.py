@@ -121,7 +121,7 @@ class QboHarness:
         seed_company(self.company)
         ts = TokenSet.from_response(self.standin.connect(REALM))
         ts.extra["realm_id"] = REALM
-        TokenStore(runtime.store).write(CONNECTION, ts)
+        TokenStore(runtime.tokens).write(CONNECTION, ts)
         self._server = serve(self.standin.app())
         self.url = self._server.__enter__().url
         self.name = CONNECTION
@@ -176,7 +176,7 @@ class QboHarness:
         from sqlalchemy import update
 
         from runner.store.tables import rate_keys
-        with self.runtime.store.tx() as c:
+        with self.runtime.limiter.store.tx() as c:
             c.execute(update(rate_keys).values(blocked_until=0))
 
     def close(self) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from connectors.base import Item, Runtime
+from connectors.base import Item
 from connectors.oauth import TokenSet, TokenStore
+from runner.connector_runtime import connector_runtime
 from runner.secrets import SecretResolver
 from runner.store import open_store
 from tests.standins.qbo import Company, QboStandin
@@ -39,8 +40,7 @@ class QboEnv:
 
     def connector(self, **over: Any):
         from connectors.quickbooks_online.connector import QuickBooksOnlineConnector
-        runtime = Runtime(project_dir=".", settings={"home_currency": "USD"}, secrets=SecretResolver(),
-                          store=self.store)
+        runtime = connector_runtime(".", {"home_currency": "USD"}, SecretResolver(), self.store)
         return QuickBooksOnlineConnector(CONNECTION, self.config(**over), runtime)
 
 

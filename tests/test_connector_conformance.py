@@ -86,14 +86,14 @@ def harness_class(type_name: str):
 
 @pytest.fixture
 def harness(request, tmp_path):
-    from connectors.base import Runtime
+    from runner.connector_runtime import connector_runtime
     from runner.secrets import SecretResolver
     from runner.store import open_store
     type_name = request.param
     saved = dict(os.environ)
     os.environ.setdefault("LEDGERFLOW_TOKEN_KEY", "Hc3zTSr0Q3yGQ9JMQq7b7-0tvmK1OD8pG0iTbbqv3nY=")
-    runtime = Runtime(project_dir=tmp_path, settings={"home_currency": "USD", "timezone": "UTC"},
-                      secrets=SecretResolver(), store=open_store(f"sqlite:///{tmp_path / 'store.db'}"))
+    runtime = connector_runtime(tmp_path, {"home_currency": "USD", "timezone": "UTC"}, SecretResolver(),
+                                open_store(f"sqlite:///{tmp_path / 'store.db'}"))
     h = harness_class(type_name)(serve_app, runtime)
     yield h
     h.close()

@@ -3,6 +3,7 @@ every HTTP connector uses (against a loopback server)."""
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 
@@ -99,3 +100,26 @@ def test_timeouts_and_connection_errors_are_retryable():
         with pytest.raises(TargetError) as exc:
             send(http, "GET", "http://127.0.0.1:9/docs", "the look-up")
     assert exc.value.kind == ErrorKind.RETRYABLE and "connection error" in str(exc.value)
+
+
+def test_json_body_and_answer_are_what_the_runners_jsonio_writes_and_reads():
+    """connectors.http keeps its own exact-decimal JSON (connectors import nothing from the runner):
+    byte for byte what runner.jsonio writes, and Decimals back."""
+    import datetime
+    from decimal import Decimal
+
+    from connectors.http import json_answer, json_body
+    from runner import jsonio
+    values = [{"amount": Decimal("12.30"), "n": 3, "ok": True, "none": None, "name": "Café \u2028 \"q\"",
+               "lines": [{"x": Decimal("-0.001")}, [], {}], "when": datetime.date(2024, 5, 1), 7: (1, "a")},
+              [], {}, "plain", Decimal("1E+3")]
+    for v in values:
+        assert json_body(v) == jsonio.dumps(v).encode("utf-8")
+    for bad in (1.5, Decimal("NaN"), object()):
+        with pytest.raises((TypeError, ValueError)) as mine:
+            json_body(bad)
+        with pytest.raises(type(mine.value), match=re.escape(str(mine.value))):
+            jsonio.dumps(bad)
+    answer = json_answer(httpx.Response(200, content=b'{"a": 1.10, "b": [2, 3.5e1]}'))
+    assert answer == jsonio.loads(b'{"a": 1.10, "b": [2, 3.5e1]}') and isinstance(answer["a"], Decimal)
+    assert json_answer(httpx.Response(204)) is None

@@ -24,9 +24,15 @@ from connectors.oauth import (
 )
 from runner.errors import LedgerflowError
 from runner.secrets import SecretResolver
-from runner.store import open_store
+from runner.store import open_store as open_runner_store
+from runner.store.tokens import TokenRows
 from tests.standins.oauth_server import TokenAuthority
 from tests.support.servers import free_port, serve_app
+
+
+def open_store(url: str) -> TokenRows:
+    """The token rows over a store: what the runner hands connectors.oauth (``Runtime.tokens``)."""
+    return TokenRows(open_runner_store(url))
 
 
 @pytest.fixture
@@ -75,7 +81,7 @@ def test_tokens_are_encrypted_at_rest_and_a_changed_key_is_named(store_url, key,
     from sqlalchemy import select
 
     from runner.store.tables import tokens
-    with store.engine.connect() as c:
+    with store.store.engine.connect() as c:
         blob = bytes(c.execute(select(tokens.c.ciphertext)).scalar_one())
     assert b"plain-value" not in blob and b"9130" not in blob
     back, version = TokenStore(store).read("qbo")

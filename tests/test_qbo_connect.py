@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 
 from connectors.oauth import TokenStore
 from runner.store import open_store
+from runner.store.tokens import TokenRows
 from tests.standins.qbo import QboStandin
 from tests.support.servers import free_port, serve_app
 
@@ -53,7 +54,7 @@ def test_connect_stores_encrypted_tokens_and_realm(project_dir, tmp_path):
     assert "connected quickbooks_online (quickbooks-online): realm_id=4620816365" in out
     os.environ["LEDGERFLOW_TOKEN_KEY"] = key
     try:
-        ts, version = TokenStore(open_store(store_url)).read("quickbooks_online")
+        ts, version = TokenStore(TokenRows(open_store(store_url))).read("quickbooks_online")
     finally:
         del os.environ["LEDGERFLOW_TOKEN_KEY"]
     assert ts.extra == {"realm_id": "4620816365"} and standin.authority.valid_access(ts.access_token)

@@ -7,10 +7,11 @@ from decimal import Decimal
 import pytest
 from cryptography.fernet import Fernet
 
-from connectors.base import ErrorKind, Item, Runtime
+from connectors.base import ErrorKind, Item
 from connectors.oauth import TokenSet
 from connectors.sage.connector import SageConnector
 from connectors.sage.references import short_reference
+from runner.connector_runtime import connector_runtime
 from runner.secrets import SecretResolver
 from tests.standins.sage import SageStandIn, connection_config
 from tests.support.servers import serve_app
@@ -32,7 +33,7 @@ def make_connector(sage, store, tmp_path, monkeypatch):
 
     def make(name: str = "sage", seed: bool = True, **extra) -> SageConnector:
         cfg = connection_config(sage.url, **{"business_id": sage.business_id, **extra})
-        runtime = Runtime(project_dir=tmp_path, settings={}, secrets=SecretResolver(env), store=store)
+        runtime = connector_runtime(tmp_path, {}, SecretResolver(env), store)
         conn = SageConnector(name, cfg, runtime)
         if seed:
             conn.client.session.save(TokenSet.from_response(sage.seed_tokens()))

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from connectors.oauth import TokenSet, TokenStore
 from runner.cli import main
 from runner.store import open_store
+from runner.store.tokens import TokenRows
 from tests.standins.sage import SageStandIn
 from tests.support.servers import serve_app
 
@@ -55,7 +56,7 @@ def sage_project(project_dir, sage, store_url, monkeypatch):
     monkeypatch.setenv("SAGE_CLIENT_SECRET", sage.client_secret)
     tokens = TokenSet.from_response(sage.seed_tokens())
     tokens.extra["business_id"] = sage.business_id      # what `ledgerflow connect sage` records
-    TokenStore(open_store(store_url)).write("sage", tokens)
+    TokenStore(TokenRows(open_store(store_url))).write("sage", tokens)
     return project_dir
 
 

@@ -7,9 +7,10 @@ import threading
 import pytest
 from cryptography.fernet import Fernet
 
-from connectors.base import Item, Runtime
+from connectors.base import Item
 from connectors.oauth import TokenSet, TokenStore
 from connectors.sage.connector import SageConnector
+from runner.connector_runtime import connector_runtime
 from runner.secrets import SecretResolver
 from tests.standins.sage import SageStandIn, connection_config
 from tests.support.servers import serve_app
@@ -30,7 +31,7 @@ def workers(sage, store, tmp_path, monkeypatch):
     env = {"SAGE_CLIENT_ID": sage.client_id, "SAGE_CLIENT_SECRET": sage.client_secret}
 
     def make() -> SageConnector:
-        runtime = Runtime(project_dir=tmp_path, settings={}, secrets=SecretResolver(env), store=store)
+        runtime = connector_runtime(tmp_path, {}, SecretResolver(env), store)
         return SageConnector("sage", connection_config(sage.url, business_id=sage.business_id), runtime)
     conns = [make(), make()]
     yield conns

@@ -12,18 +12,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
 
-from runner.errors import LedgerflowError
-
+from ..base import LedgerflowError, store_services
 from .service import MOUNT_PATH
 
 NAMESPACE = "qbwc"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
-def stable_guid(store, key: str) -> str:
-    """``{XXXXXXXX-...}``: made on first use, the same ever after (even with two processes racing)."""
-    from runner.store.kvcache import KeyValueCache
-    return KeyValueCache(store).put_new(NAMESPACE, key, "{" + str(uuid.uuid4()).upper() + "}")
+def stable_guid(cache, key: str) -> str:
+    """``{XXXXXXXX-...}``: made on first use, the same ever after (even with two processes racing).
+    ``cache`` is ``Runtime.cache``, or a runner's store."""
+    if not hasattr(cache, "put_new"):
+        cache = store_services(cache).cache
+    return cache.put_new(NAMESPACE, key, "{" + str(uuid.uuid4()).upper() + "}")
 
 
 def app_url(url: str) -> str:

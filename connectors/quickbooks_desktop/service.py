@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from runner.server.limits import BodyTimeout, BodyTooLarge, Disconnected, Limits, declared_length, read_body
-
+from ..asgi import BodyLimits, BodyTimeout, BodyTooLarge, Disconnected, declared_length, read_body
+from ..base import store_services
 from .webconnector import ServiceSettings, WebConnectorBackend, connections_of
 from .wsdl import NS, OPERATIONS, build_wsdl
 
@@ -128,8 +128,9 @@ def dispatch(backend: WebConnectorBackend, op: str, p: dict[str, str | None], cl
     return backend.close(p["ticket"])
 
 
-def build_service(backend: WebConnectorBackend, limits: Limits | None = None) -> Starlette:
-    limits = limits or Limits()
+def build_service(backend: WebConnectorBackend, limits: Any = None) -> Starlette:
+    """``limits``: its ``body_timeout`` applies (``BodyLimits``, or the server's ``Limits``)."""
+    limits = limits or BodyLimits()
     max_body = backend.settings.max_body_bytes
 
     async def endpoint(request: Request) -> Response:
@@ -172,11 +173,11 @@ def build_service(backend: WebConnectorBackend, limits: Limits | None = None) ->
 
 def backend_for(app) -> WebConnectorBackend:
     serve = app.project.raw.get("serve") or {}
-    return WebConnectorBackend(app.store, connections_of(app.project.connections), app.secrets,
+    return WebConnectorBackend(store_services(app.store).qbwc, connections_of(app.project.connections), app.secrets,
                                settings=ServiceSettings.from_config(serve.get("qbwc")))
 
 
 def mount(app) -> tuple[str, Starlette]:
     """``runner.serve_hooks.ASGI_MOUNTS`` entry: the Web Connector service at /qbwc."""
     serve = app.project.raw.get("serve") or {}
-    return MOUNT_PATH, build_service(backend_for(app), Limits.from_config(serve.get("limits")))
+    return MOUNT_PATH, build_service(backend_for(app), BodyLimits.from_config(serve.get("limits")))

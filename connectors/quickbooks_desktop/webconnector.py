@@ -36,10 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from connectors.base import ErrorKind, Outcome, TargetError
-from runner.delivery import decide
-from runner.store.model import Delivery
-from runner.store.qbwc import QbwcStore
+from connectors.base import ErrorKind, Outcome, TargetError, store_services
 
 from . import qbxml
 from .actions import OBJECTS
@@ -176,12 +173,13 @@ def connections_of(project_connections: Mapping[str, Mapping[str, Any]]) -> list
 
 
 class WebConnectorBackend:
-    """What each Web Connector SOAP operation does, against the store."""
+    """What each Web Connector SOAP operation does, against the runner's queue (``Runtime.qbwc``:
+    sessions and requests, claims and reads of deliveries, outcomes recorded; a runner's store is
+    accepted too). A delivery is read as the runner's ``Delivery`` (attributes and ``row["..."]``)."""
 
-    def __init__(self, store, connections: list[QbdConnection], secrets, *,
+    def __init__(self, queue, connections: list[QbdConnection], secrets, *,
                  clock: Callable[[], float] = time.time, settings: ServiceSettings | None = None):
-        self.store = store
-        self.qb = QbwcStore(store)
+        self.qb = queue if hasattr(queue, "record_outcomes") else store_services(queue).qbwc
         self.connections = {c.name: c for c in connections}
         self.secrets = secrets
         self.clock = clock
@@ -308,7 +306,7 @@ class WebConnectorBackend:
             queued = self._rows(ticket, "queued")
             room = conn.requests_per_message - len(queued)
             if room > 0 and not self._isolate.get(ticket):
-                claimed = self.store.claim(ticket, limit=room, lease=conn.lease_seconds, connections=[conn.name],
+                claimed = self.qb.claim(ticket, limit=room, lease=conn.lease_seconds, connections=[conn.name],
                                            connector_types=[TYPE], now=now)
                 if claimed:
                     self._queue(ticket, claimed, now)
@@ -364,7 +362,7 @@ class WebConnectorBackend:
         if not any(wanted.values()):
             return list(queued)
         outstanding: dict[str, list[dict]] = {}
-        for d in self.store.find_deliveries(connections=[conn.name], connector_type=TYPE, action="customer",
+        for d in self.qb.find_deliveries(connections=[conn.name], connector_type=TYPE, action="customer",
                                             state=("pending", "retrying", "sending")):
             name = d.payload.get("Name") if isinstance(d.payload, Mapping) else None
             if name is not None:
@@ -385,12 +383,12 @@ class WebConnectorBackend:
                         + [c.lease_until or now for c in blockers if c.state == "sending"] + [now])
             hold[r["id"]] = (r, until, blockers[0]["id"])
         if claim:
-            got = self.store.claim(ticket, limit=len(claim), lease=conn.lease_seconds, ids=sorted(claim), now=now)
+            got = self.qb.claim(ticket, limit=len(claim), lease=conn.lease_seconds, ids=sorted(claim), now=now)
             if got:
                 self._queue(ticket, got, now)
         if hold:
             self.qb.set_state(list(hold), "released", now)
-            self.store.finish([{"id": r["delivery_id"], "state": "retrying", "kind": ErrorKind.RETRYABLE.value,
+            self.qb.finish([{"id": r["delivery_id"], "state": "retrying", "kind": ErrorKind.RETRYABLE.value,
                                 "error": f"waiting for the customer it names (delivery {cid}) to be in QuickBooks",
                                 "next_attempt_at": until, "counted": False}
                                for r, until, cid in hold.values()], worker=ticket)
@@ -494,7 +492,7 @@ class WebConnectorBackend:
                     problem, len(sent))
         return self._percent(conn, ticket, now)
 
-    def _interpret(self, row: dict, d: Delivery, resp: qbxml.Response,
+    def _interpret(self, row: dict, d: Any, resp: qbxml.Response,
                    conn: QbdConnection) -> tuple[Outcome | None, str | None]:
         """(outcome, None) when the delivery is decided, (None, next phase) when another request follows."""
         item = self._item(d)
@@ -527,8 +525,7 @@ class WebConnectorBackend:
     def _record(self, ticket: str, results: list[tuple[dict, dict, Outcome, int | None]], now: float) -> None:
         if not results:
             return
-        decisions = [decide(d, o, now) for _, d, o, _ in results]
-        self.store.finish(decisions, worker=ticket)
+        decisions = self.qb.record_outcomes([(d, o) for _, d, o, _ in results], now, worker=ticket)
         self.qb.record(ticket, [(r["id"], code) for r, _, _, code in results], now)
         for dec in decisions:
             if dec["state"] == "dead":
@@ -609,7 +606,7 @@ class WebConnectorBackend:
         now = self.clock() if now is None else now
         held = self.qb.end_session(ticket, state, now)
         if held:
-            self.store.finish([{"id": i, "state": "retrying", "error": why, "kind": ErrorKind.RETRYABLE.value,
+            self.qb.finish([{"id": i, "state": "retrying", "error": why, "kind": ErrorKind.RETRYABLE.value,
                                 "next_attempt_at": now, "counted": False} for i in held], worker=ticket)
 
     def _session(self, ticket: str | None) -> dict | None:
@@ -621,14 +618,14 @@ class WebConnectorBackend:
     def _rows(self, ticket: str, state: str) -> list[dict]:
         return self.qb.requests(ticket, state)
 
-    def _deliveries(self, ids: list[int]) -> list[Delivery]:
-        return self.store.find_deliveries(ids=ids) if ids else []
+    def _deliveries(self, ids: list[int]) -> list[Any]:
+        return self.qb.find_deliveries(ids=ids) if ids else []
 
     def _due_count(self, conn: QbdConnection, now: float) -> int:
         return self.qb.due_count(conn.name, TYPE, now)
 
     @staticmethod
-    def _item(d: Delivery):
+    def _item(d: Any):
         from connectors.base import Item
         return Item(d.id, d.idempotency_key, d.action, d.payload, d.attempts, d.target_ref)
 

@@ -3,7 +3,7 @@
 Realm-scoped endpoints, ``minorversion`` on every call, ``requestid`` on
 creates and batches, OAuth 2 bearer tokens from ``connectors.oauth`` (a 401
 refreshes once, then is AUTH: ``connectors.http.send_with_refresh``), Intuit's limits through the store-backed
-``RateLimiter`` (shared by every worker), and Intuit's Fault bodies — also
+``Runtime.limiter`` (shared by every worker), and Intuit's Fault bodies — also
 inside HTTP 200 responses — turned into classified ``TargetError``s that
 name the field.
 """
@@ -16,9 +16,7 @@ from typing import Any, Mapping
 
 import httpx
 
-from runner.ratelimit import Limit, RateLimiter, RateLimitTimeout
-
-from ..base import ErrorKind, TargetError
+from ..base import ErrorKind, Limit, RateLimitTimeout, TargetError
 from ..http import json_answer, json_body, response_retry_after, send_with_refresh
 from ..oauth import OAuthSession
 
@@ -111,7 +109,7 @@ class QboClient:
     """One company (realm). Thread-safe: batches may be sent from several threads."""
 
     def __init__(self, *, base_url: str, realm_id: str, session: OAuthSession, http: httpx.Client,
-                 limiter: RateLimiter | None = None, limits: Limits = Limits(),
+                 limiter: Any = None, limits: Limits = Limits(),
                  minorversion: int = MINOR_VERSION):
         self.base_url = base_url.rstrip("/")
         self.realm_id = realm_id

@@ -117,7 +117,7 @@ class QuickBooksOnlineConnector(Connector):
             self._http = httpx.Client(timeout=http_timeout(self.config, 60),
                                       limits=httpx.Limits(max_connections=max(self.limits.concurrency, 1)))
             session = OAuthSession(self.name, oauth_config(self.name, self.config, self.runtime.secrets),
-                                   self.runtime.store, http=self._http)
+                                   self.runtime.tokens, http=self._http)
             realm = self.config.get("realm_id") or session.current()[0].extra.get("realm_id")
             if not realm:
                 raise TargetError(f"connection {self.name!r} has no realm id (company); reconnect with "

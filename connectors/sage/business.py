@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from runner.errors import LedgerflowError
+from connectors.base import LedgerflowError
 
 
 def choose_business(name: str, cfg: Mapping[str, Any], tokens: Any, runtime: Any) -> str:
-    """``OAuthProvider.after``: ``runtime`` is the connector runtime (secrets, the token store)."""
+    """``OAuthProvider.after``: ``runtime`` is the connector runtime (secrets, the token rows)."""
     from connectors.oauth import OAuthSession
 
     from .client import DEFAULT_BASE_URL, SageClient
     from .connector import oauth_config
 
-    session = OAuthSession(name, oauth_config(name, cfg, runtime.secrets), runtime.store,
+    session = OAuthSession(name, oauth_config(name, cfg, runtime.secrets), runtime.tokens,
                            margin=float(cfg.get("refresh_margin", 60)))
     client = SageClient(session, base_url=cfg.get("base_url", DEFAULT_BASE_URL),
                         timeout=float(cfg.get("timeout", 30)))

@@ -27,8 +27,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
-from connectors.base import Connector, ErrorKind, Item, Outcome, TargetError
-from runner.errors import LedgerflowError
+from connectors.base import Connector, ErrorKind, Item, LedgerflowError, Outcome, TargetError
 
 from .actions import ACTIONS
 from .client import DEFAULT_BASE_URL, SageClient
@@ -66,7 +65,7 @@ class SageConnector(Connector):
     def session(self):
         from connectors.oauth import OAuthSession
         oauth = oauth_config(self.name, self.config, self.runtime.secrets)
-        return OAuthSession(self.name, oauth, self.runtime.store,
+        return OAuthSession(self.name, oauth, self.runtime.tokens,
                             margin=float(self.config.get("refresh_margin", 60)))
 
     @property

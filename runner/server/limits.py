@@ -30,7 +30,13 @@ from typing import Any, Mapping
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-DEFAULTS = {"max_connections": 1000, "header_timeout": 10.0, "body_timeout": 30.0, "keep_alive_timeout": 5.0,
+# the request-body helpers are shared with the connectors' services (connectors/asgi.py)
+from connectors.asgi import DEFAULT_BODY_TIMEOUT, BodyTimeout, BodyTooLarge, Disconnected, declared_length, read_body
+
+__all__ = ["DEFAULTS", "Limits", "Listener", "serve_settings", "guarded_h11", "BodyTimeout", "BodyTooLarge",
+           "Disconnected", "read_body", "declared_length"]
+
+DEFAULTS = {"max_connections": 1000, "header_timeout": 10.0, "body_timeout": DEFAULT_BODY_TIMEOUT, "keep_alive_timeout": 5.0,
             "max_header_bytes": 64 * 1024}
 
 
@@ -127,60 +133,3 @@ class _GuardedH11(H11Protocol):
 
 def guarded_h11(header_timeout: float) -> type:
     return type("GuardedH11Protocol", (_GuardedH11,), {"header_timeout": float(header_timeout)})
-
-
-class BodyTimeout(Exception):
-    pass
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class Disconnected(Exception):
-    pass
-
-
-async def read_body(receive, max_bytes: int, timeout: float) -> bytes:
-    """The request body, streamed with a size cap and an overall deadline (no more is read past either).
-
-    One timer for the whole body that cancels this task when it fires (what ``asyncio.timeout``
-    does, at a third of its cost per request), not a task and a timer per chunk."""
-    task = asyncio.current_task()
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    loop = asyncio.get_running_loop()
-    timer = loop.call_at(loop.time() + timeout, expire)
-    chunks, size = [], 0
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise Disconnected()
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BodyTooLarge()
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    except asyncio.CancelledError:
-        if expired and task.uncancel() == 0:      # our deadline, not a shutdown: a 408
-            raise BodyTimeout() from None
-        raise
-    finally:
-        timer.cancel()
-
-
-def declared_length(headers) -> int | None:
-    """Content-Length as an int (None when absent or not a plain number)."""
-    for k, v in headers:
-        if k == b"content-length":
-            return int(v) if v.isdigit() else None
-    return None

@@ -1,0 +1,32 @@
+"""What the runner hands a connector (``connectors.base.Runtime``, connectors/CONTRACT.md): the
+services over its store, built here so that no module under connectors/ imports the runner.
+
+Importing this module tells ``connectors.base`` how to build them (``provide_store_services``),
+for the entry points that hand a connector module the raw store (``ledgerflow connect``,
+``ledgerflow qbwc``, the /qbwc mount)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import Runtime, StoreServices, provide_store_services
+
+
+def store_services(store: Any) -> StoreServices:
+    """The key/value cache, rate limiter, OAuth token rows and Web Connector queue over ``store``."""
+    from .qbwc_queue import QbwcQueue
+    from .ratelimit import RateLimiter
+    from .store.kvcache import KeyValueCache
+    from .store.tokens import TokenRows
+    return StoreServices(cache=KeyValueCache(store), limiter=RateLimiter(store), tokens=TokenRows(store),
+                         qbwc=QbwcQueue(store))
+
+
+def connector_runtime(project_dir: Any, settings: Any, secrets: Any = None, store: Any = None) -> Runtime:
+    """A connector's runtime; without a store its cache, limiter, tokens and queue are None."""
+    services = store_services(store) if store is not None else StoreServices()
+    return Runtime(project_dir=project_dir, settings=settings, secrets=secrets, cache=services.cache,
+                   limiter=services.limiter, tokens=services.tokens, qbwc=services.qbwc)
+
+
+provide_store_services(store_services)
