@@ -104,3 +104,27 @@ def test_without_registered_connectors_validate_says_how_to_register_them(tmp_pa
     assert main(["validate"]) == 1
     assert "known: none: is ledgerflow installed? `pip install -e .` registers the shipped connectors" \
         in capsys.readouterr().out
+
+
+def test_connectors_import_nothing_from_the_runner():
+    """Connectors depend on the runtime the runner injects (connectors.base.Runtime), never on the runner:
+    no import of ``runner`` anywhere under connectors/, at module level, inside a function or under
+    TYPE_CHECKING (grimp sees all three)."""
+    import grimp
+    graph = grimp.build_graph("connectors", "runner")
+    found = sorted(f"{importer} -> {imported}" for importer in graph.find_descendants("connectors") | {"connectors"}
+                   for imported in graph.find_modules_directly_imported_by(importer)
+                   if imported == "runner" or imported.startswith("runner."))
+    assert found == []
+
+
+def test_connector_errors_are_the_runners_errors():
+    """A connector's configuration error reaches the CLI's ``except LedgerflowError`` unchanged."""
+    import connectors.base
+    import runner.ratelimit
+    from connectors.oauth import OAuthConfig
+    assert LedgerflowError is connectors.base.LedgerflowError
+    assert runner.ratelimit.Limit is connectors.base.Limit
+    assert issubclass(runner.ratelimit.RateLimitTimeout, LedgerflowError)
+    with pytest.raises(LedgerflowError, match=r"^connections\.qbo\.token_url is required for OAuth 2$"):
+        OAuthConfig.from_connection("qbo", {}, None)
