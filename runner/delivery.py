@@ -7,21 +7,18 @@ functions, and the Prefect flows in ``prefect_flows`` are thin wrappers.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from connectors.base import ErrorKind, Item, Outcome, TargetError
 
-from .redact import personal_values, scrub
+from .outcomes import THROTTLE_DEFAULT_WAIT, decide  # noqa: F401 - re-exported
 from .secrets import SecretError
-from .spec import RetryPolicy
 
 log = logging.getLogger("ledgerflow.delivery")
 
-THROTTLE_DEFAULT_WAIT = 60.0
 
 
 @dataclass
@@ -50,31 +47,6 @@ class BatchReport:
             for r in rows:
                 out[(r["flow"], r["connection"])][state] += 1
         return out
-
-
-def decide(row: dict, outcome: Outcome, now: float, rand: Callable[[], float] = random.random) -> dict:
-    """The next state of a delivery after one attempt (pure)."""
-    if outcome.ok:
-        return {"id": row["id"], "state": "sent", "target_ref": outcome.target_ref}
-    err = outcome.error or TargetError("unknown failure")
-    message = scrub(str(err), personal_values(row.get("payload"))) or err.kind.value
-    if err.kind == ErrorKind.THROTTLED:
-        wait = err.retry_after if err.retry_after is not None else THROTTLE_DEFAULT_WAIT
-        return {"id": row["id"], "state": "retrying", "error": message, "kind": err.kind.value,
-                "next_attempt_at": now + wait, "counted": False, "target_ref": outcome.target_ref}
-    if err.kind in (ErrorKind.PERMANENT, ErrorKind.AUTH):
-        return {"id": row["id"], "state": "dead", "error": message, "kind": err.kind.value,
-                "target_ref": outcome.target_ref}
-    attempt = row["attempts"] + 1
-    if attempt >= row["max_attempts"]:
-        return {"id": row["id"], "state": "dead", "error": f"{message} (gave up after {attempt} attempts)",
-                "kind": err.kind.value, "target_ref": outcome.target_ref}
-    policy = RetryPolicy.from_json(row.get("retry_policy"))
-    delay = policy.delay(attempt, rand())
-    if err.retry_after is not None:
-        delay = max(delay, err.retry_after)
-    return {"id": row["id"], "state": "retrying", "error": message, "kind": err.kind.value,
-            "next_attempt_at": now + delay, "target_ref": outcome.target_ref}
 
 
 def claimed_rows(store, worker: str, ids: list[int]) -> list[dict]:

@@ -1,6 +1,6 @@
 """The Web Connector's queue (``Runtime.qbwc``): what connectors/quickbooks_desktop/webconnector.py
 needs from the store, and nothing more: its sessions and requests (``runner.store.qbwc``), claims
-and reads of its deliveries, and outcomes recorded through ``runner.delivery.decide``."""
+and reads of its deliveries, and outcomes recorded through ``runner.outcomes.decide``."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ class QbwcQueue(QbwcStore):
         return self.store.finish(results, worker=worker)
 
     def record_outcomes(self, outcomes: Iterable[tuple[Any, Outcome]], now: float, *, worker: str) -> list[dict]:
-        """Each (delivery, outcome) decided by the runner's retry policy (``runner.delivery.decide``) and
+        """Each (delivery, outcome) decided by the runner's retry policy (``runner.outcomes.decide``) and
         recorded; the decisions (id, state, error, ...)."""
-        from .delivery import decide
+        from .outcomes import decide
         decisions = [decide(d, o, now) for d, o in outcomes]
         self.store.finish(decisions, worker=worker)
         return decisions

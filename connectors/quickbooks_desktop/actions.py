@@ -186,7 +186,7 @@ def check_payload(action: str, payload: Mapping[str, Any], connection: Mapping[s
     """
     if connection.get("multicurrency", False):
         return []
-    from .qbxml import currency_code
+    from .currencies import currency_code
     home = str(connection.get("home_currency") or settings.get("home_currency") or "USD").upper()
     problems = []
     foreign = sorted(c for c in currencies(payload) if currency_code(c) != home)

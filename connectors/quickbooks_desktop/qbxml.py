@@ -22,6 +22,7 @@ from lxml import etree
 from connectors.base import ErrorKind, TargetError
 
 from .actions import OBJECTS
+from .currencies import CURRENCY_NAMES, currency_code, currency_name  # noqa: F401 - qbxml's API
 
 DEFAULT_VERSION = "13.0"
 
@@ -67,29 +68,6 @@ SHAPES: dict[str, dict[str, Any]] = {
     },
 }
 AMOUNT_FIELDS = {"Amount", "TotalAmount", "PaymentAmount"}
-
-# ---- currencies: QuickBooks' currency list names its built-in currencies, not by ISO code -----------
-
-CURRENCY_NAMES = {
-    "USD": "US Dollar", "EUR": "Euro", "GBP": "British Pound Sterling", "CAD": "Canadian Dollar",
-    "AUD": "Australian Dollar", "JPY": "Japanese Yen", "CHF": "Swiss Franc", "MXN": "Mexican Peso",
-    "NZD": "New Zealand Dollar", "SEK": "Swedish Krona", "DKK": "Danish Krone", "SGD": "Singapore Dollar",
-    "NOK": "Norwegian Krone", "HKD": "Hong Kong Dollar", "INR": "Indian Rupee", "CNY": "Chinese Yuan Renminbi",
-}
-_CODES = {v: k for k, v in CURRENCY_NAMES.items()}
-
-
-def currency_name(code_or_name: str) -> str:
-    """A CurrencyRef FullName as QuickBooks' currency list names it: "EUR" -> "Euro"; a name, or a
-    code not in the table, is left as given (a renamed or added currency is named as the file names it)."""
-    return CURRENCY_NAMES.get(code_or_name.strip().upper(), code_or_name) if len(code_or_name.strip()) == 3 \
-        else code_or_name
-
-
-def currency_code(code_or_name: str) -> str:
-    """The ISO code of a CurrencyRef FullName ("Euro" -> "EUR"; an ISO code as it is)."""
-    return _CODES.get(code_or_name, code_or_name.strip().upper())
-
 
 def _currency_names(payload: Any) -> Any:
     if isinstance(payload, Mapping):
