@@ -103,8 +103,8 @@ VARIANTS = (("without Prefect (the floor)", "plain"), ("a flow run per batch", "
 def make_loop(app, runs: str, worker: str = "bench"):
     """The product's delivery loop with ``runs`` (per_batch | long_lived); ``plain``: each batch
     goes straight to ``deliver_rows``, no Prefect."""
-    from runner.delivery import deliver_rows
-    from runner.worker import DeliveryLoop, LoopSettings
+    from runner.deliver.delivery import deliver_rows
+    from runner.deliver.worker import DeliveryLoop, LoopSettings
 
     class PlainLoop(DeliveryLoop):
         def deliver(self, rows, lane=0):
@@ -158,7 +158,7 @@ def worker_process(runs: str) -> None:
     """``--worker plain|per_batch|long_lived``: one worker process (project and store from the
     environment); prints the CPU-seconds of its delivery loop."""
     from runner.app import App
-    from runner.spec import load_project
+    from runner.language.spec import load_project
     app = App(load_project(os.environ["LEDGERFLOW_PROJECT"]))
     loop = make_loop(app, runs, worker=f"bench-{os.getpid()}")      # imports Prefect
     app.connector("ledger_api")
@@ -221,9 +221,9 @@ def pg_database() -> tuple[str, str, str] | None:
 
 @contextmanager
 def prefect_server(tmp: Path):
-    """A project Prefect server for the bench (runner.prefect_server, as every command resolves it):
+    """A project Prefect server for the bench (runner.operate.prefect_server, as every command resolves it):
     under ``tmp``, on a free port, stopped at the end; the worker processes inherit its URL."""
-    from runner.prefect_server import PrefectAPI, ServerSettings
+    from runner.operate.prefect_server import PrefectAPI, ServerSettings
     from tests.support.servers import free_port
     api = PrefectAPI(ServerSettings(tmp / ".state", port=free_port(), port_fixed=True)).acquire(configured=False)
     try:

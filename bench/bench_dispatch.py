@@ -32,7 +32,7 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import jsonio  # noqa: E402
+from runner.core import jsonio  # noqa: E402
 
 PG_ADMIN = os.environ.get("LEDGERFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 UNREACHABLE = "http://127.0.0.1:9"     # QuickBooks Online / Sage: planning never calls them
@@ -106,7 +106,7 @@ class timed_phases(dict):
     """Wall time spent planning and writing, read by wrapping the dispatcher's two steps."""
 
     def __init__(self):
-        from runner import dispatch
+        from runner.ingest import dispatch
         super().__init__(plan=0.0, write=0.0)
         self._real = {"plan": dispatch._plan_chunk, "write": dispatch._write}
         for phase, real in self._real.items():
@@ -122,7 +122,7 @@ class timed_phases(dict):
         return timed
 
     def close(self) -> None:
-        from runner import dispatch
+        from runner.ingest import dispatch
         dispatch._plan_chunk, dispatch._write = self._real["plan"], self._real["write"]
 
 
@@ -130,8 +130,8 @@ def run(label: str, months: list, events: list[dict], store_url: str, stripe, st
     from sqlalchemy import func, select
 
     from runner.app import App
-    from runner.dispatch import dispatch_pending
-    from runner.spec import load_project
+    from runner.ingest.dispatch import dispatch_pending
+    from runner.language.spec import load_project
     from runner.store.tables import delivery_postings
 
     with tempfile.TemporaryDirectory() as tmp:

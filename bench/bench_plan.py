@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from runner.app import App  # noqa: E402
-from runner.planner import plan  # noqa: E402
-from runner.spec import load_project  # noqa: E402
+from runner.language.planner import plan  # noqa: E402
+from runner.language.spec import load_project  # noqa: E402
 
 PROJECT = """\
 settings: {home_currency: USD, timezone: America/New_York}

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import jsonio  # noqa: E402
 from runner.app import App  # noqa: E402
-from runner.spec import load_project  # noqa: E402
+from runner.core import jsonio  # noqa: E402
+from runner.language.spec import load_project  # noqa: E402
 
 KEY = "sk_test_standin"
 T = 1767225600
@@ -134,7 +134,7 @@ def bench_plan(n: int, profile: bool) -> None:
 
 
 def bench_dispatch(n: int) -> None:
-    from runner.dispatch import dispatch_pending
+    from runner.ingest.dispatch import dispatch_pending
     from tests.standins.stripe_api import StripeStandin
     from tests.support.servers import serve_app
 

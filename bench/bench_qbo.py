@@ -32,7 +32,7 @@ def main(n: int) -> int:
     from connectors.oauth import TokenSet, TokenStore
     from connectors.quickbooks_online.connector import QuickBooksOnlineConnector
     from runner.connector_runtime import connector_runtime
-    from runner.secrets import SecretResolver
+    from runner.core.secrets import SecretResolver
     from runner.store import open_store
     from tests.qbo_support import REALM, seed_company
     from tests.standins.qbo import QboStandin

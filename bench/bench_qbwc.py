@@ -59,7 +59,7 @@ def main() -> int:
         from connectors.quickbooks_desktop.service import build_service
         from connectors.quickbooks_desktop.webconnector import QbdConnection, WebConnectorBackend, connections_of
         from runner.app import App
-        from runner.fixtures import event_from_fixture
+        from runner.language.fixtures import event_from_fixture
         from tests.standins.web_connector import FakeQuickBooks, RawSoap, WebConnector
         from tests.support.servers import serve_app
 

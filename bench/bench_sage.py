@@ -32,7 +32,7 @@ def main() -> None:
     from connectors.oauth import TokenSet
     from connectors.sage.connector import SageConnector
     from runner.connector_runtime import connector_runtime
-    from runner.secrets import SecretResolver
+    from runner.core.secrets import SecretResolver
     from runner.store import open_store
     from tests.standins.sage import SageStandIn, connection_config
     from tests.support.servers import serve_app

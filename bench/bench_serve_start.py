@@ -6,7 +6,7 @@ Two cases, each run ``--rounds`` times (a fresh project and store each time):
   serve's first background service starts the project's Prefect server, after
   the port is open;
 * ``Prefect running``: the project's Prefect server is already running (started
-  by this bench through ``runner.prefect_server``, as any command would), so
+  by this bench through ``runner.operate.prefect_server``, as any command would), so
   serve adopts it.
 
 serve runs with every background service (dispatcher, delivery loop, schedule
@@ -42,8 +42,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner import jsonio  # noqa: E402
-from runner.webhooks import sign  # noqa: E402
+from runner.core import jsonio  # noqa: E402
+from runner.ingest.webhooks import sign  # noqa: E402
 from tests.support.servers import free_port  # noqa: E402
 
 SECRET = "whsec_bench_only_0123456789abcdef"
@@ -83,9 +83,10 @@ def signed_event() -> tuple[bytes, dict]:
 
 
 BYTECODE: dict[str, str] = {}     # PYTHONPYCACHEPREFIX for serve, unless --no-bytecode-cache
-WARM = ("runner.cli", "runner.commands.serve", "runner.server.listeners", "runner.app", "runner.store",
-        "runner.store.migrations", "runner.reload", "runner.prefect_server", "runner.dispatch", "runner.catchup",
-        "runner.worker", "runner.deployments", "runner.planner", "connectors.quickbooks_desktop.service", "prefect")
+WARM = ("runner.cli", "runner.cli.commands.serve", "runner.operate.server.listeners", "runner.app", "runner.store",
+        "runner.store.migrations", "runner.operate.reload", "runner.operate.prefect_server",
+        "runner.ingest.dispatch", "runner.ingest.catchup", "runner.deliver.worker", "runner.operate.deployments",
+        "runner.language.planner", "connectors.quickbooks_desktop.service", "prefect")
 
 
 def env_for(project: Path, prefect_port: int) -> dict[str, str]:
@@ -155,7 +156,7 @@ def load() -> str:
 
 
 def case(name: str, rounds: int, running: bool) -> list[float]:
-    from runner.prefect_server import PrefectAPI, ServerSettings
+    from runner.operate.prefect_server import PrefectAPI, ServerSettings
     firsts = []
     for _ in range(rounds):
         tmp = Path(tempfile.mkdtemp(prefix="ledgerflow-bench-serve-"))

@@ -8,7 +8,7 @@ it runs, one after the other in the same conditions:
   writer);
 * ``minimal``: the floor, written below in ~60 lines: N processes on one shared
   socket, uvicorn h11, the same Stripe signature check
-  (``runner.webhooks._check_signature``), ``orjson`` for the id, and a
+  (``runner.ingest.webhooks._check_signature``), ``orjson`` for the id, and a
   group-commit writer thread doing ``INSERT ... ON CONFLICT DO NOTHING`` into the
   same kind of database, durably (SQLite WAL + synchronous=FULL; PostgreSQL
   commit), answering once committed.
@@ -46,9 +46,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner import jsonio  # noqa: E402
-from runner.fixtures import event_from_fixture  # noqa: E402
-from runner.webhooks import sign  # noqa: E402
+from runner.core import jsonio  # noqa: E402
+from runner.ingest.webhooks import sign  # noqa: E402
+from runner.language.fixtures import event_from_fixture  # noqa: E402
 
 SECRET = "whsec_bench_only_0123456789abcdef"
 TOLERANCE = 3600      # requests are signed before the run; on a busy machine a run can outlast Stripe's 300 s
@@ -61,7 +61,7 @@ def minimal_app(url: str):
     """An ASGI app: verify, group-commit the event, answer 200 once committed."""
     import orjson
 
-    from runner.webhooks import Rejected, _check_signature
+    from runner.ingest.webhooks import Rejected, _check_signature
     q: queue.SimpleQueue = queue.SimpleQueue()
 
     cols = "INSERT INTO inbox (event_id, type, account, created, payload, source, received_at, status, updated_at)"

@@ -1,5 +1,5 @@
 """Generic ASGI helpers for a connector's HTTP service (the Web Connector's /qbwc) and for
-``ledgerflow serve`` (runner/server): a request body read with a size cap and a deadline."""
+``ledgerflow serve`` (runner/operate/server): a request body read with a size cap and a deadline."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def declared_length(headers) -> int | None:
 
 @dataclass(frozen=True)
 class BodyLimits:
-    """The part of ``serve.limits`` a connector's service applies itself (``runner.server.limits.Limits``
+    """The part of ``serve.limits`` a connector's service applies itself (``runner.operate.server.limits.Limits``
     has the same ``body_timeout``)."""
 
     body_timeout: float = DEFAULT_BODY_TIMEOUT

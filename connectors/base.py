@@ -96,7 +96,7 @@ class Connector:
 
 class LedgerflowError(Exception):
     """Base class: the message is meant for the person running ledgerflow (a connection's
-    configuration is wrong, say). ``runner.errors.LedgerflowError`` is this class, so the CLI
+    configuration is wrong, say). ``runner.core.errors.LedgerflowError`` is this class, so the CLI
     reports a connector's errors like its own."""
 
 
@@ -164,7 +164,7 @@ class Runtime:
 
     project_dir: Any
     settings: Mapping[str, Any]
-    secrets: Any = None          # runner.secrets.SecretResolver
+    secrets: Any = None          # runner.core.secrets.SecretResolver
     cache: Any = None
     limiter: Any = None
     tokens: Any = None

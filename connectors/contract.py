@@ -18,7 +18,7 @@ from .base import Action
 
 PUSH, PULL = "push", "pull"
 
-# Settings the runner itself reads from every connection (runner/limits.py): allowed in any schema.
+# Settings the runner itself reads from every connection (runner/deliver/limits.py): allowed in any schema.
 RUNNER_SETTINGS: dict[str, Any] = {
     "type": {"type": "string", "description": "The connector type (an entry point in ledgerflow.connectors)."},
     "batch_size": {"type": "integer", "minimum": 1, "description": "Operations per connector call (default 100)."},
@@ -57,7 +57,7 @@ def config_schema(type_name: str, properties: Mapping[str, Any], required: tuple
                   description: str = "") -> dict[str, Any]:
     """A connection's JSON Schema: the connector's own settings plus the runner's, nothing else
     (``additionalProperties: false``, so ``enviroment:`` is an error, not a silent default).
-    The ``$id`` lets ``runner.schemacheck`` use a validator compiled ahead of time by
+    The ``$id`` lets ``runner.language.schemacheck`` use a validator compiled ahead of time by
     scripts/compile_schemas.py when there is a fresh one (the shipped connectors)."""
     schema: dict[str, Any] = {"$id": f"https://ledgerflow.dev/schema/connection_{type_name}.schema.json",
                               "type": "object", "additionalProperties": False, "required": ["type", *required],

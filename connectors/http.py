@@ -92,7 +92,7 @@ def classify_response(response: "httpx.Response", what: str, *, detail: str | No
 
 
 def _json(value: Any) -> str:
-    """Compact JSON text as ``runner.jsonio.dumps`` writes it: Decimals as exact numbers, a float refused."""
+    """Compact JSON text as ``runner.core.jsonio.dumps`` writes it: Decimals as exact numbers, a float refused."""
     if isinstance(value, str):
         return _json_string(value)
     if isinstance(value, Decimal):

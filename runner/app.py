@@ -1,7 +1,7 @@
 """A loaded project at run time: settings, flows, the store and connectors.
 
 The configuration (the project file and its flows) is one immutable snapshot,
-replaced whole by ``reload()`` (hot reload, ``runner.reload``): a reader that
+replaced whole by ``reload()`` (hot reload, ``runner.operate.reload``): a reader that
 took ``app.project`` or ``app.flows()`` keeps a consistent version while a
 newer one is swapped in; nothing is changed in place.
 """
@@ -17,12 +17,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .connector_runtime import connector_runtime  # also provides connectors.base its store services
-from .errors import LedgerflowError, Problem, SpecError
-from .spec import Flow, Project, iter_flow_files, load_flow, load_project
+from runner.connector_runtime import connector_runtime  # also provides connectors.base its store services
+from runner.core.errors import LedgerflowError, Problem, SpecError
+from runner.language.spec import Flow, Project, iter_flow_files, load_flow, load_project
 
 if TYPE_CHECKING:       # the planner (Jinja, the accounting model) loads on first plan, not with serve's receiver
-    from .planner import Operation, PlanContext
+    from runner.language.planner import Operation, PlanContext
 
 log = logging.getLogger("ledgerflow.reload")
 
@@ -90,12 +90,12 @@ class App:
 
     @cached_property
     def store(self):
-        from .store import open_store
+        from runner.store import open_store
         return open_store(self.project.store_url)
 
     @cached_property
     def secrets(self):
-        from .secrets import SecretResolver
+        from runner.core.secrets import SecretResolver
         return SecretResolver()
 
     @property
@@ -104,12 +104,12 @@ class App:
         built once per version of the project file."""
         cache = self._config.cache
         if "postings" not in cache:
-            from .posting.source import PostingSource
+            from runner.language.posting.source import PostingSource
             cache["postings"] = PostingSource.for_app(self)
         return cache["postings"]
 
     def context(self, lookups: dict | None = None, params: dict | None = None) -> PlanContext:
-        from .planner import PlanContext
+        from runner.language.planner import PlanContext
         config = self._config
         project = config.project
         types = config.cache.get("connection_types")
@@ -133,7 +133,7 @@ class App:
                 if self._config is config:         # a hot reload in between wins
                     self._config = Config(config.project, flows, config.cache)
             if config.flows is not None and self._config.flows is flows:
-                from .changes import flow_changes
+                from runner.language.changes import flow_changes
                 changes = flow_changes(config.flows, flows)
                 if changes:
                     log.info("flows re-read: %s", "; ".join(changes))
@@ -173,8 +173,8 @@ class App:
         """Load and check the project file, every flow and mapping as ``ledgerflow validate`` does;
         swap the new version in only when it is clean (one log line names what changed, after
         ``reason``). A refused version changes nothing."""
-        from .changes import describe_changes, endpoint_problems, restart_problems
-        from .validate import check_project
+        from runner.language.changes import describe_changes, endpoint_problems, restart_problems
+        from runner.language.validate import check_project
         with self._lock:
             old = self._config
             project, flows, problems = check_project(old.project.path or old.project.file)
@@ -223,8 +223,8 @@ class App:
                    params: dict | None = None, shared: dict | None = None) -> list[Operation]:
         """``shared``: one dict per event when it is planned through several flows (its posting
         is built once; see PlanContext.shared)."""
-        from .lookups import resolve_lookups
-        from .planner import plan
+        from runner.language.lookups import resolve_lookups
+        from runner.language.planner import plan
         ctx = self.context(params=params)
         ctx.shared = shared
         pinned = dict(pinned_lookups or {})

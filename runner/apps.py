@@ -4,7 +4,7 @@ worker's, the dispatcher's) instead of loading the project again."""
 
 from __future__ import annotations
 
-from .app import App
+from runner.app import App
 
 _APPS: dict[str | None, App] = {}
 
@@ -19,6 +19,6 @@ def register_app(app: App) -> str | None:
 def app_for(project_file: str | None) -> App:
     """The App registered for ``project_file``, else the project loaded (and kept) now."""
     if project_file not in _APPS:
-        from .spec import load_project
+        from runner.language.spec import load_project
         _APPS[project_file] = App(load_project(project_file))
     return _APPS[project_file]

@@ -14,10 +14,10 @@ from connectors.base import Runtime, StoreServices, provide_store_services
 
 def store_services(store: Any) -> StoreServices:
     """The key/value cache, rate limiter, OAuth token rows and Web Connector queue over ``store``."""
-    from .qbwc_queue import QbwcQueue
-    from .ratelimit import RateLimiter
-    from .store.kvcache import KeyValueCache
-    from .store.tokens import TokenRows
+    from runner.qbwc_queue import QbwcQueue
+    from runner.store.kvcache import KeyValueCache
+    from runner.store.limiter import RateLimiter
+    from runner.store.tokens import TokenRows
     return StoreServices(cache=KeyValueCache(store), limiter=RateLimiter(store), tokens=TokenRows(store),
                          qbwc=QbwcQueue(store))
 

@@ -1,6 +1,6 @@
 """The next state of a delivery after one attempt: sent, retrying when (the flow's backoff, a
 throttle's wait, the target's Retry-After) or dead. Pure; used by the delivery loop
-(runner/delivery.py) and by the Web Connector's queue (runner/qbwc_queue.py), so both engines
+(runner/deliver/delivery.py) and by the Web Connector's queue (runner/qbwc_queue.py), so both engines
 decide alike."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import random
 from typing import Callable
 
 from connectors.base import ErrorKind, Outcome, TargetError
-
-from .redact import personal_values, scrub
-from .spec import RetryPolicy
+from runner.core.redact import personal_values, scrub
+from runner.language.spec import RetryPolicy
 
 THROTTLE_DEFAULT_WAIT = 60.0
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from connectors.base import Outcome
-
-from .store.qbwc import QbwcStore
+from runner.store.qbwc import QbwcStore
 
 
 class QbwcQueue(QbwcStore):
@@ -27,7 +26,7 @@ class QbwcQueue(QbwcStore):
     def record_outcomes(self, outcomes: Iterable[tuple[Any, Outcome]], now: float, *, worker: str) -> list[dict]:
         """Each (delivery, outcome) decided by the runner's retry policy (``runner.outcomes.decide``) and
         recorded; the decisions (id, state, error, ...)."""
-        from .outcomes import decide
+        from runner.outcomes import decide
         decisions = [decide(d, o, now) for d, o in outcomes]
         self.store.finish(decisions, worker=worker)
         return decisions

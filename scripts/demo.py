@@ -38,7 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.webhooks import sign  # noqa: E402
+from runner.ingest.webhooks import sign  # noqa: E402
 from tests.books.scenario import generate  # noqa: E402
 from tests.standins.stripe_api import DEFAULT_KEY, StripeStandin  # noqa: E402
 from tests.support import servers  # noqa: E402
@@ -136,11 +136,11 @@ def main() -> int:
 
 
 def demo_prefect(env: dict):
-    """The demo project's own Prefect server for the whole demo (runner.prefect_server, as every
+    """The demo project's own Prefect server for the whole demo (runner.operate.prefect_server, as every
     command resolves it): the commands below find it recorded under .ledgerflow/demo/.state and
     use it; it stops when the demo ends. With PREFECT_API_URL set, that server is used instead."""
-    from runner.prefect_server import project_api
-    from runner.spec import load_project
+    from runner.language.spec import load_project
+    from runner.operate.prefect_server import project_api
     step("the demo project's Prefect server (PREFECT_API_URL, else the project's own: started once, "
          "shared by the commands below, stopped at the end)")
     return project_api(load_project(env["LEDGERFLOW_PROJECT"]))

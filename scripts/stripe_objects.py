@@ -1,4 +1,4 @@
-"""Generate runner/_stripe_objects.py: the fields of every Stripe object, read from the
+"""Generate runner/language/_stripe_objects.py: the fields of every Stripe object, read from the
 stripe SDK's typed resource classes, and the object each event type carries.
 
 ``ledgerflow validate`` checks that a template reads fields Stripe's objects have
@@ -9,7 +9,7 @@ upgrade). Regenerate with:
 
     .venv/bin/python scripts/stripe_objects.py
 
-Field codes in the output (see runner/stripe_fields.py): "_" a scalar, "*" free-form
+Field codes in the output (see runner/language/stripe_fields.py): "_" a scalar, "*" free-form
 (metadata, untyped), "[X]" a list of X, "{X}" a Stripe list object of X, a type key
 (an object name like ``charge``, or ``charge/BillingDetails.Address`` for a nested
 class), and "A|B" either (an expandable field is "_|balance_transaction": an id or
@@ -27,7 +27,7 @@ import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "runner" / "_stripe_objects.py"
+OUT = ROOT / "runner" / "language" / "_stripe_objects.py"
 SCALARS = (str, int, float, bool, type(None))
 
 

@@ -275,7 +275,7 @@ class QbdHarness:
             import yaml
 
             from runner.app import App
-            from runner.spec import load_project
+            from runner.language.spec import load_project
             root = Path(self.runtime.project_dir)
             (root / "flows").mkdir(exist_ok=True)
             (root / "ledgerflow.yaml").write_text(yaml.safe_dump({
@@ -286,7 +286,7 @@ class QbdHarness:
         return self._app
 
     def enqueue(self, n: int, payload: dict | None = None) -> int:
-        from runner.planner import Operation
+        from runner.language.planner import Operation
         item = self.item(n)
         op = Operation(flow="conformance", route="deposit", connection="qbd", connector_type=self.type,
                        action=item.action, idempotency_key=item.idempotency_key,

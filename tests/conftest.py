@@ -2,7 +2,7 @@
 
 * ``store_url``: parametrised over SQLite (a temp file) and PostgreSQL (a fresh
   database per test session on 127.0.0.1:5432, dropped at the end).
-* ``prefect_api``: one project Prefect server per session (runner.prefect_server; ~12 s).
+* ``prefect_api``: one project Prefect server per session (runner.operate.prefect_server; ~12 s).
 * ``project``: a temporary project folder with the shipped flows and mappings.
 """
 
@@ -124,12 +124,12 @@ def store(store_url):
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
     """One project Prefect server per session (per xdist worker), through the same code as every
-    command (runner.prefect_server): its state under a temp folder, on a free port it records (the
+    command (runner.operate.prefect_server): its state under a temp folder, on a free port it records (the
     next free one if another xdist worker took it meanwhile),
     a generous start-up limit; stopped at the end of the session. Its database is PostgreSQL when
     that is reachable (as the README advises for several workers: the tests run two and three worker
     processes at once, and Prefect's server on SQLite answers 503 when its database is locked)."""
-    from runner.prefect_server import PrefectAPI, ServerSettings
+    from runner.operate.prefect_server import PrefectAPI, ServerSettings
     from tests.support.servers import free_port
     database = f"ledgerflow_prefect_{uuid.uuid4().hex[:12]}" if _pg_available() else None
     if database:

@@ -52,7 +52,7 @@ connections:
 
 def load_app(project_file: Path):
     from runner.app import App
-    from runner.spec import load_project
+    from runner.language.spec import load_project
     return App(load_project(project_file))
 
 

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from connectors.base import Item
 from connectors.oauth import TokenSet, TokenStore
 from runner.connector_runtime import connector_runtime
-from runner.secrets import SecretResolver
+from runner.core.secrets import SecretResolver
 from runner.store import open_store
 from tests.standins.qbo import Company, QboStandin
 from tests.support.servers import serve_app

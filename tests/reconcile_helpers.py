@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from runner.planner import Operation
+from runner.language.planner import Operation
 from tests.standins.stripe_api import DEFAULT_KEY
 from tests.standins.stripe_scenarios import Scenario
 from tests.store_helpers import force_state

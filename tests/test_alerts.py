@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from runner.alerts import Alert, alert_dead_letters, alert_flow_run_failed, flush_grouped, record, send_alert
-from runner.delivery import deliver_rows
+from runner.deliver.alerts import Alert, alert_dead_letters, alert_flow_run_failed, flush_grouped, record, send_alert
+from runner.deliver.delivery import deliver_rows
 from tests.delivery_helpers import PII_MAPPING, http_project, load_app, plan_charges
 from tests.standins.slack import BOT_TOKEN, WEBHOOK_PATH, SlackStandIn
 from tests.support.servers import serve_app
@@ -145,7 +145,7 @@ def test_without_slack_settings_nothing_is_sent(target, slack, tmp_path, store_u
 
 @pytest.mark.prefect
 def test_delivery_flow_run_alerts_on_dead_letters(prefect_api, app, target, slack):
-    from runner.worker import DeliveryLoop, LoopSettings
+    from runner.deliver.worker import DeliveryLoop, LoopSettings
     ids = plan_charges(app, 2)
     target.fail(app.store.delivery(ids[0])["idempotency_key"], "400")
     DeliveryLoop(app, LoopSettings(batch_size=10), worker="w").run(until_idle=True)
@@ -155,7 +155,7 @@ def test_delivery_flow_run_alerts_on_dead_letters(prefect_api, app, target, slac
 
 
 def test_scrub_removes_people_but_keeps_ids_and_account_names_readable():
-    from runner.redact import personal_values, scrub
+    from runner.core.redact import personal_values, scrub
     payload = {"CustomerRef": {"FullName": "Jane Doe"}, "AccountRef": {"FullName": "Stripe Clearing"},
                "customer": "cus_T0", "email": "jane@example.com", "memo": "Order 42"}
     known = personal_values(payload)
@@ -171,7 +171,7 @@ def test_scrub_removes_people_but_keeps_ids_and_account_names_readable():
 # ---- what an alert says: the event, a fix for the kind of error, the exact command, a usable link --------
 
 def test_a_planning_failure_alerts_with_its_file_line_col_and_the_retry_command(app, target, slack):
-    from runner.dispatch import dispatch_pending
+    from runner.ingest.dispatch import dispatch_pending
     from tests.delivery_helpers import add_broken_flow, charge
     add_broken_flow(app.project.dir)
     app.flows(reload=True)
@@ -227,7 +227,7 @@ def test_a_rejected_field_is_named_in_the_fix(app, target, slack):
      "Transient failures (timeouts, 5xx) outlasted every attempt: check that the target is up, then replay"),
 ])
 def test_the_fix_is_specific_to_the_kind_of_error(error, kind, connection, ctype, fix):
-    from runner.alerts import build_message
+    from runner.deliver.alerts import build_message
     alert = Alert("dead", "f", f"{connection} (post)", error, event_id="evt_1", delivery_id=7, error_kind=kind,
                   connection=connection, connector_type=ctype)
     text, blocks = build_message(alert, 1)
@@ -236,7 +236,7 @@ def test_the_fix_is_specific_to_the_kind_of_error(error, kind, connection, ctype
 
 
 def test_throttled_and_transient_failures_say_ledgerflow_retries():
-    from runner.alert_fix import fix_for
+    from runner.deliver.alert_fix import fix_for
     stripe_down = Alert("plan-failed", "f", "(plan)", "flow f cannot plan event evt_1: Stripe unreachable "
                         "(gave up after 6 attempts)", error_kind="retryable")
     assert "outside the flow (Stripe or a look-up unreachable" in fix_for(stripe_down)
@@ -247,7 +247,7 @@ def test_throttled_and_transient_failures_say_ledgerflow_retries():
 
 
 def test_the_run_link_uses_prefect_ui_url_not_localhost(app, target, slack, monkeypatch):
-    from runner.alerts import prefect_run_url
+    from runner.deliver.alerts import prefect_run_url
     prefect_run_url("warm-up")                              # settings loaded before the variables change
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     monkeypatch.setenv("PREFECT_UI_URL", "https://prefect.example.com/")
@@ -262,8 +262,8 @@ def test_the_run_link_uses_prefect_ui_url_not_localhost(app, target, slack, monk
 
 def test_a_grouped_alert_names_the_command_that_replays_exactly_its_dead_letters(app, target, slack, capsys,
                                                                                  monkeypatch):
-    from runner.alerts import row_group_key
     from runner.cli import main
+    from runner.deliver.alerts import row_group_key
     ids, report = _dead(app, target, 5)
     (other,), other_report = _dead(app, target, 1, mode="401", start=10)     # another error: another alert
     alert_dead_letters(app, report.dead + other_report.dead)

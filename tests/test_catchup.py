@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from runner import jsonio
 from runner.app import App
-from runner.catchup import RETENTION_SECONDS, CatchUpService, background, catch_up, scheduled_pass
 from runner.cli import main
-from runner.errors import LedgerflowError
-from runner.fixtures import event_from_fixture
-from runner.spec import load_project
+from runner.core import jsonio
+from runner.core.errors import LedgerflowError
+from runner.ingest.catchup import RETENTION_SECONDS, CatchUpService, background, catch_up, scheduled_pass
+from runner.language.fixtures import event_from_fixture
+from runner.language.spec import load_project
 from tests.standins.stripe_api import DEFAULT_KEY, StripeStandin
 from tests.support.servers import serve_app
 from tests.webhook_helpers import stripe_project

@@ -87,7 +87,7 @@ def harness_class(type_name: str):
 @pytest.fixture
 def harness(request, tmp_path):
     from runner.connector_runtime import connector_runtime
-    from runner.secrets import SecretResolver
+    from runner.core.secrets import SecretResolver
     from runner.store import open_store
     type_name = request.param
     saved = dict(os.environ)
@@ -135,7 +135,7 @@ def test_every_action_has_examples_that_pass_its_schema_and_checks(harness):
         Draft202012Validator.check_schema(action.schema)
         validator = Draft202012Validator(action.schema, format_checker=FormatChecker())
         for example in action.examples:
-            from runner import jsonio  # examples hold Decimals; validate them as the planner does: JSON numbers
+            from runner.core import jsonio  # examples hold Decimals; validate them as the planner does: JSON numbers
             as_json = jsonio.loads(jsonio.dumps(example))
             assert not [e.message for e in validator.iter_errors(as_json)], (name, example)
             assert not (action.check(example) if action.check else []), (name, example)
@@ -303,8 +303,8 @@ def test_a_flow_delivers_to_the_example_package(tmp_path):
     from ledgerflow_example_connector.conformance import ExampleBooks
 
     from runner.app import App
-    from runner.delivery import deliver_rows
-    from runner.spec import load_project
+    from runner.deliver.delivery import deliver_rows
+    from runner.language.spec import load_project
     from tests.delivery_helpers import charge
     from tests.helpers_project import write
     books = ExampleBooks()

@@ -13,7 +13,7 @@ import pytest
 
 from connectors import registry
 from runner.cli import main
-from runner.errors import LedgerflowError
+from runner.core.errors import LedgerflowError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,18 +65,18 @@ def test_validate_rejects_unknown_connection_settings_with_the_nearest_name(tmp_
 
 def test_every_shipped_connection_schema_has_a_fresh_compiled_validator():
     """validate pays no schema compile for the shipped connectors (scripts/compile_schemas.py)."""
-    from runner import schemacheck
+    from runner.language import schemacheck
     spec = importlib.util.spec_from_file_location("compile_schemas", ROOT / "scripts" / "compile_schemas.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     for module, schema in mod.shipped_connection_schemas().items():
-        generated = ROOT / "runner" / "_schema_validators" / f"{module}.py"
+        generated = ROOT / "runner" / "language" / "_schema_validators" / f"{module}.py"
         assert generated.exists() and schemacheck._generated(schema) is not None, (
             f"{generated.relative_to(ROOT)} is stale: run .venv/bin/python scripts/compile_schemas.py")
 
 
 def test_connect_systems_come_from_the_connectors():
-    from runner.commands.connect import provider_for
+    from runner.cli.commands.connect import provider_for
     assert provider_for("sage")[0] == "sage"
     assert provider_for("quickbooks-online")[0] == "quickbooks_online"
     with pytest.raises(LedgerflowError, match="did you mean `quickbooks-online`"):
@@ -84,7 +84,7 @@ def test_connect_systems_come_from_the_connectors():
 
 
 def test_mounts_pull_types_and_reconciliation_defaults_come_from_the_connectors():
-    from runner import serve_hooks
+    from runner.operate import serve_hooks
     from runner.reconcile.policy import Policy
     assert serve_hooks.ASGI_MOUNTS == ["connectors.quickbooks_desktop.service:mount"] == registry.mounts()
     assert registry.PULL_TYPES == {"quickbooks_desktop"}
@@ -121,10 +121,10 @@ def test_connectors_import_nothing_from_the_runner():
 def test_connector_errors_are_the_runners_errors():
     """A connector's configuration error reaches the CLI's ``except LedgerflowError`` unchanged."""
     import connectors.base
-    import runner.ratelimit
+    import runner.store.limiter
     from connectors.oauth import OAuthConfig
     assert LedgerflowError is connectors.base.LedgerflowError
-    assert runner.ratelimit.Limit is connectors.base.Limit
-    assert issubclass(runner.ratelimit.RateLimitTimeout, LedgerflowError)
+    assert runner.store.limiter.Limit is connectors.base.Limit
+    assert issubclass(runner.store.limiter.RateLimitTimeout, LedgerflowError)
     with pytest.raises(LedgerflowError, match=r"^connections\.qbo\.token_url is required for OAuth 2$"):
         OAuthConfig.from_connection("qbo", {}, None)

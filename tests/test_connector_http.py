@@ -104,12 +104,12 @@ def test_timeouts_and_connection_errors_are_retryable():
 
 def test_json_body_and_answer_are_what_the_runners_jsonio_writes_and_reads():
     """connectors.http keeps its own exact-decimal JSON (connectors import nothing from the runner):
-    byte for byte what runner.jsonio writes, and Decimals back."""
+    byte for byte what runner.core.jsonio writes, and Decimals back."""
     import datetime
     from decimal import Decimal
 
     from connectors.http import json_answer, json_body
-    from runner import jsonio
+    from runner.core import jsonio
     values = [{"amount": Decimal("12.30"), "n": 3, "ok": True, "none": None, "name": "Café \u2028 \"q\"",
                "lines": [{"x": Decimal("-0.001")}, [], {}], "when": datetime.date(2024, 5, 1), 7: (1, "a")},
               [], {}, "plain", Decimal("1E+3")]

@@ -12,9 +12,9 @@ import pytest
 from connectors.base import ErrorKind, Item, Outcome, TargetError
 from connectors.http import retry_after_seconds
 from connectors.http_post.connector import classify
-from runner.delivery import deliver_rows
+from runner.deliver.delivery import deliver_rows
+from runner.language.spec import RetryPolicy
 from runner.outcomes import decide
-from runner.spec import RetryPolicy
 from tests.delivery_helpers import PII_MAPPING, http_project, load_app, plan_charges
 
 WORKER = "test-worker"

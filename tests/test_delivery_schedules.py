@@ -34,8 +34,8 @@ def project(target, tmp_path, store_url, monkeypatch):
 
 def test_shipped_prefect_yaml_lists_every_scheduled_flow(monkeypatch):
     from runner.app import App
-    from runner.deployments import prefect_yaml
-    from runner.spec import load_project
+    from runner.language.spec import load_project
+    from runner.operate.deployments import prefect_yaml
     app = App(load_project(ROOT / "ledgerflow.yaml"))
     assert (ROOT / "prefect.yaml").read_text() == prefect_yaml(app), \
         "prefect.yaml is stale: run `ledgerflow deploy --check --write-prefect-yaml`"
@@ -44,10 +44,10 @@ def test_shipped_prefect_yaml_lists_every_scheduled_flow(monkeypatch):
 def test_prefect_yaml_from_flows(project):
     import yaml
 
-    from runner.deployments import prefect_yaml
+    from runner.operate.deployments import prefect_yaml
     doc = yaml.safe_load(prefect_yaml(load_app(project)))
     (dep,) = doc["deployments"]
-    assert dep["name"] == "nightly-ledger" and dep["entrypoint"] == "runner/scheduled.py:scheduled_run"
+    assert dep["name"] == "nightly-ledger" and dep["entrypoint"] == "runner/operate/scheduled.py:scheduled_run"
     assert dep["parameters"] == {"flow_file": "flows/nightly-ledger.yaml", "params": {"lookback_days": 3}}
     assert dep["schedules"] == [{"cron": "30 6 * * 1-5", "timezone": "Europe/Paris", "active": True}]
 
@@ -61,7 +61,7 @@ def test_deploy_registers_a_deployment_per_scheduled_flow(prefect_api, project, 
     from prefect.client.orchestration import get_client
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("ledgerflow-scheduled/nightly-ledger")
-    assert dep.entrypoint == "runner.scheduled.scheduled_run"
+    assert dep.entrypoint == "runner.operate.scheduled.scheduled_run"
     (sched,) = dep.schedules
     assert sched.schedule.cron == "30 6 * * 1-5" and sched.schedule.timezone == "Europe/Paris" and sched.active
     assert dep.parameters["flow_file"].endswith("flows/nightly-ledger.yaml")
@@ -82,7 +82,7 @@ def test_deploy_with_no_scheduled_flow(project, capsys):
 
 
 def test_reconcile_flows_run_the_reconciliation_with_the_date_range(project, monkeypatch):
-    from runner.scheduled import run_scheduled
+    from runner.operate.scheduled import run_scheduled
     write(project.parent, "flows/nightly-recon.yaml", RECONCILE)
     calls = []
     import runner.reconcile
@@ -96,7 +96,7 @@ def test_reconcile_flows_run_the_reconciliation_with_the_date_range(project, mon
 
 @pytest.mark.prefect
 def test_default_scheduled_run_delivers_what_is_due(prefect_api, project, target):
-    from runner.scheduled import scheduled_run
+    from runner.operate.scheduled import scheduled_run
     app = load_app(project)
     ids = plan_charges(app, 3)
     from runner import apps
@@ -121,7 +121,7 @@ def test_a_reconciliation_with_exceptions_ends_failed_named_exceptions_without_a
         import runner.reconcile
         monkeypatch.setattr(runner.reconcile, "run_from_flow", lambda app, flow, params: report)
         from runner import apps
-        from runner.scheduled import scheduled_run
+        from runner.operate.scheduled import scheduled_run
         apps._APPS.pop(str(project), None)
         state = scheduled_run(flow_file=str(project.parent / "flows/nightly-recon.yaml"), project_file=str(project),
                               return_state=True)
@@ -147,7 +147,7 @@ def test_a_failed_scheduled_run_sends_a_slack_alert(prefect_api, project, target
         import runner.reconcile
         monkeypatch.setattr(runner.reconcile, "run_from_flow", broken)
         from runner import apps
-        from runner.scheduled import scheduled_run
+        from runner.operate.scheduled import scheduled_run
         apps._APPS.pop(str(project), None)
         state = scheduled_run(flow_file=str(project.parent / "flows/nightly-recon.yaml"), project_file=str(project),
                               return_state=True)
@@ -167,7 +167,7 @@ def test_a_run_started_by_hand_like_the_ui_is_executed_by_serves_schedule_runner
 
     from prefect.client.orchestration import get_client
 
-    from runner.deployments import ScheduleRunner
+    from runner.operate.deployments import ScheduleRunner
     app = load_app(project)
     ids = plan_charges(app, 2)
     runner = ScheduleRunner(app)

@@ -8,11 +8,11 @@ import time
 import pytest
 from sqlalchemy import select
 
-from runner import jsonio
 from runner.app import App
-from runner.dispatch import DispatchService, dispatch_pending
-from runner.fixtures import event_from_fixture
-from runner.spec import load_project
+from runner.core import jsonio
+from runner.ingest.dispatch import DispatchService, dispatch_pending
+from runner.language.fixtures import event_from_fixture
+from runner.language.spec import load_project
 from runner.store.tables import deliveries
 from tests.conftest import ROOT
 from tests.helpers_project import write
@@ -198,7 +198,7 @@ def test_a_plan_error_quoting_event_data_is_kept_without_personal_data(tmp_path,
     import json as _json
 
     from runner.app import App
-    from runner.spec import load_project
+    from runner.language.spec import load_project
     from tests.helpers_project import charge_event, make_project, write
     make_project(tmp_path)
     write(tmp_path, "flows/f.yaml", """\

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import select
 
 from runner.app import App
-from runner.dispatch import dispatch_pending
+from runner.ingest.dispatch import dispatch_pending
 from runner.store.tables import deliveries, recon_results
 from tests.reconcile_helpers import book, wire_project
 from tests.standins.stripe_scenarios import CONNECTED, build
@@ -53,7 +53,7 @@ def test_a_reconciliation_that_cannot_reach_stripe_keeps_the_event_failed(projec
     row = app.store.get_event("evt_payout_paid_2")
     assert row["status"] == "failed" and "flow payout-reconciliation: reconciliation failed" in row["error"]
     # and the delivery loop runs it again (a plan row): retried with backoff while Stripe stays away
-    from runner.delivery import deliver_rows
+    from runner.deliver.delivery import deliver_rows
     plan = app.store.delivery_by_key("plan:payout-reconciliation:evt_payout_paid_2")
     assert plan is not None and plan["state"] == "pending"
     deliver_rows(app, app.store.claim("t", ids=[plan["id"]]), worker="t")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import dispatch
-from runner.dispatch import dispatch_pending
+from runner.ingest import dispatch
+from runner.ingest.dispatch import dispatch_pending
 from tests.delivery_helpers import charge, http_project, load_app
 from tests.standins.flaky_target import FlakyTarget
 from tests.store_helpers import force_state
@@ -178,7 +178,7 @@ def test_a_re_dispatched_event_writes_no_second_row(store_url, tmp_path, monkeyp
 @pytest.mark.prefect
 def test_the_scheduled_run_reports_how_many_events_it_dispatched(prefect_api, target, store_url, tmp_path,
                                                                   monkeypatch):
-    from runner.scheduled import run_scheduled
+    from runner.operate.scheduled import run_scheduled
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     app = load_app(http_project(tmp_path / "p", target.url))
     put_charges(app, 3)

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from runner.cli import main
-from runner.delivery import deliver_rows
-from runner.dlq import DlqError, discard, replay
+from runner.deliver.delivery import deliver_rows
+from runner.deliver.dlq import DlqError, discard, replay
 from runner.store.tables import audit
 from tests.delivery_helpers import MAPPING, http_project, load_app, plan_charges
 from tests.standins.flaky_target import FlakyTarget
@@ -175,7 +175,7 @@ def test_replay_all_replans_the_flow_s_retrying_rows_or_says_why_not(project, ta
 
 
 def test_replay_all_of_one_alert_takes_exactly_its_dead_letters(project, target, capsys):
-    from runner.alerts import row_group_key
+    from runner.deliver.alerts import row_group_key
     app = load_app(project)
     memo, unauthorized = plan_charges(app, 2)
     target.fail(app.store.delivery(unauthorized)["idempotency_key"], "401")

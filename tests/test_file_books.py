@@ -320,7 +320,7 @@ def app(tmp_path, monkeypatch):
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     monkeypatch.delenv("STRIPE_API_KEY", raising=False)
     from runner.app import App
-    from runner.spec import load_project
+    from runner.language.spec import load_project
     a = App(load_project(root / "ledgerflow.yaml"))
     yield a
     a.close()

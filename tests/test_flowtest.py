@@ -46,7 +46,7 @@ def test_shipped_flow_tests_pass(project_dir, stripe_fixtures, capsys):
 def test_every_route_of_every_shipped_flow_has_a_case(project_dir, stripe_fixtures):
     """Each shipped flow's routes fire in at least one case, and USD, JPY and BHD and Connect are covered."""
     from runner.app import App
-    from runner.flowtest.load import FlowIndex, load_all
+    from runner.language.flowtest.load import FlowIndex, load_all
     app = App()
     files, problems = load_all([project_dir / "flows"], FlowIndex(app.project))
     assert not problems and not any(tf.problems for tf in files)
@@ -145,14 +145,15 @@ def test_cases_filtered_by_name(project_dir, stripe_fixtures, capsys):
 
 def test_help_stays_light():
     code = ("import sys, runner.cli; runner.cli.build_parser(); "
-            "print(sorted(m for m in sys.modules if m.startswith(('ruamel', 'jsonschema', 'runner.flowtest', 'prefect'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('ruamel', 'jsonschema', "
+            "'runner.language.flowtest', 'prefect'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_flow_schema_tests_items_are_flow_test_cases():
-    flow = json.loads((ROOT / "runner" / "schema" / "flow.schema.json").read_text())
-    cases = json.loads((ROOT / "runner" / "schema" / "flowtest.schema.json").read_text())
+    flow = json.loads((ROOT / "runner" / "language" / "schema" / "flow.schema.json").read_text())
+    cases = json.loads((ROOT / "runner" / "language" / "schema" / "flowtest.schema.json").read_text())
     assert flow["properties"]["tests"]["items"] == cases["$defs"]["case"]
 
 
@@ -160,7 +161,7 @@ def test_shipped_test_files_round_trip_unchanged():
     """--update edits through ruamel round-trip; our layout must survive it byte for byte."""
     import io
 
-    from runner.flowtest.update import _yaml
+    from runner.language.flowtest.update import _yaml
     for f in sorted((ROOT / "flows" / "tests").glob("*.yaml")):
         text = f.read_text()
         y = _yaml(text)

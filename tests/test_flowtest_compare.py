@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from runner.flowtest.compare import MISSING, compare, plain, same_value
+from runner.language.flowtest.compare import MISSING, compare, plain, same_value
 
 
 def test_money_compares_as_decimals_whichever_side_is_text():

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from connectors.quickbooks_desktop.webconnector import LoginGuard, ServiceSettings, clean
-from runner.planner import Operation
-from runner.server.limits import Limits
+from runner.language.planner import Operation
+from runner.operate.server.limits import Limits
 from runner.store.tables import deliveries, qbwc_requests, qbwc_sessions
 from tests.standins.web_connector import NS, SOAP_ENV, FakeQuickBooks, RawSoap, WebConnector
 from tests.support.servers import free_port, serve_app
@@ -363,8 +363,8 @@ def test_connection_error_messages_cannot_forge_log_lines(app, caplog):
 # ---- 12. a listener of its own ---------------------------------------------------------------------------
 
 def test_the_web_connector_can_listen_apart_from_the_webhooks(app, monkeypatch):
-    from runner.server.limits import Listener
-    from runner.server.listeners import build_servers, serve_all
+    from runner.operate.server.limits import Listener
+    from runner.operate.server.listeners import build_servers, serve_all
     from tests.webhook_helpers import set_secrets
     set_secrets(monkeypatch)
     app.project.raw["stripe"] = {"endpoints": {"platform": {"secrets": [{"env": "LF_TEST_WHSEC_NEW"}]}}}

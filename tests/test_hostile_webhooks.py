@@ -1,5 +1,5 @@
 """The webhook receiver under hostile and odd input (issue #14), over real HTTP on loopback, served with the
-protocol and limits ``ledgerflow serve`` uses (``runner.server.limits``).
+protocol and limits ``ledgerflow serve`` uses (``runner.operate.server.limits``).
 
 * item 10: header and body deadlines, the connection cap, slow clients (many connections trickling
   bytes) while real webhooks keep being answered;
@@ -22,13 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import jsonio
 from runner.app import App
-from runner.fixtures import event_from_fixture
-from runner.server import build_asgi
-from runner.server.limits import Limits
-from runner.spec import load_project
-from runner.webhooks import sign
+from runner.core import jsonio
+from runner.ingest.webhooks import sign
+from runner.language.fixtures import event_from_fixture
+from runner.language.spec import load_project
+from runner.operate.server import build_asgi
+from runner.operate.server.limits import Limits
 from tests.support.servers import serve_app
 from tests.webhook_helpers import NEW, SECRETS, set_secrets, signed, stripe_project
 
@@ -171,7 +171,7 @@ def test_limits_come_from_serve_limits(tmp_path, store_url, monkeypatch, stripe_
     app = App(load_project(stripe_project(tmp_path / "proj", store_url, extra=(
         "serve:\n  limits: {max_connections: 50, header_timeout: 3, body_timeout: 4, keep_alive_timeout: 2, "
         "max_header_bytes: 8192}\n"))))
-    from runner.server.listeners import build_servers
+    from runner.operate.server.listeners import build_servers
     [server] = build_servers(app, "127.0.0.1", 0, background=False, qbwc=None)
     c = server.config
     assert (c.limit_concurrency, c.timeout_keep_alive, c.h11_max_incomplete_event_size) == (50, 2, 8192)

@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runner import jsonio, serve_hooks
 from runner.app import App
-from runner.server import build_asgi
-from runner.spec import load_project
+from runner.core import jsonio
+from runner.language.spec import load_project
+from runner.operate import serve_hooks
+from runner.operate.server import build_asgi
 from runner.store.tables import deliveries
 from tests.conftest import ROOT
 from tests.helpers_project import charge_event, write
@@ -92,7 +93,7 @@ def project(tmp_path, slack, monkeypatch):
 def serve(project, monkeypatch):
     """serve's ASGI app over real HTTP with its background services: the watcher and the dispatcher
     (the delivery loop and Prefect are left out: this is about planning)."""
-    monkeypatch.setattr(serve_hooks, "BACKGROUND", ["runner.reload:background", "runner.dispatch:background"])
+    monkeypatch.setattr(serve_hooks, "BACKGROUND", ["runner.operate.reload:background", "runner.ingest.dispatch:background"])
     app = App(load_project(project))
     app.flows()
     with serve_app(build_asgi(app, mounts=False)) as server:
@@ -135,7 +136,7 @@ def payload(app, event_id: str) -> dict:
 
 
 def test_serve_registers_the_watcher():
-    assert "runner.reload:background" in serve_hooks.BACKGROUND
+    assert "runner.operate.reload:background" in serve_hooks.BACKGROUND
 
 
 def test_a_fixed_mapping_is_taken_without_restart_and_a_broken_edit_is_refused(serve, project, slack, caplog):
@@ -259,8 +260,8 @@ def test_a_running_worker_plans_with_the_fixed_mapping(prefect_api, project, tmp
 
 
 def test_a_mapping_saved_within_one_clock_tick_is_compiled_again(tmp_path):
-    from runner.spec import MAPPINGS
-    from runner.templating import environment
+    from runner.language.spec import MAPPINGS
+    from runner.language.templating import environment
     path = write(tmp_path, "mappings/m.yaml", 'a: "{{ charge.id }}"\n')
     stamp = path.stat().st_mtime_ns
     assert MAPPINGS.get(path, "m.yaml", environment()).names == {"charge"}

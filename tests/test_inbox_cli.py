@@ -13,7 +13,7 @@ import time
 import pytest
 
 from runner.cli import main
-from runner.fixtures import event_from_fixture
+from runner.language.fixtures import event_from_fixture
 from tests.conftest import ROOT
 
 
@@ -61,8 +61,8 @@ def test_inbox_show_piped_into_head_ends_quietly(project_dir, stripe_fixtures, t
 def story_app(target, tmp_path, store_url, monkeypatch):
     """evt_000000: a retried then delivered operation (payload with personal data) and a flow that
     cannot plan it (a dead plan row); evt_000001: an operation dead-lettered on a 400."""
-    from runner.delivery import deliver_rows
-    from runner.dispatch import dispatch_pending
+    from runner.deliver.delivery import deliver_rows
+    from runner.ingest.dispatch import dispatch_pending
     from tests.delivery_helpers import PII_MAPPING, add_broken_flow, charge, http_project, load_app
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     pf = http_project(tmp_path / "p", target.url, mapping=PII_MAPPING)

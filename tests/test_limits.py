@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from runner.limits import ensure_limits
-from runner.worker import DeliveryLoop, LoopSettings
+from runner.deliver.limits import ensure_limits
+from runner.deliver.worker import DeliveryLoop, LoopSettings
 from tests.delivery_helpers import http_project, load_app, plan_charges
 from tests.support.servers import serve_app
 

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from runner import money
+from runner.core import money
 
 
 @pytest.mark.parametrize("amount,currency,expected", [

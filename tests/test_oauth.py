@@ -22,8 +22,8 @@ from connectors.oauth import (
     catch_redirect,
     fernet,
 )
-from runner.errors import LedgerflowError
-from runner.secrets import SecretResolver
+from runner.core.errors import LedgerflowError
+from runner.core.secrets import SecretResolver
 from runner.store import open_store as open_runner_store
 from runner.store.tokens import TokenRows
 from tests.standins.oauth_server import TokenAuthority

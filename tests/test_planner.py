@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 
 from runner.app import App
-from runner.errors import EventError, RenderError
-from runner.events import parse_event
-from runner.planner import plan
-from runner.spec import load_project
+from runner.core.errors import EventError, RenderError
+from runner.language.events import parse_event
+from runner.language.planner import plan
+from runner.language.spec import load_project
 
 from .helpers_project import charge_event, make_project, write
 
@@ -200,7 +200,7 @@ def test_event_json_floats_become_decimals():
 
 
 def test_two_expressions_in_one_leaf_render_as_text(tmp_path):
-    from runner.templating import Compiled, environment
+    from runner.language.templating import Compiled, environment
     c = Compiled(environment(), "{{ a }}/{{ b }}")
     assert c({"a": 1, "b": 2}) == "1/2"
     assert Compiled(environment(), "{{ {'x': {'y': 1}} }}")({}) == {"x": {"y": 1}}

@@ -13,14 +13,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.fx import Rate
-from runner.money import from_minor, quantum
-from runner.posting.build import build_posting
-from runner.posting.events import movement_of
-from runner.posting.fetch import FetchError
-from runner.posting.model import DocumentView, Line, Posting, PostingError, UnbalancedPosting, effective_rate, inverse_rate
-from runner.posting.policy import AccountingPolicy, PolicyError, load_accounting
-from runner.posting.source import PostingSource
+from runner.core.fx import Rate
+from runner.core.money import from_minor, quantum
+from runner.language.posting.build import build_posting
+from runner.language.posting.events import movement_of
+from runner.language.posting.fetch import FetchError
+from runner.language.posting.model import (
+    DocumentView,
+    Line,
+    Posting,
+    PostingError,
+    UnbalancedPosting,
+    effective_rate,
+    inverse_rate,
+)
+from runner.language.posting.policy import AccountingPolicy, PolicyError, load_accounting
+from runner.language.posting.source import PostingSource
 
 D = Decimal
 T = 1767225600          # 2026-01-01T00:00:00Z

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from runner import jsonio
 from runner.app import App
 from runner.cli import main
-from runner.delivery import deliver_rows
-from runner.dispatch import dispatch_pending
-from runner.spec import load_project
+from runner.core import jsonio
+from runner.deliver.delivery import deliver_rows
+from runner.ingest.dispatch import dispatch_pending
+from runner.language.spec import load_project
+from runner.language.validate import validate_paths
 from runner.store.tables import deliveries
-from runner.validate import validate_paths
 from tests.helpers_project import write
 from tests.standins.slack import WEBHOOK_PATH, SlackStandIn
 from tests.standins.stripe_api import DEFAULT_KEY, StripeStandin
@@ -308,7 +308,7 @@ def _dead_plan_row(stand, slack, make_project, monkeypatch):
 
 def test_mapping_error_plan_row_is_dead_lettered_with_the_place_and_alerted(stand, slack, make_project,
                                                                             monkeypatch):
-    from runner.alerts import alert_dead_letters
+    from runner.deliver.alerts import alert_dead_letters
     app, eid, plan, where, report = _dead_plan_row(stand, slack, make_project, monkeypatch)
     assert [r["id"] for r in report.dead] == [plan["id"]] and not report.retried
     dead = app.store.delivery(plan["id"])
@@ -340,7 +340,7 @@ def test_dlq_replay_of_a_plan_row_after_the_fix_plans_it_and_repeats_nothing(sta
 
 
 def test_the_serve_delivery_loop_claims_plan_rows(make_project):
-    from runner.worker import DeliveryLoop
+    from runner.deliver.worker import DeliveryLoop
     app = App(load_project(make_project(f"http://127.0.0.1:{free_port()}", {"postings": POSTINGS_FLOW})))
     eid = put(app, charge_event(50))
     dispatch_pending(app)
@@ -371,14 +371,14 @@ routes:
 
 
 def test_a_lookup_no_firing_route_reads_is_never_asked_for(stand, make_project, monkeypatch):
-    from runner import fx
+    from runner.core import fx
     asked = []
     real = fx.provider
 
     def spy(name, *a, **kw):
         asked.append(name)
         return real(name, *a, **kw)
-    monkeypatch.setattr("runner.lookups.provider", spy)
+    monkeypatch.setattr("runner.language.lookups.provider", spy)
     # a BHD charge settled in USD at Stripe's rate; the ECB has no BHD rate
     stand.add(txn(60, 85868, 2520, exchange_rate=2.6596))
     app = App(load_project(make_project(stand.url, {"bhd-charges": LAZY_FLOW})))

@@ -1,4 +1,4 @@
-"""One Prefect API per project (runner.prefect_server): PREFECT_API_URL wins; else the project's
+"""One Prefect API per project (runner.operate.prefect_server): PREFECT_API_URL wins; else the project's
 recorded server, adopted only when verified; else the command starts the project's server and
 the last process using it stops it. Never a stranger's server, never one left running."""
 
@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from runner.prefect_server import _pid_alive, healthy, server_home
+from runner.operate.prefect_server import _pid_alive, healthy, server_home
 from tests.conftest import ROOT
 from tests.helpers_project import PROJECT, make_project
 from tests.support.servers import free_port, serve_app
@@ -141,8 +141,8 @@ def test_a_port_set_by_the_user_and_taken_by_a_stranger_is_an_error_not_adopted(
 
 
 def test_the_start_up_limit_setting_is_checked():
-    from runner.errors import LedgerflowError
-    from runner.prefect_server import settings_for
+    from runner.core.errors import LedgerflowError
+    from runner.operate.prefect_server import settings_for
     app = type("A", (), {"project": type("P", (), {"raw": {"serve": {"prefect_startup_timeout": "soon"}},
                                                    "file": "ledgerflow.yaml", "state_dir": Path("/tmp/x")})()})()
     with pytest.raises(LedgerflowError, match=r"ledgerflow.yaml: serve.prefect_startup_timeout: expected a positive "
@@ -156,8 +156,8 @@ def test_the_start_up_limit_setting_is_checked():
 def test_the_projects_server_takes_its_database_from_the_environment_and_checks_it(monkeypatch):
     """``LEDGERFLOW_PREFECT_DATABASE_URL`` (PostgreSQL for several workers) reaches the server it starts;
     a URL Prefect's server cannot use is refused naming the variable, without echoing the URL."""
-    from runner.errors import LedgerflowError
-    from runner.prefect_server import ProjectServer, settings_for
+    from runner.core.errors import LedgerflowError
+    from runner.operate.prefect_server import ProjectServer, settings_for
     app = type("A", (), {"project": type("P", (), {"raw": {}, "file": "ledgerflow.yaml",
                                                    "state_dir": Path("/tmp/x")})()})()
     assert "sqlite+aiosqlite:////tmp/x/prefect/" in ProjectServer(settings_for(app)).environment("u")[
@@ -174,7 +174,7 @@ def test_the_projects_server_takes_its_database_from_the_environment_and_checks_
 def test_a_port_taken_between_the_check_and_the_bind_means_another_port(tmp_path, monkeypatch):
     """Two processes (xdist workers, say) may pick the same free port: the one that loses the bind
     starts on another port instead of failing."""
-    from runner.prefect_server import ProjectServer, ServerSettings
+    from runner.operate.prefect_server import ProjectServer, ServerSettings
     with serve_app(_stranger()) as other:
         srv = ProjectServer(ServerSettings(tmp_path / "state", port=other.port))
         srv.home.mkdir(parents=True)
@@ -212,7 +212,7 @@ def test_serve_owns_the_projects_server_for_its_lifetime(tmp_path):
     with open(tmp_path / "serve.log", "wb") as log:
         serve = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--port", str(port), "--log-level",
                                   "warning"], cwd=project.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
-    prefect = "runner.prefect_server:background"
+    prefect = "runner.operate.prefect_server:background"
     seen, deadline = [], time.monotonic() + 900
     try:
         while time.monotonic() < deadline and "running" not in seen:
@@ -237,7 +237,7 @@ def test_serve_owns_the_projects_server_for_its_lifetime(tmp_path):
 
 def test_after_release_this_process_resolves_again(tmp_path, monkeypatch):
     """A process that started and stopped the project's server is not left pointing at it."""
-    from runner.prefect_server import PrefectAPI, ServerSettings
+    from runner.operate.prefect_server import PrefectAPI, ServerSettings
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_UI_URL", "http://ui.example.internal")
     api = PrefectAPI(ServerSettings(tmp_path / "state", port=free_port())).acquire(configured=False)
@@ -256,8 +256,8 @@ def test_serve_stopping_while_its_server_still_starts_leaves_no_server_behind(tm
     process exits (a leaked ``prefect server start`` was seen running 40 minutes later)."""
     import threading
 
-    from runner.errors import LedgerflowError
-    from runner.prefect_server import PrefectAPI, ServerSettings
+    from runner.core.errors import LedgerflowError
+    from runner.operate.prefect_server import PrefectAPI, ServerSettings
     api = PrefectAPI(ServerSettings(tmp_path / "state", port=free_port(), startup_limit=600))
     api.server.home.mkdir(parents=True)
     slow = [sys.executable, "-c", "import time; time.sleep(600)"]     # a server that never answers

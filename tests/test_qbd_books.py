@@ -29,7 +29,7 @@ from starlette.routing import Mount
 from connectors.quickbooks_desktop.service import build_service
 from connectors.quickbooks_desktop.webconnector import QbdConnection, WebConnectorBackend, connections_of
 from runner.app import App
-from runner.fixtures import event_from_fixture
+from runner.language.fixtures import event_from_fixture
 from tests.standins.web_connector import WSDL_PATH, XSD_PATH, FakeQuickBooks, RawSoap, WebConnector
 from tests.support.servers import serve_app
 
@@ -269,7 +269,7 @@ def test_a_paid_payout_nets_the_clearing_account_to_zero(project):
 
 def test_single_currency_company_files_get_no_foreign_document_at_plan_time(project):
     """A mapping that sends a foreign currency to a single-currency company file fails at plan time."""
-    from runner.errors import RenderError
+    from runner.core.errors import RenderError
     app = App()
     flow = app.flow("qbd-charges")
     event = event_from_fixture("charge.succeeded", overrides={"id": "ch_3EurZ", "amount": 5000, "currency": "eur",
@@ -280,7 +280,7 @@ def test_single_currency_company_files_get_no_foreign_document_at_plan_time(proj
     receipt = next(op for op in ops if op.action == "sales_receipt")
     assert receipt.payload["SalesReceiptLineAdd"][0]["Amount"] == Decimal("54.17")
     assert "ExchangeRate" not in receipt.payload
-    from runner.planner import check_for_connection
+    from runner.language.planner import check_for_connection
     with pytest.raises(RenderError):
         check_for_connection({"Name": "x", "CurrencyRef": {"FullName": "EUR"}}, "quickbooks_desktop",
                              flow.routes[0], app.context())

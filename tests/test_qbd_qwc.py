@@ -57,8 +57,8 @@ def test_qwc_bad_input_is_named(project, capsys, args, message):
 def test_ledgerflow_serve_mounts_the_web_connector_service(project, stripe_fixtures, monkeypatch):
     """Started as the README says: `ledgerflow serve`, the .qwc AppURL, a Web Connector session."""
     from runner.app import App
-    from runner.fixtures import event_from_fixture
-    from runner.server.asgi import build_asgi
+    from runner.language.fixtures import event_from_fixture
+    from runner.operate.server.asgi import build_asgi
     from tests.support.servers import serve_app
     for name in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_CONNECT_WEBHOOK_SECRET"):
         monkeypatch.setenv(name, "test-value-not-a-secret")

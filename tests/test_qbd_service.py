@@ -15,8 +15,8 @@ from connectors import registry
 from connectors.quickbooks_desktop.service import build_service
 from connectors.quickbooks_desktop.webconnector import QbdConnection, WebConnectorBackend, connections_of
 from runner.app import App
-from runner.fixtures import event_from_fixture
-from runner.planner import Operation
+from runner.language.fixtures import event_from_fixture
+from runner.language.planner import Operation
 from runner.store.tables import deliveries, qbwc_requests
 from tests.standins.web_connector import NS, WSDL_PATH, XSD_PATH, FakeQuickBooks, RawSoap, WebConnector, ZeepSoap
 from tests.support.servers import serve_app

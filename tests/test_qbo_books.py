@@ -29,7 +29,7 @@ from typing import Mapping
 import pytest
 import yaml
 
-from runner.posting.events import movement_of
+from runner.language.posting.events import movement_of
 from tests.books.scenario import generate
 from tests.qbo_support import qbo  # noqa: F401 - fixture
 from tests.standins.qbo import ITEMS
@@ -69,7 +69,7 @@ def app(qbo, project_dir, stripe_fixtures, monkeypatch):   # noqa: F811
 
 
 def deliver(app, ops) -> list[dict]:
-    from runner.delivery import deliver_rows
+    from runner.deliver.delivery import deliver_rows
     ids = sorted({did for did, _ in app.store.add_deliveries(ops)})
     rows = app.store.claim("test-worker", ids=ids, limit=len(ids) + 1)
     deliver_rows(app, rows, worker="test-worker")

@@ -166,7 +166,7 @@ def test_429_is_throttled_with_retry_after_and_blocks_the_company(qbo):
     throttled = [o for o in outs if not o.ok]
     assert throttled and all(o.error.kind == ErrorKind.THROTTLED for o in throttled)
     assert 0 < throttled[0].error.retry_after <= 60
-    from runner.ratelimit import Limit, RateLimiter
+    from runner.store.limiter import Limit, RateLimiter
     ids, wait = RateLimiter(qbo.store).try_acquire([Limit("qbo:" + "9130350000000001", rate=500)])
     assert ids is None and wait > 0             # every worker now waits for the same company
 

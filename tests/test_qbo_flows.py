@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from runner.fixtures import event_from_fixture
+from runner.language.fixtures import event_from_fixture
 from tests.qbo_support import qbo  # noqa: F401 - fixture
 from tests.standins.qbo import ITEMS
 
@@ -63,7 +63,7 @@ def app(qbo, project_dir, stripe_fixtures, monkeypatch):   # noqa: F811
 
 
 def deliver(app, ops):
-    from runner.delivery import deliver_rows
+    from runner.deliver.delivery import deliver_rows
     ids = [did for did, _ in app.store.add_deliveries(ops)]
     rows = app.store.claim("test-worker", ids=ids)
     deliver_rows(app, rows, worker="test-worker")
@@ -112,7 +112,7 @@ def test_foreign_charge_in_single_currency_company_books_the_settled_home_amount
 
 def test_foreign_currency_ref_refused_at_preview_when_company_has_no_multicurrency(app, project_dir):
     """A user's mapping that sends a foreign CurrencyRef fails at preview, naming the mapping."""
-    from runner.errors import RenderError
+    from runner.core.errors import RenderError
     (project_dir / "mappings" / "quickbooks_online" / "charge_in_presentment.yaml").write_text(
         (project_dir / "mappings" / "quickbooks_online" / "charge_sales_receipt.yaml").read_text()
         .replace("{{ doc.currency }}", "{{ posting.presentment_currency }}"))
@@ -147,12 +147,12 @@ def test_foreign_currency_with_multicurrency_sends_rate_and_currency_customer(ap
 
 
 def test_run_command_path_through_prefect(app, qbo, prefect_api, monkeypatch):  # noqa: F811
-    from runner import jsonio
-    from runner.run import run_event
+    from runner.core import jsonio
+    from runner.deliver.run import run_event
     flow = app.flow("flows/qbo-payouts.yaml")
     event = event_from_fixture("payout.paid", overrides={"status": "paid"})
     # the payout's balance transaction, as the fetch (or its cache) gives it
-    from runner.posting import source
+    from runner.language.posting import source
     real = source.PostingSource.for_event
     monkeypatch.setattr(source.PostingSource, "for_event",
                         lambda self, ev, pinned_bt=None: real(self, ev, bt(-1100, category="payout")))

@@ -1,4 +1,4 @@
-"""runner.ratelimit: a store-backed limiter shared by worker processes."""
+"""runner.store.limiter: a store-backed limiter shared by worker processes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import multiprocessing
 
 import pytest
 
-from runner.ratelimit import Limit, RateLimiter, RateLimitTimeout
 from runner.store import open_store
+from runner.store.limiter import Limit, RateLimiter, RateLimitTimeout
 
 
 class Clock:

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from runner import jsonio
 from runner.app import App
+from runner.core import jsonio
 from runner.reconcile import reconcile
 from runner.reconcile.classify import RECONCILED
 from tests.reconcile_helpers import book, wire_project
@@ -165,7 +165,7 @@ def test_bad_api_key_names_the_setting(project_dir, monkeypatch, store_url, stan
     scenario, _, url = stand
     app = _app(project_dir, monkeypatch, url, store_url, scenario)
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_wrongkey0000000")
-    from runner.errors import LedgerflowError
+    from runner.core.errors import LedgerflowError
     with pytest.raises(LedgerflowError, match=r"401.*stripe.api_key"):
         reconcile(App(), _flow(app), since=_since())
 

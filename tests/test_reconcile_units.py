@@ -13,8 +13,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from runner.fx import CachedProvider, FxError, OpenExchangeRatesProvider, Rate, provider, stripe_rate
-from runner.money import from_minor
+from runner.core.fx import CachedProvider, FxError, OpenExchangeRatesProvider, Rate, provider, stripe_rate
+from runner.core.money import from_minor
 from runner.reconcile.journal import Totals, clearing_lines, convert_lines, summary_lines
 from runner.reconcile.policy import Policy, PolicyError, load_policy
 from runner.store.fx_rates import RateCache
@@ -146,15 +146,15 @@ def test_policy_defaults_include_connected_accounts():
 
 
 def test_validate_checks_the_reconcile_section(project_dir):
-    from runner.errors import SpecError
-    from runner.spec import load_flow, load_project
+    from runner.core.errors import SpecError
+    from runner.language.spec import load_flow, load_project
     src = (project_dir / "flows" / "payout-reconciliation.yaml").read_text()
     bad = project_dir / "flows" / "bad-recon.yaml"
     bad.write_text(src.replace("mode: per_transaction", "mode: daily").replace("unbooked: journal", "unbooked: x"))
     with pytest.raises(SpecError) as e:
         load_flow(bad, load_project())
     text = str(e.value)
-    assert "bad-recon.yaml:17:" in text and "reconcile.mode: 'daily' is not one of" in text
+    assert "bad-recon.yaml:16:" in text and "reconcile.mode: 'daily' is not one of" in text
     assert "reconcile.unbooked" in text
 
 

@@ -25,7 +25,7 @@ def tooling_flows(request):
         shutil.copytree(TOOLING, request.getfixturevalue("project_dir"), dirs_exist_ok=True)
 
 def _event(tmp_path, stripe_fixtures, event_type, **overrides):
-    from runner.fixtures import event_from_fixture
+    from runner.language.fixtures import event_from_fixture
     ev = event_from_fixture(event_type, overrides=overrides)
     path = tmp_path / f"{event_type}.json"
     path.write_text(json.dumps(ev))

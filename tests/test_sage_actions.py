@@ -53,7 +53,7 @@ def test_schemas_refuse_missing_and_unknown_fields():
 
 
 def test_mapping_typo_fails_at_validate_naming_the_mapping_line(tmp_path, project_dir):
-    from runner.validate import validate_paths
+    from runner.language.validate import validate_paths
     m = project_dir / "mappings" / "sage" / "payout_bank_transfer.yaml"
     m.write_text(m.read_text().replace("amount:", "amuont:"))
     problems, _ = validate_paths([str(project_dir / "flows" / "sage-payouts.yaml")])

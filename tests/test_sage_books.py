@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from connectors.base import ErrorKind, Item
 from connectors.oauth import TokenSet, TokenStore
 from connectors.sage.actions import check_payload
-from runner import jsonio
+from runner.core import jsonio
 from runner.store import open_store
 from tests.standins.sage import SageStandIn
 from tests.support.servers import serve_app
@@ -157,7 +157,7 @@ def books(project_dir, tmp_path, monkeypatch):
         tokens.extra["business_id"] = standin.business_id
         TokenStore(open_store(store_url)).write("sage", tokens)
         from runner.app import App
-        from runner.spec import load_project
+        from runner.language.spec import load_project
         return standin, App(load_project(cfg))
     yield make
     for server in made:

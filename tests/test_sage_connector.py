@@ -12,7 +12,7 @@ from connectors.oauth import TokenSet
 from connectors.sage.connector import SageConnector
 from connectors.sage.references import short_reference
 from runner.connector_runtime import connector_runtime
-from runner.secrets import SecretResolver
+from runner.core.secrets import SecretResolver
 from tests.standins.sage import SageStandIn, connection_config
 from tests.support.servers import serve_app
 

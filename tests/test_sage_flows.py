@@ -61,7 +61,7 @@ def sage_project(project_dir, sage, store_url, monkeypatch):
 
 
 def _event(tmp_path, event_type, name=None, **overrides):
-    from runner.fixtures import event_from_fixture
+    from runner.language.fixtures import event_from_fixture
     ev = event_from_fixture(event_type, overrides=overrides)
     path = tmp_path / f"{name or event_type}.json"
     path.write_text(json.dumps(ev, default=str))

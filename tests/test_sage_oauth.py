@@ -11,7 +11,7 @@ from connectors.base import Item
 from connectors.oauth import TokenSet, TokenStore
 from connectors.sage.connector import SageConnector
 from runner.connector_runtime import connector_runtime
-from runner.secrets import SecretResolver
+from runner.core.secrets import SecretResolver
 from tests.standins.sage import SageStandIn, connection_config
 from tests.support.servers import serve_app
 
@@ -101,7 +101,7 @@ def test_tokens_are_encrypted_at_rest(sage, store, workers):
 def test_connect_sage_runs_the_code_flow_and_records_the_business(sage, project_dir, store_url, monkeypatch, capsys):
     import httpx
 
-    import runner.commands.connect as connect_cmd
+    import runner.cli.commands.connect as connect_cmd
     from runner.cli import main
     from runner.store import open_store
     from tests.support.servers import free_port

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner import schemacheck
+from runner.language import schemacheck
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS = sorted((ROOT / "runner" / "schema").glob("*.json"))
+SCHEMAS = sorted((ROOT / "runner" / "language" / "schema").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", SCHEMAS, ids=lambda p: p.name)
@@ -25,13 +25,13 @@ def test_generated_validator_is_fresh(path):
     spec = importlib.util.spec_from_file_location("compile_schemas", ROOT / "scripts" / "compile_schemas.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    generated = ROOT / "runner" / "_schema_validators" / f"{mod.module_name(path.name)}.py"
+    generated = ROOT / "runner" / "language" / "_schema_validators" / f"{mod.module_name(path.name)}.py"
     assert generated.exists() and generated.read_text() == mod.generate(path.name), (
         f"{generated.relative_to(ROOT)} is stale: run .venv/bin/python scripts/compile_schemas.py")
 
 
 def test_fast_and_explaining_paths_agree():
-    schema = json.loads((ROOT / "runner" / "schema" / "flow.schema.json").read_text())
+    schema = json.loads((ROOT / "runner" / "language" / "schema" / "flow.schema.json").read_text())
     good = {"name": "x", "trigger": {"stripe": ["charge.succeeded"]}, "routes": [{"name": "r", "target": "t", "action": "a",
                                                                    "mapping": "m.yaml"}]}
     assert schemacheck.errors(schema, good) == []

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from runner.app import App
-from runner.spec import load_project
+from runner.language.spec import load_project
 from tests.helpers_project import write
 from tests.standins.slack import WEBHOOK_PATH, SlackStandIn
 from tests.support.servers import free_port, serve_app
@@ -85,8 +85,8 @@ def _wait_for(check, what: str, timeout: float = 120.0):
 @pytest.fixture
 def serve(tmp_path, monkeypatch):
     """Run the real serve listeners (build_servers + serve_all) with BACKGROUND as given."""
-    from runner import serve_hooks
-    from runner.server.listeners import build_servers, serve_all
+    from runner.operate import serve_hooks
+    from runner.operate.server.listeners import build_servers, serve_all
     set_secrets(monkeypatch)
     started = []
 
@@ -134,13 +134,13 @@ def test_a_service_that_cannot_start_is_failed_in_healthz_logged_and_alerted(ser
     slack = SlackStandIn()
     with serve_app(slack.app) as srv:
         monkeypatch.setenv("TEST_SLACK_WEBHOOK", srv.url + WEBHOOK_PATH)
-        url, _ = serve([FAILING, "runner.dispatch:background"],
+        url, _ = serve([FAILING, "runner.ingest.dispatch:background"],
                        extra="slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n")
         health = _wait_for(lambda: (h := _health(url))["services"][FAILING]["state"] == "failed" and h,
                            "the failed state")
         assert health["status"] == "degraded"
         assert health["services"][FAILING]["reason"] == "RuntimeError: cannot reach the ledger at db.internal"
-        _wait_for(lambda: _health(url)["services"]["runner.dispatch:background"]["state"] == "running",
+        _wait_for(lambda: _health(url)["services"]["runner.ingest.dispatch:background"]["state"] == "running",
                   "the next service to start anyway")
         _wait_for(lambda: slack.messages, "the Slack alert")
         ev = _event()
@@ -167,22 +167,22 @@ def test_a_service_whose_thread_dies_is_reported_not_masked(serve, monkeypatch, 
 def test_prefect_flows_are_not_started_without_the_prefect_api(tmp_path, monkeypatch):
     """When the project's Prefect server cannot be had, the services that run flows fail with that
     reason instead of running flows with no API (Prefect's temporary server)."""
-    from runner import prefect_server
-    from runner.server.supervisor import PREFECT, Supervisor
+    from runner.operate import prefect_server
+    from runner.operate.server.supervisor import PREFECT, Supervisor
     monkeypatch.setattr(prefect_server, "background", lambda app: _Failing())
-    sup = Supervisor(object(), [PREFECT, "runner.worker:background"])
-    monkeypatch.setattr("runner.alerts.alert_service_failed", lambda *a: True)
+    sup = Supervisor(object(), [PREFECT, "runner.deliver.worker:background"])
+    monkeypatch.setattr("runner.deliver.alerts.alert_service_failed", lambda *a: True)
     sup.start()
     try:
-        _wait_for(lambda: sup.health()["runner.worker:background"]["state"] == "failed", "the worker's state")
+        _wait_for(lambda: sup.health()["runner.deliver.worker:background"]["state"] == "failed", "the worker's state")
     finally:
         sup.stop()
-    reason = sup.health()["runner.worker:background"]["reason"]
+    reason = sup.health()["runner.deliver.worker:background"]["reason"]
     assert reason == "not started: it needs the Prefect API (RuntimeError: cannot reach the ledger at db.internal)"
 
 
 def test_a_schedule_runner_that_cannot_start_says_so_instead_of_schedules_served(monkeypatch, caplog):
-    from runner import deployments
+    from runner.operate import deployments
 
     def broken(app):
         raise ValueError("flows/nightly.yaml: trigger.schedule: bad cron")
@@ -203,10 +203,10 @@ class _LeakyFailure:
 
 
 def test_a_failure_reason_carries_no_credentials_or_personal_data(monkeypatch):
-    from runner import serve_hooks
-    from runner.server.supervisor import Supervisor
+    from runner.operate import serve_hooks
+    from runner.operate.server.supervisor import Supervisor
     sent = []
-    monkeypatch.setattr("runner.alerts.alert_service_failed", lambda app, ref, reason: sent.append(reason))
+    monkeypatch.setattr("runner.deliver.alerts.alert_service_failed", lambda app, ref, reason: sent.append(reason))
     monkeypatch.setattr(serve_hooks, "load", lambda ref: lambda app: _LeakyFailure())
     sup = Supervisor(object(), ["leaky"])
     sup.start()
@@ -234,11 +234,11 @@ routes:
 """
 ROW = 'id: "{{ charge.id }}"\namount: "{{ charge.amount | money(charge.currency) }}"\n'
 # what the receiver does not use: none of it may be imported before the port is open
-NOT_BEFORE_LISTENING = ("prefect", "jinja2", "runner.planner", "runner.mapping", "runner.templating",
-                        "runner.dispatch", "alembic", "httpx", "stripe", "jsonschema", "websockets", "slack_sdk")
+NOT_BEFORE_LISTENING = ("prefect", "jinja2", "runner.language.planner", "runner.language.mapping", "runner.language.templating",
+                        "runner.ingest.dispatch", "alembic", "httpx", "stripe", "jsonschema", "websockets", "slack_sdk")
 AT_LISTEN = """\
 import asyncio, json, sys
-import runner.server.listeners as listeners
+import runner.operate.server.listeners as listeners
 
 async def record(servers):          # instead of starting the background services once listening
     while not all(s.started for s in servers):
@@ -284,10 +284,10 @@ def test_a_broken_flow_at_start_keeps_webhooks_coming_in_and_is_loud(serve, tmp_
     write(root, "flows/charges.yaml", CHARGES_FLOW % "chrge")
     write(root, "mappings/row.yaml", ROW)
     slack = SlackStandIn()
-    dispatcher = "runner.dispatch:background"
+    dispatcher = "runner.ingest.dispatch:background"
     with serve_app(slack.app) as srv:
         monkeypatch.setenv("TEST_SLACK_WEBHOOK", srv.url + WEBHOOK_PATH)
-        url, app = serve(["runner.reload:background", dispatcher],
+        url, app = serve(["runner.operate.reload:background", dispatcher],
                          extra="slack:\n  webhook_url: {env: TEST_SLACK_WEBHOOK}\n")
         ev = _event()
         r = httpx.post(url + "/webhooks/stripe", content=(s := signed(ev))[0], headers=s[1], timeout=30)
@@ -296,7 +296,7 @@ def test_a_broken_flow_at_start_keeps_webhooks_coming_in_and_is_loud(serve, tmp_
         assert health["status"] == "degraded"
         assert "charges.yaml:3:" in health["flows"]["reason"] and "undefined name 'chrge'" in health["flows"]["reason"]
         assert health["services"][dispatcher]["state"] == "waiting"
-        assert health["services"]["runner.reload:background"]["state"] == "running"
+        assert health["services"]["runner.operate.reload:background"]["state"] == "running"
         _wait_for(lambda: slack.messages, "the Slack alert")
         assert app.store.get_event(ev["id"])["status"] == "pending"
         write(root, "flows/charges.yaml", CHARGES_FLOW % "charge")          # the fix, taken without a restart

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from starlette.testclient import TestClient
 
-from runner import jsonio
+from runner.core import jsonio
 from tests.standins.qbo import CHART, QboStandin
 
 REALM = "4620816365000001"

@@ -8,7 +8,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from runner import jsonio
+from runner.core import jsonio
 from tests.standins.sage import SageStandIn
 from tests.support.servers import serve_app
 

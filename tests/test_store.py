@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from runner.planner import Operation
+from runner.language.planner import Operation
 
 
 def op(key: str, conn: str = "csv") -> Operation:

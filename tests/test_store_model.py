@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.planner import Operation
+from runner.language.planner import Operation
 from runner.store.model import FIELDS, Delivery, State
 from runner.store.tables import deliveries
 from runner.store.transitions import ALLOWED, IllegalTransition, check, require

@@ -1,4 +1,4 @@
-"""`validate` knows Stripe's objects (runner/stripe_fields.py): a template reading a field
+"""`validate` knows Stripe's objects (runner/language/stripe_fields.py): a template reading a field
 Stripe's object does not have fails with file:line:col and the nearest field; unknown
 filters list the available ones; an unquoted {{ }} says to quote it."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.errors import SpecError
-from runner.spec import load_flow, load_project
+from runner.core.errors import SpecError
+from runner.language.spec import load_flow, load_project
 
 from .helpers_project import make_project, write
 
@@ -112,7 +112,7 @@ def test_absence_tests_loop_variables_and_lookups_are_not_checked(proj):
 
 def test_posting_and_doc_attributes(proj):
     out = problems(proj, "{{ posting.kidn == 'charge' }}")
-    assert out == ["flows/f.yaml:3:21: filter: `posting.kidn`: the posting (runner/posting/model.py Posting) "
+    assert out == ["flows/f.yaml:3:21: filter: `posting.kidn`: the posting (runner/language/posting/model.py Posting) "
                    "has no field `kidn`; did you mean `kind`?"]
     assert problems(proj, "{{ posting.kind == 'charge' and posting.amount_of('fee') < 0 and posting.record() }}") == []
 
@@ -148,9 +148,10 @@ def test_regenerating_the_stripe_fields_gives_the_committed_file():
     spec = importlib.util.spec_from_file_location("stripe_objects", ROOT / "scripts" / "stripe_objects.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    committed = (ROOT / "runner" / "_stripe_objects.py").read_text()
+    committed = (ROOT / "runner" / "language" / "_stripe_objects.py").read_text()
     assert committed == mod.generate(), (
-        "runner/_stripe_objects.py does not match the installed stripe SDK: run .venv/bin/python scripts/stripe_objects.py")
+        "runner/language/_stripe_objects.py does not match the installed stripe SDK: "
+        "run .venv/bin/python scripts/stripe_objects.py")
 
 
 def test_a_mapping_validated_on_its_own_knows_objects_by_name(proj, capsys):

@@ -11,8 +11,8 @@ from types import BuiltinMethodType
 
 import pytest
 
-from runner import jsonio
-from runner.templating import Compiled, Scope, TemplateProblem, environment
+from runner.core import jsonio
+from runner.language.templating import Compiled, Scope, TemplateProblem, environment
 
 
 class Thing:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.errors import SpecError
-from runner.spec import load_flow, load_project
+from runner.core.errors import SpecError
+from runner.language.spec import load_flow, load_project
 
 from .helpers_project import make_project, write
 

@@ -11,11 +11,11 @@ import time
 import httpx
 import pytest
 
-from runner import jsonio
 from runner.app import App
-from runner.fixtures import event_from_fixture
-from runner.server import build_asgi
-from runner.spec import load_project
+from runner.core import jsonio
+from runner.language.fixtures import event_from_fixture
+from runner.language.spec import load_project
+from runner.operate.server import build_asgi
 from tests.conftest import ROOT
 from tests.helpers_project import write
 from tests.support.servers import serve_app
@@ -252,7 +252,7 @@ def test_get_on_the_webhook_path_is_not_allowed(receiver):
 def test_serve_app_runs_background_services_and_mounts(tmp_path, store_url, monkeypatch, stripe_fixtures):
     """The webhook -> inbox -> dispatcher path inside the serve app, with the
     serve_hooks extension points (a test mount, the dispatcher as the only service)."""
-    from runner import serve_hooks
+    from runner.operate import serve_hooks
     from tests.test_dispatch import CHARGES
 
     set_secrets(monkeypatch)
@@ -261,7 +261,7 @@ def test_serve_app_runs_background_services_and_mounts(tmp_path, store_url, monk
     shutil.copytree(ROOT / "mappings" / "csv", root / "mappings" / "csv")
     write(root, "flows/charges.yaml", CHARGES)
     monkeypatch.chdir(root)
-    monkeypatch.setattr(serve_hooks, "BACKGROUND", ["runner.dispatch:background"])
+    monkeypatch.setattr(serve_hooks, "BACKGROUND", ["runner.ingest.dispatch:background"])
     monkeypatch.setattr(serve_hooks, "ASGI_MOUNTS", ["tests.test_webhooks:_test_mount"])
     app = App(load_project(path))
     with serve_app(build_asgi(app)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
@@ -331,7 +331,7 @@ def _broken_service(app):
 
 def test_a_background_service_that_fails_to_start_does_not_close_the_front_door(tmp_path, store_url, monkeypatch,
                                                                                  stripe_fixtures, caplog):
-    from runner import serve_hooks
+    from runner.operate import serve_hooks
     set_secrets(monkeypatch)
     monkeypatch.setattr(serve_hooks, "BACKGROUND", ["tests.test_webhooks:_broken_service"])
     app = App(load_project(stripe_project(tmp_path / "proj", store_url)))
@@ -343,7 +343,7 @@ def test_a_background_service_that_fails_to_start_does_not_close_the_front_door(
 
 
 def test_writer_commits_the_rest_of_a_batch_one_by_one_when_a_row_fails(store, monkeypatch):
-    from runner.server.inbox_writer import InboxUnavailable, InboxWriter
+    from runner.ingest.inbox_writer import InboxUnavailable, InboxWriter
     real = store.add_events
     writer = InboxWriter(store)
     monkeypatch.setattr(store, "add_events", lambda rows, conn=None: (
@@ -418,7 +418,7 @@ def test_future_tolerance_is_configurable_per_endpoint(tmp_path, store_url, monk
 def test_the_writer_keeps_its_connection_and_replaces_one_that_went_stale(store, monkeypatch):
     """One connection across batches; a kept connection that fails (the server dropped it while
     idle) is replaced and the batch tried once more, so no 503 comes of it."""
-    from runner.server.inbox_writer import InboxWriter
+    from runner.ingest.inbox_writer import InboxWriter
     writer = InboxWriter(store)
     item = lambda i: ({"id": f"evt_keep_{i}", "type": "x"}, "{}", "t", None, None)   # noqa: E731
     assert writer._insert([item(1)]) == [True]
@@ -451,9 +451,9 @@ def _sdk_accepts(body: bytes, header: str, secrets: list[str], tolerance: int) -
 
 
 def test_the_signature_check_agrees_with_the_stripe_sdk():
-    """runner.webhooks checks Stripe's scheme over the raw bytes (no copies); on every header shape it
+    """runner.ingest.webhooks checks Stripe's scheme over the raw bytes (no copies); on every header shape it
     accepts exactly what ``stripe.WebhookSignature.verify_header`` accepts."""
-    from runner.webhooks import Rejected, _check_signature, sign
+    from runner.ingest.webhooks import Rejected, _check_signature, sign
     body = '{"id": "evt_sig", "amount": "12.30", "name": "Zoë"}'.encode()
     now = int(time.time())
     good = sign(body.decode(), NEW, now).split(",")[1]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from runner.app import App
-from runner.errors import LedgerflowError, SpecError
-from runner.server import build_asgi
-from runner.spec import load_project
-from runner.stripe_config import stripe_settings
+from runner.core.errors import LedgerflowError, SpecError
+from runner.language.spec import load_project
+from runner.language.stripe_config import stripe_settings
+from runner.operate.server import build_asgi
 from tests.helpers_project import PROJECT, make_project
 
 

@@ -10,7 +10,7 @@ import subprocess
 
 import httpx
 
-from runner.fixtures import event_from_fixture
+from runner.language.fixtures import event_from_fixture
 from runner.store.db import Store
 from tests.support import servers
 from tests.support.servers import free_port

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from runner.fixtures import event_from_fixture
+from runner.language.fixtures import event_from_fixture
 from runner.store.db import Store
 from runner.store.tables import inbox
 from tests.support import servers
@@ -193,7 +193,7 @@ def test_serve_workers_runs_the_background_services_once(tmp_path, pg_url, prefe
         first = next(h for h in health.values() if h["process"]["receiver"] == 0)
         other = next(h for h in health.values() if h["process"]["receiver"] == 1)
         assert first["process"]["pid"] == proc.pid
-        assert "runner.dispatch:background" in first["services"]
+        assert "runner.ingest.dispatch:background" in first["services"]
         assert other["services"] == {}
         child = other["process"]["pid"]
     finally:

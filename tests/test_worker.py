@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.worker import DeliveryLoop, LoopSettings
+from runner.deliver.worker import DeliveryLoop, LoopSettings
 from tests.delivery_helpers import http_project, load_app, plan_charges
 from tests.standins.flaky_target import FlakyTarget
 from tests.support.servers import serve_app
@@ -103,7 +103,7 @@ def test_loop_delivers_in_batches_each_in_an_honest_flow_run(prefect_api, target
 
 def test_loop_never_claims_pull_based_connector_types(target, tmp_path, store_url, monkeypatch):
     from connectors import registry
-    from runner.planner import Operation
+    from runner.language.planner import Operation
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     monkeypatch.setitem(registry.TYPES, "pulled", registry.TYPES["csv"])
     monkeypatch.setattr(registry, "PULL_TYPES", {"pulled"})

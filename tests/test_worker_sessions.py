@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from runner.worker import DeliveryLoop, LoopSettings
+from runner.deliver.worker import DeliveryLoop, LoopSettings
 from tests.delivery_helpers import http_project, load_app, plan_charges
 from tests.test_worker import _artifacts, _run_logs, _runs
 
@@ -99,7 +99,7 @@ def test_long_lived_session_of_a_loop_going_down_on_an_error_is_crashed_and_the_
         prefect_api, target, tmp_path, store_url, monkeypatch):
     """What ``run()`` does when it goes down on an error (KeyboardInterrupt, say): the lanes'
     sessions are cancelled and Prefect records them Crashed; the next batch opens a new session."""
-    from runner.prefect_flows import PrefectRuntime
+    from runner.deliver.prefect_flows import PrefectRuntime
     monkeypatch.setenv("LEDGERFLOW_STORE_URL", store_url)
     app = load_app(http_project(tmp_path / "p", target.url))
     ids = plan_charges(app, 6)

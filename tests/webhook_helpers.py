@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from runner import jsonio
-from runner.webhooks import sign
+from runner.core import jsonio
+from runner.ingest.webhooks import sign
 
 from .helpers_project import PROJECT, make_project
 

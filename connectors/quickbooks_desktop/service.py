@@ -3,7 +3,7 @@
 ``POST`` a SOAP envelope (document/literal, namespace http://developer.intuit.com/,
 ``SOAPAction`` as in the WSDL); ``GET ?wsdl`` for the service description;
 ``GET .../support`` for the AppSupport page the .qwc file names. Mounted
-into ``ledgerflow serve`` at ``/qbwc`` through ``runner.serve_hooks`` (or on its
+into ``ledgerflow serve`` at ``/qbwc`` through ``runner.operate.serve_hooks`` (or on its
 own listener, ``serve.qbwc.host``/``port``).
 
 The endpoint is reachable before any login, so: a Content-Length over
@@ -178,6 +178,6 @@ def backend_for(app) -> WebConnectorBackend:
 
 
 def mount(app) -> tuple[str, Starlette]:
-    """``runner.serve_hooks.ASGI_MOUNTS`` entry: the Web Connector service at /qbwc."""
+    """``runner.operate.serve_hooks.ASGI_MOUNTS`` entry: the Web Connector service at /qbwc."""
     serve = app.project.raw.get("serve") or {}
     return MOUNT_PATH, build_service(backend_for(app), BodyLimits.from_config(serve.get("limits")))

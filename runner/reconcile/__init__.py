@@ -14,9 +14,9 @@ from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
-from ..errors import LedgerflowError
-from .engine import Progress, Reconciler, RunReport
-from .policy import Policy, load_policy
+from runner.core.errors import LedgerflowError
+from runner.reconcile.engine import Progress, Reconciler, RunReport
+from runner.reconcile.policy import Policy, load_policy
 
 __all__ = ["reconcile", "run_from_flow", "make_source", "RunReport", "Policy", "load_policy"]
 
@@ -24,13 +24,13 @@ EVENT_TYPES = ("payout.paid", "payout.reconciliation_completed", "payout.failed"
 
 
 def make_source(app, page_size: int = 100):
-    from ..stripe_client import stripe_client
-    from .source import StripeSource
+    from runner.language.stripe_client import stripe_client
+    from runner.reconcile.source import StripeSource
     return StripeSource(stripe_client(app), page_size=page_size)
 
 
 def _connected(app) -> list[str]:
-    from ..stripe_config import stripe_settings
+    from runner.language.stripe_config import stripe_settings
     return stripe_settings(app.project.raw.get("stripe"), app.project.file).connected_accounts
 
 
@@ -81,7 +81,7 @@ def run_from_flow(app, flow, params: Mapping[str, Any] | None = None) -> RunRepo
     run_id = str(flow_run.id) if flow_run.id else None
     report = reconcile(app, flow, since=since, until=until, account=account, payout=payout,
                        run_id=run_id)
-    from .report import create_artifacts, slack_summary
+    from runner.reconcile.report import create_artifacts, slack_summary
     if run_id:
         create_artifacts(report)
     slack_summary(app, report, flow.name)

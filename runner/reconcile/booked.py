@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .. import jsonio
-from ..store import recon
+from runner.core import jsonio
+from runner.store import recon
 
 
 @dataclass

@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Mapping
 
-from ..money import MoneyError, from_minor, round_money, to_decimal
-from .booked import Booked, dig
-from .policy import Policy
+from runner.core.money import MoneyError, from_minor, round_money, to_decimal
+from runner.reconcile.booked import Booked, dig
+from runner.reconcile.policy import Policy
 
 MATCHED = "matched"
 BOOKED_LATE = "booked_late"

@@ -16,16 +16,14 @@ from decimal import Decimal
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from .. import jsonio
-from ..fx import ChainProvider, FxError, Rate, rate_chain
-from ..money import from_minor
-from ..posting.build import build_posting
-from ..posting.events import MOVEMENTS
-from ..posting.model import PostingError
-from ..store import recon
-from ..store.fx_rates import RateCache
-from .booked import bookings_for, postings_for
-from .classify import (
+from runner.core import jsonio
+from runner.core.fx import ChainProvider, FxError, Rate, rate_chain
+from runner.core.money import from_minor
+from runner.language.posting.build import build_posting
+from runner.language.posting.events import MOVEMENTS
+from runner.language.posting.model import PostingError
+from runner.reconcile.booked import bookings_for, postings_for
+from runner.reconcile.classify import (
     BOOKED_LATE,
     CONNECTED_BOOKS,
     MATCHED,
@@ -37,9 +35,11 @@ from .classify import (
     classify,
     source_ids,
 )
-from .journal import Totals, clearing_lines, convert_lines, posted_summary_lines, summary_lines, transfer
-from .policy import Policy
-from .source import StripeReadError, StripeSource
+from runner.reconcile.journal import Totals, clearing_lines, convert_lines, posted_summary_lines, summary_lines, transfer
+from runner.reconcile.policy import Policy
+from runner.reconcile.source import StripeReadError, StripeSource
+from runner.store import recon
+from runner.store.fx_rates import RateCache
 
 Progress = Callable[..., None]
 

@@ -20,9 +20,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ..fx import Rate
-from ..money import from_minor, round_money
-from .policy import Policy
+from runner.core.fx import Rate
+from runner.core.money import from_minor, round_money
+from runner.reconcile.policy import Policy
 
 
 @dataclass

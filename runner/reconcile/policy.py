@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
-from ..errors import LedgerflowError
+from runner.core.errors import LedgerflowError
 
 MODES = ("per_transaction", "summary")
 

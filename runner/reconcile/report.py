@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .classify import EXCEPTIONS, UNBALANCED
-from .engine import RunReport
+from runner.reconcile.classify import EXCEPTIONS, UNBALANCED
+from runner.reconcile.engine import RunReport
 
 KINDS = (*EXCEPTIONS, UNBALANCED)
 
@@ -75,12 +75,12 @@ def rich_table(report: RunReport):
 
 
 def slack_summary(app, report: RunReport, flow_name: str) -> bool:
-    """One Slack message when there are exceptions (through runner.alerts, when present)."""
+    """One Slack message when there are exceptions (through runner.deliver.alerts, when present)."""
     if not report.exceptions:
         return False
     try:
-        from ..slack import channel_for as _channel_for
-        from ..slack import post_message, slack_config
+        from runner.core.slack import channel_for as _channel_for
+        from runner.core.slack import post_message, slack_config
     except ImportError:
         return False
     if slack_config(app) is None:

@@ -14,8 +14,8 @@ from datetime import time as dtime
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
-from .. import jsonio
-from ..errors import LedgerflowError
+from runner.core import jsonio
+from runner.core.errors import LedgerflowError
 
 
 class StripeReadError(LedgerflowError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import flow
 
-from ..apps import app_for
+from runner.apps import app_for
 
 EXCEPTIONS = "Exceptions"     # the state a reconciliation with exceptions ends in (failed, not green)
 
@@ -49,7 +49,7 @@ def _payout_id(event: dict) -> str:
       log_prints=True)
 def reconcile_payout_run(flow_file: str, project_file: str | None, event: dict, payout: str) -> dict[str, Any]:
     """One payout's reconciliation (the flow's ``reconcile:`` policy), its report as artifacts."""
-    from . import run_from_flow
+    from runner.reconcile import run_from_flow
     app = app_for(project_file)
     out = {"kind": "reconcile", "payout": payout, **reconcile_outcome(run_from_flow(app, app.flow(flow_file),
                                                                                     {"event": event}))}
@@ -59,12 +59,12 @@ def reconcile_payout_run(flow_file: str, project_file: str | None, event: dict, 
 def reconcile_payout(app: Any, flow_: Any, event: dict) -> Any:
     """Reconcile the payout ``event`` names, with ``flow_``'s policy."""
     if os.environ.get("PREFECT_API_URL"):
-        from ..apps import register_app
+        from runner.apps import register_app
         project_file = register_app(app)
         state = reconcile_payout_run(flow_file=str(flow_.path), project_file=project_file, event=event,
                                      payout=_payout_id(event), return_state=True)
         if state.is_failed() and state.name == EXCEPTIONS:
             return state          # reconciled; its exceptions are in the report, not a failure to retry
         return state.result()     # raises what the run raised
-    from . import run_from_flow
+    from runner.reconcile import run_from_flow
     return run_from_flow(app, flow_, {"event": event})

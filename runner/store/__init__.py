@@ -11,9 +11,9 @@ state changes only through ``Store`` methods that transitions.py checks; the Web
 alert grouping, the rate limiter, the FX cache and reconciliation have their own modules here.
 """
 
-from .db import Store, open_store
-from .model import Delivery, State
-from .tables import metadata
-from .transitions import IllegalTransition
+from runner.store.db import Store, open_store
+from runner.store.model import Delivery, State
+from runner.store.tables import metadata
+from runner.store.transitions import IllegalTransition
 
 __all__ = ["Store", "open_store", "metadata", "Delivery", "State", "IllegalTransition"]

@@ -1,4 +1,4 @@
-"""Slack alert grouping's store operations (runner/alerts.py decides what to send; this counts).
+"""Slack alert grouping's store operations (runner/deliver/alerts.py decides what to send; this counts).
 
 One ``alert_groups`` row per flow + target + error signature: identical failures within a window
 are counted, not sent again; a window that closed with unreported failures is flushed once, by
@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
-from .db import Store, _insert
-from .tables import alert_groups as G
+from runner.store.db import Store, _insert
+from runner.store.tables import alert_groups as G
 
 
 def count(store: Store, key: str, first: dict[str, Any], last: dict[str, Any], now: float) -> tuple[int, int] | None:

@@ -10,10 +10,10 @@ from typing import Any, Iterable, Iterator
 from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from .. import jsonio
-from . import transitions
-from .model import Delivery, State
-from .tables import attempts, audit, deliveries, delivery_postings, inbox, kv
+from runner.core import jsonio
+from runner.store import transitions
+from runner.store.model import Delivery, State
+from runner.store.tables import attempts, audit, deliveries, delivery_postings, inbox, kv
 
 TERMINAL = ("sent", "dead", "discarded")
 LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease expired); "
@@ -107,7 +107,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
-        from .migrations import upgrade
+        from runner.store.migrations import upgrade
         upgrade(self.engine)
 
     def close(self) -> None:
@@ -268,7 +268,7 @@ class Store:
         return out
 
     def close_plan_rows(self, keys: list[str], conn: Connection | None = None) -> None:
-        """Plan rows (runner/replan.py) whose flow has now planned the event: done."""
+        """Plan rows (runner/deliver/replan.py) whose flow has now planned the event: done."""
         if not keys:
             return
         now = time.time()

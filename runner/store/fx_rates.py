@@ -1,6 +1,6 @@
 """The FX rates cache's store operations: one row per (source, base, quote, date), written once.
 
-runner/fx.py's caching provider asks here before it asks the rate source; the stored text is
+runner/core/fx.py's caching provider asks here before it asks the rate source; the stored text is
 ``rate@date used`` (a source may answer a weekend with Friday's rate).
 """
 
@@ -10,8 +10,8 @@ import time
 
 from sqlalchemy import select
 
-from .db import Store, _insert
-from .tables import fx_rates
+from runner.store.db import Store, _insert
+from runner.store.tables import fx_rates
 
 
 def cached(store: Store, source: str, base: str, quote: str, day: str) -> str | None:
@@ -29,7 +29,7 @@ def remember(store: Store, source: str, base: str, quote: str, day: str, rate: s
 
 
 class RateCache:
-    """The cache runner/fx.py's ``CachedProvider`` is given (fx stays below the store: it knows only
+    """The cache runner/core/fx.py's ``CachedProvider`` is given (fx stays below the store: it knows only
     ``cached``/``remember`` with the store bound)."""
 
     def __init__(self, store: Store):

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 from sqlalchemy import and_, delete, select
 
-from .db import _insert
-from .tables import kv
+from runner.store.db import _insert
+from runner.store.tables import kv
 
 
 class KeyValueCache:

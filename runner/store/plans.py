@@ -1,6 +1,6 @@
 """The dispatcher's store operations: claim a chunk of inbox events, write the chunk's plans.
 
-Planning is written a chunk at a time (runner/dispatch.py): the events are taken
+Planning is written a chunk at a time (runner/ingest/dispatch.py): the events are taken
 with ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several dispatchers
 (serve and workers) share the inbox without planning an event twice; on SQLite
 the write transaction re-reads the events' status under the database write lock
@@ -18,9 +18,9 @@ from typing import Any, Iterable
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
-from .. import jsonio
-from .db import Store, _insert
-from .tables import deliveries, delivery_postings, inbox
+from runner.core import jsonio
+from runner.store.db import Store, _insert
+from runner.store.tables import deliveries, delivery_postings, inbox
 
 
 def delivery_row(op: Any, now: float) -> tuple[dict, dict | None]:

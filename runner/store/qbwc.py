@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 from sqlalchemy import String, and_, cast, func, select, update
 
-from .db import Store, _due
-from .tables import attempts, deliveries, qbwc_requests, qbwc_sessions
+from runner.store.db import Store, _due
+from runner.store.tables import attempts, deliveries, qbwc_requests, qbwc_sessions
 
 R, S = qbwc_requests, qbwc_sessions
 

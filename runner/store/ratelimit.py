@@ -1,4 +1,4 @@
-"""The shared rate limiter's store operations (runner/ratelimit.py waits and retries; this decides).
+"""The shared rate limiter's store operations (runner/store/limiter.py waits and retries; this decides).
 
 Deciding happens under a lock on the keys' rows (``SELECT ... FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite): one ``rate_limit_keys`` row per limited key (``blocked_until``
@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
-from .db import Store, _insert
-from .tables import rate_keys, rate_slots
+from runner.store.db import Store, _insert
+from runner.store.tables import rate_keys, rate_slots
 
 
 def try_take(store: Store, limits: Sequence[Any], now: float, poll: float) -> tuple[list[int] | None, float]:

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import and_, select
 
-from .db import Store, _insert
-from .tables import deliveries, delivery_postings, inbox, recon_event_objects, recon_results
+from runner.store.db import Store, _insert
+from runner.store.tables import deliveries, delivery_postings, inbox, recon_event_objects, recon_results
 
 
 def refresh_index(store, batch: int = 1000) -> int:

@@ -120,7 +120,7 @@ kv = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-# Cross-worker rate limits (runner/ratelimit.py): one row per limited key (locked while
+# Cross-worker rate limits (runner/store/limiter.py): one row per limited key (locked while
 # deciding; blocked_until after a 429), and one row per request started under that key.
 rate_keys = Table(
     "rate_limit_keys", metadata,
@@ -137,7 +137,7 @@ rate_slots = Table(
 )
 Index("ix_rate_slots_key", rate_slots.c.key, rate_slots.c.started_at)
 
-# Slack alert grouping (runner/alerts.py): one row per flow + target + error signature;
+# Slack alert grouping (runner/deliver/alerts.py): one row per flow + target + error signature;
 # identical failures within a window are counted, not sent again.
 alert_groups = Table(
     "alert_groups", metadata,
@@ -217,7 +217,7 @@ recon_results = Table(
 )
 Index("ix_recon_results_payout", recon_results.c.payout_id, recon_results.c.at)
 
-# The accounting model: the money movement each delivery books (runner/posting), so the payout
+# The accounting model: the money movement each delivery books (runner/language/posting), so the payout
 # reconciliation matches a balance transaction to its bookings by the movement's own keys and
 # in the books' currency, whatever the target's payload looks like.
 delivery_postings = Table(

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import delete, select, update
 
-from .tables import tokens
+from runner.store.tables import tokens
 
 
 class TokenRows:

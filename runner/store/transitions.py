@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..errors import LedgerflowError
-from .model import State
+from runner.core.errors import LedgerflowError
+from runner.store.model import State
 
 P, S, OK, R, D, X = (State.PENDING, State.SENDING, State.SENT, State.RETRYING, State.DEAD, State.DISCARDED)
 

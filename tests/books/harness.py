@@ -114,7 +114,7 @@ def post_events(url: str, events: list[dict]) -> list[tuple[str, int, str]]:
     """POST each event signed, in order; (event id, status, body) per request."""
     import json
 
-    from runner.webhooks import sign
+    from runner.ingest.webhooks import sign
     out = []
     with httpx.Client(base_url=url, timeout=60) as client:
         for ev in events:
@@ -134,7 +134,7 @@ def post_events(url: str, events: list[dict]) -> list[tuple[str, int, str]]:
 
 
 def dispatch_all(app, *, rounds: int = 50) -> list:
-    from runner.dispatch import dispatch_pending
+    from runner.ingest.dispatch import dispatch_pending
     summaries = []
     for _ in range(rounds):
         s = dispatch_pending(app, 500)
@@ -148,7 +148,7 @@ def deliver_due(app, *, worker: str = "books-harness", passes: int = 40) -> int:
     """Claim and deliver every due push/plan row until none is due. Rows waiting for a retry
     are made due at once (claim's ``now`` moves forward), so a run never sleeps through backoff;
     a row that keeps failing goes dead after its flow's attempts."""
-    from runner.delivery import deliver_rows
+    from runner.deliver.delivery import deliver_rows
     conns = [n for n, c in app.project.connections.items() if c.get("type") != "quickbooks_desktop"] + ["(plan)"]
     done = 0
     skew = 0.0
@@ -260,8 +260,8 @@ def run(tmp: Path, scenario: Scenario, *, store_url: str | None = None, multicur
 
     from connectors.oauth import TokenSet, TokenStore
     from runner.app import App
+    from runner.language.spec import load_project
     from runner.reconcile import reconcile
-    from runner.spec import load_project
     from runner.store import open_store
     from tests.standins.qbo import QboStandin
     from tests.standins.sage import SageStandIn

@@ -93,7 +93,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runner import jsonio
+from runner.core import jsonio
 
 from .ledger import JournalTxn, Posting, TrialBalance, to_home, trial_balance
 from .oauth_server import TokenAuthority

@@ -97,7 +97,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from runner import jsonio
+from runner.core import jsonio
 from tests.standins.ledger import JournalTxn, Posting, TrialBalance, trial_balance
 from tests.standins.oauth_server import TokenAuthority
 

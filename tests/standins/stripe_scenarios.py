@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from runner.money import api_exponent, from_minor
+from runner.core.money import api_exponent, from_minor
 
 from .stripe_api import StripeStandin
 

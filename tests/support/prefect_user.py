@@ -1,7 +1,7 @@
 """A process that uses the project's Prefect API the way a ledgerflow command does (for tests).
 
 ``python -m tests.support.prefect_user STATE_DIR PORT [--fixed] [--limit SECONDS]`` resolves the
-API (runner.prefect_server), prints one JSON line (url, source, started, the record), then waits
+API (runner.operate.prefect_server), prints one JSON line (url, source, started, the record), then waits
 for a line on stdin (or its end), releases the API and exits.
 """
 
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from runner.prefect_server import PrefectAPI, ServerSettings
+from runner.operate.prefect_server import PrefectAPI, ServerSettings
 
 
 def main() -> int:

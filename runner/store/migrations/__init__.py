@@ -71,7 +71,7 @@ def upgrade(engine: Engine) -> str:
 
 
 def _upgrade(engine: Engine) -> str:
-    from .. import tables
+    from runner.store import tables
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn.info["begin_sql"] = "BEGIN IMMEDIATE"        # see db.make_engine's begin hook

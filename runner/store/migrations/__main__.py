@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from runner.store.migrations import main
 
 sys.exit(main())

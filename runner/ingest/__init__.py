@@ -1,0 +1,1 @@
+"""Ingest: Stripe events in (webhooks, catch-up) and planned into delivery rows (dispatch)."""
