@@ -60,6 +60,7 @@ def main() -> int:
         from connectors.quickbooks_desktop.webconnector import QbdConnection, WebConnectorBackend, connections_of
         from runner.app import App
         from runner.language.fixtures import event_from_fixture
+        from runner.qbwc_queue import QbwcQueue
         from tests.standins.web_connector import FakeQuickBooks, RawSoap, WebConnector
         from tests.support.servers import serve_app
 
@@ -84,7 +85,7 @@ def main() -> int:
 
         conns = [QbdConnection(**{**c.__dict__, "requests_per_message": args.per_message})
                  for c in connections_of(app.project.connections)]
-        backend = WebConnectorBackend(app.store, conns, app.secrets)
+        backend = WebConnectorBackend(QbwcQueue(app.store), conns, app.secrets)
         qb = FakeQuickBooks()
         with serve_app(Starlette(routes=[Mount("/qbwc", app=build_service(backend))])) as srv:
             soap = TimedSoap(RawSoap(srv.url + "/qbwc/"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import abc
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -134,33 +134,16 @@ class StoreServices:
     qbwc: Any = None
 
 
-_services_factory: Callable[[Any], StoreServices] | None = None
-
-
-def provide_store_services(factory: Callable[[Any], StoreServices]) -> None:
-    """The runner says how it builds ``StoreServices`` over a store of its own
-    (runner/connector_runtime.py does, on import)."""
-    global _services_factory
-    _services_factory = factory
-
-
-def store_services(store: Any) -> StoreServices:
-    """The runner's services over ``store``: for the few entry points the runner hands its raw
-    store (``ledgerflow connect``, ``ledgerflow qbwc``, the /qbwc mount, older callers)."""
-    if _services_factory is None:
-        raise RuntimeError("no store services: import runner.connector_runtime first (it provides them)")
-    return _services_factory(store)
-
-
 @dataclass
 class Runtime:
     """What a connector may use from the runner, and nothing else (connectors/CONTRACT.md):
     the project's ``settings`` and folder, ``secrets`` (a resolver of secret references),
     ``cache`` (a key/value cache shared by every worker), ``limiter`` (the store-backed rate
     limiter shared by every worker), ``tokens`` (the OAuth token rows, for connectors.oauth)
-    and ``qbwc`` (the Web Connector's queue), each injected by the runner (``StoreServices``).
-    All are None without a store (a connector then keeps look-ups in memory). ``store``, when
-    given instead, is turned into those services and not kept."""
+    and ``qbwc`` (the Web Connector's queue), each injected by the runner
+    (runner/connector_runtime.py). All are None without a store (a connector then keeps
+    look-ups in memory). A service a connector mounts in ``ledgerflow serve`` also reads the
+    project's ``connections`` and its ``serve`` section."""
 
     project_dir: Any
     settings: Mapping[str, Any]
@@ -169,14 +152,8 @@ class Runtime:
     limiter: Any = None
     tokens: Any = None
     qbwc: Any = None
-    store: InitVar[Any] = None
-
-    def __post_init__(self, store: Any) -> None:
-        if store is not None:
-            services = store_services(store)
-            for name in ("cache", "limiter", "tokens", "qbwc"):
-                if getattr(self, name) is None:
-                    setattr(self, name, getattr(services, name))
+    connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=dict)
 
 
 def decimal_sum(values: list[Any]) -> Decimal:

@@ -28,7 +28,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .base import ErrorKind, LedgerflowError, TargetError, store_services
+from .base import ErrorKind, LedgerflowError, TargetError
 
 TOKEN_KEY_ENV = "LEDGERFLOW_TOKEN_KEY"
 DEFAULT_MARGIN = 300.0        # refresh this many seconds before the access token expires
@@ -144,17 +144,17 @@ def fernet(environ: Mapping[str, str] | None = None):
 
 
 def token_rows(tokens: Any) -> Any:
-    """``Runtime.tokens`` (the token rows: locked/read/write/delete), or the rows over a runner's store."""
-    if tokens is None or hasattr(tokens, "locked"):
-        return tokens
-    return store_services(tokens).tokens
+    """``Runtime.tokens`` (the token rows: locked/read/write/delete); None when there is no store."""
+    if tokens is not None and not hasattr(tokens, "locked"):
+        raise TypeError(f"expected the runtime's token rows (Runtime.tokens), got {type(tokens).__name__}")
+    return tokens
 
 
 class TokenStore:
     """Encrypted tokens per connection in the store's ``oauth_tokens`` table.
 
     ``tokens`` is ``Runtime.tokens`` (the table's SQL lives with the runner's store; this class only
-    encrypts and decrypts), or a runner's store."""
+    encrypts and decrypts)."""
 
     def __init__(self, tokens: Any, cipher: Any = None):
         self.rows = token_rows(tokens)

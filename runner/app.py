@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.connector_runtime import connector_runtime  # also provides connectors.base its store services
+from runner.connector_runtime import connector_runtime
 from runner.core.errors import LedgerflowError, Problem, SpecError
 from runner.language.spec import Flow, Project, iter_flow_files, load_flow, load_project
 

@@ -1,15 +1,11 @@
 """What the runner hands a connector (``connectors.base.Runtime``, connectors/CONTRACT.md): the
-services over its store, built here so that no module under connectors/ imports the runner.
-
-Importing this module tells ``connectors.base`` how to build them (``provide_store_services``),
-for the entry points that hand a connector module the raw store (``ledgerflow connect``,
-``ledgerflow qbwc``, the /qbwc mount)."""
+services over its store, built here so that no module under connectors/ imports the runner."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from connectors.base import Runtime, StoreServices, provide_store_services
+from connectors.base import Runtime, StoreServices
 
 
 def store_services(store: Any) -> StoreServices:
@@ -22,11 +18,18 @@ def store_services(store: Any) -> StoreServices:
                          qbwc=QbwcQueue(store))
 
 
-def connector_runtime(project_dir: Any, settings: Any, secrets: Any = None, store: Any = None) -> Runtime:
+def connector_runtime(project_dir: Any, settings: Any, secrets: Any = None, store: Any = None, *,
+                      connections: Any = None, serve: Any = None) -> Runtime:
     """A connector's runtime; without a store its cache, limiter, tokens and queue are None."""
     services = store_services(store) if store is not None else StoreServices()
     return Runtime(project_dir=project_dir, settings=settings, secrets=secrets, cache=services.cache,
-                   limiter=services.limiter, tokens=services.tokens, qbwc=services.qbwc)
+                   limiter=services.limiter, tokens=services.tokens, qbwc=services.qbwc,
+                   connections=connections or {}, serve=serve or {})
 
 
-provide_store_services(store_services)
+def runtime_for(app: Any) -> Runtime:
+    """The runtime over a loaded project (``runner.app.App``): its store's services, its
+    connections and ``serve`` section (for the services connectors mount in ``ledgerflow serve``)."""
+    project = app.project
+    return connector_runtime(project.dir, project.settings, app.secrets, app.store,
+                             connections=project.connections, serve=project.raw.get("serve") or {})

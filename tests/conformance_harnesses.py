@@ -303,7 +303,8 @@ class QbdHarness:
         from connectors.contract import load
         from tests.standins.web_connector import RawSoap, WebConnector
         [mount] = registry.spec(self.type).mounts
-        prefix, asgi = load(mount)(self.app)
+        from runner.connector_runtime import runtime_for
+        prefix, asgi = load(mount)(runtime_for(self.app))     # a mount is given the connector runtime
         with self.serve(asgi) as srv:
             return WebConnector(RawSoap(srv.url + "/"), self.qb).run_session("ledgerflow", self.PASSWORD,
                                                                              break_after=break_after)

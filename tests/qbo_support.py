@@ -15,6 +15,7 @@ from connectors.oauth import TokenSet, TokenStore
 from runner.connector_runtime import connector_runtime
 from runner.core.secrets import SecretResolver
 from runner.store import open_store
+from runner.store.tokens import TokenRows
 from tests.standins.qbo import Company, QboStandin
 from tests.support.servers import serve_app
 
@@ -63,7 +64,7 @@ def qbo(store_url, monkeypatch) -> QboEnv:
     store = open_store(store_url)
     ts = TokenSet.from_response(standin.connect(REALM))
     ts.extra["realm_id"] = REALM
-    TokenStore(store).write(CONNECTION, ts)
+    TokenStore(TokenRows(store)).write(CONNECTION, ts)
     with serve_app(standin.app()) as srv:
         yield QboEnv(standin, co, srv.url, store, store_url)
 

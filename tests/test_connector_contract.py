@@ -128,3 +128,25 @@ def test_connector_errors_are_the_runners_errors():
     assert issubclass(runner.store.limiter.RateLimitTimeout, LedgerflowError)
     with pytest.raises(LedgerflowError, match=r"^connections\.qbo\.token_url is required for OAuth 2$"):
         OAuthConfig.from_connection("qbo", {}, None)
+
+
+def test_a_connector_is_handed_services_never_the_store(tmp_path):
+    """The runtime carries the store's services (cache, limiter, token rows, the Web Connector's
+    queue) and the project's connections and serve section for mounts, not the store or the App;
+    a connector module given something else than the token rows says so."""
+    import dataclasses
+
+    import pytest
+
+    from connectors.base import Runtime
+    from connectors.oauth import TokenStore
+    from runner.connector_runtime import connector_runtime
+    from runner.store import open_store
+    assert "store" not in {f.name for f in dataclasses.fields(Runtime)}
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    runtime = connector_runtime(tmp_path, {}, None, store, connections={"q": {"type": "quickbooks_desktop"}},
+                                serve={"qbwc": {"port": 8443}})
+    assert all(getattr(runtime, name) is not None for name in ("cache", "limiter", "tokens", "qbwc"))
+    assert runtime.connections["q"]["type"] == "quickbooks_desktop" and runtime.serve["qbwc"]["port"] == 8443
+    with pytest.raises(TypeError, match=r"expected the runtime's token rows \(Runtime.tokens\), got Store"):
+        TokenStore(store)

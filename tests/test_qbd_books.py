@@ -30,6 +30,7 @@ from connectors.quickbooks_desktop.service import build_service
 from connectors.quickbooks_desktop.webconnector import QbdConnection, WebConnectorBackend, connections_of
 from runner.app import App
 from runner.language.fixtures import event_from_fixture
+from runner.qbwc_queue import QbwcQueue
 from tests.standins.web_connector import WSDL_PATH, XSD_PATH, FakeQuickBooks, RawSoap, WebConnector
 from tests.support.servers import serve_app
 
@@ -183,7 +184,7 @@ def books(project: Path, *, multicurrency: bool) -> tuple[App, FakeQuickBooks, l
     qb = FakeQuickBooks(multicurrency=multicurrency)
     conns = [QbdConnection(**{**c.__dict__, "requests_per_message": 7})
              for c in connections_of(app.project.connections)]
-    backend = WebConnectorBackend(app.store, conns, app.secrets, clock=time.time)
+    backend = WebConnectorBackend(QbwcQueue(app.store), conns, app.secrets, clock=time.time)
     with serve_app(Starlette(routes=[Mount("/qbwc", app=build_service(backend))])) as srv:
         log = WebConnector(RawSoap(srv.url + "/qbwc/"), qb).run_session("ledgerflow", PASSWORD)
     assert log.percents and log.percents[-1] == 100, log
@@ -256,7 +257,7 @@ def test_a_paid_payout_nets_the_clearing_account_to_zero(project):
         for flow in app.flows_for(event["type"]):
             pinned = {"balance_transaction": txn} if txn is not None else None
             app.store.add_deliveries(app.plan_event(event, flow, pinned_lookups=pinned))
-    backend = WebConnectorBackend(app.store, connections_of(app.project.connections), app.secrets)
+    backend = WebConnectorBackend(QbwcQueue(app.store), connections_of(app.project.connections), app.secrets)
     with serve_app(Starlette(routes=[Mount("/qbwc", app=build_service(backend))])) as srv:
         WebConnector(RawSoap(srv.url + "/qbwc/"), qb).run_session("ledgerflow", PASSWORD)
     tb = qb.trial_balance()

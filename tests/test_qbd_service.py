@@ -17,6 +17,7 @@ from connectors.quickbooks_desktop.webconnector import QbdConnection, WebConnect
 from runner.app import App
 from runner.language.fixtures import event_from_fixture
 from runner.language.planner import Operation
+from runner.qbwc_queue import QbwcQueue
 from runner.store.tables import deliveries, qbwc_requests
 from tests.standins.web_connector import NS, WSDL_PATH, XSD_PATH, FakeQuickBooks, RawSoap, WebConnector, ZeepSoap
 from tests.support.servers import serve_app
@@ -84,7 +85,7 @@ class Clock:
 
 def backend_of(app: App, clock=None, **overrides) -> WebConnectorBackend:
     conns = [QbdConnection(**{**c.__dict__, **overrides}) for c in connections_of(app.project.connections)]
-    return WebConnectorBackend(app.store, conns, app.secrets, clock=clock or time.time)
+    return WebConnectorBackend(QbwcQueue(app.store), conns, app.secrets, clock=clock or time.time)
 
 
 def mounted(backend: WebConnectorBackend) -> Starlette:

@@ -10,6 +10,7 @@ import pytest
 from connectors.base import ErrorKind
 from connectors.oauth import TokenStore
 from connectors.quickbooks_online.client import request_id
+from runner.store.tokens import TokenRows
 from tests.qbo_support import CONNECTION, item, qbo, receipt  # noqa: F401 - qbo is a fixture
 
 pytestmark = pytest.mark.usefixtures("qbo")
@@ -141,16 +142,16 @@ def test_5xx_is_retryable(qbo):
 
 
 def test_expired_access_token_is_refreshed_once_and_rotation_saved(qbo):
-    old, v1 = TokenStore(qbo.store).read(CONNECTION)
+    old, v1 = TokenStore(TokenRows(qbo.store)).read(CONNECTION)
     qbo.standin.authority.expire_access()                  # Intuit says 401 though our clock thinks it's fresh
     [out] = qbo.connector().deliver([item(1, receipt("ch-0001"))])
     assert out.ok and qbo.standin.authority.refresh_calls == 1
-    new, v2 = TokenStore(qbo.store).read(CONNECTION)
+    new, v2 = TokenStore(TokenRows(qbo.store)).read(CONNECTION)
     assert v2 == v1 + 1 and new.refresh_token != old.refresh_token and new.extra["realm_id"] == old.extra["realm_id"]
 
 
 def test_refresh_refused_is_auth_with_reconnect_hint(qbo):
-    ts, _ = TokenStore(qbo.store).read(CONNECTION)
+    ts, _ = TokenStore(TokenRows(qbo.store)).read(CONNECTION)
     qbo.standin.authority.expire_access()
     qbo.standin.authority.refresh[ts.refresh_token] = False
     [out] = qbo.connector().deliver([item(1, receipt("ch-0001"))])

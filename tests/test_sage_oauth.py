@@ -12,6 +12,7 @@ from connectors.oauth import TokenSet, TokenStore
 from connectors.sage.connector import SageConnector
 from runner.connector_runtime import connector_runtime
 from runner.core.secrets import SecretResolver
+from runner.store.tokens import TokenRows
 from tests.standins.sage import SageStandIn, connection_config
 from tests.support.servers import serve_app
 
@@ -65,7 +66,7 @@ def test_two_workers_refreshing_at_once_make_exactly_one_refresh(sage, store, wo
     assert results[0] == results[1]                          # both use the one new access token
     assert sage.authority.valid_access(results[0])
     assert sage.authority.refresh[stale.refresh_token] is False      # the old refresh token is spent
-    saved, _ = TokenStore(store).read("sage")
+    saved, _ = TokenStore(TokenRows(store)).read("sage")
     assert sage.authority.refresh[saved.refresh_token] is True       # the stored one is the rotated one
     assert len(sage.records("contacts")) == 2
 
@@ -79,7 +80,7 @@ def test_rotated_refresh_token_is_stored_before_the_access_token_is_used(sage, s
     real = conn.client.http.request
 
     def spy(method, url, **kw):           # what the store holds at the moment of the first API call
-        seen.append(TokenStore(store).read("sage")[0].refresh_token)
+        seen.append(TokenStore(TokenRows(store)).read("sage")[0].refresh_token)
         return real(method, url, **kw)
     monkeypatch.setattr(conn.client.http, "request", spy)
     assert conn.deliver([Item(1, "k", "contact", {"name": "Customer", "reference": "cus_9"})])[0].ok
@@ -127,6 +128,6 @@ def test_connect_sage_runs_the_code_flow_and_records_the_business(sage, project_
     assert main(["connect", "sage", "--timeout", "20"]) == 0
     assert "filter=apiv3.1" in shown[0] and "scope=full_access" in shown[0]
     assert "business Demo Marketplace Ltd (bizA0001)" in shown[-1] and "business_id to choose another" in shown[-1]
-    stored, _ = TokenStore(open_store(store_url)).read("sage")
+    stored, _ = TokenStore(TokenRows(open_store(store_url))).read("sage")
     assert stored.extra == {"country": "us", "business_id": "bizA0001"}
     assert sage.authority.valid_access(stored.access_token) and sage.authority.refresh[stored.refresh_token]

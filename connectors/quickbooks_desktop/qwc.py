@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
 
-from ..base import LedgerflowError, store_services
+from ..base import LedgerflowError
 from .service import MOUNT_PATH
 
 NAMESPACE = "qbwc"
@@ -21,9 +21,7 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 def stable_guid(cache, key: str) -> str:
     """``{XXXXXXXX-...}``: made on first use, the same ever after (even with two processes racing).
-    ``cache`` is ``Runtime.cache``, or a runner's store."""
-    if not hasattr(cache, "put_new"):
-        cache = store_services(cache).cache
+    ``cache`` is ``Runtime.cache``."""
     return cache.put_new(NAMESPACE, key, "{" + str(uuid.uuid4()).upper() + "}")
 
 

@@ -29,7 +29,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..asgi import BodyLimits, BodyTimeout, BodyTooLarge, Disconnected, declared_length, read_body
-from ..base import store_services
 from .webconnector import ServiceSettings, WebConnectorBackend, connections_of
 from .wsdl import NS, OPERATIONS, build_wsdl
 
@@ -171,13 +170,13 @@ def build_service(backend: WebConnectorBackend, limits: Any = None) -> Starlette
                              Route("/support", support, methods=["GET"])])
 
 
-def backend_for(app) -> WebConnectorBackend:
-    serve = app.project.raw.get("serve") or {}
-    return WebConnectorBackend(store_services(app.store).qbwc, connections_of(app.project.connections), app.secrets,
-                               settings=ServiceSettings.from_config(serve.get("qbwc")))
+def backend_for(runtime) -> WebConnectorBackend:
+    """Over the runtime's queue (``Runtime.qbwc``), for the project's quickbooks_desktop connections."""
+    return WebConnectorBackend(runtime.qbwc, connections_of(runtime.connections), runtime.secrets,
+                               settings=ServiceSettings.from_config(runtime.serve.get("qbwc")))
 
 
-def mount(app) -> tuple[str, Starlette]:
-    """``runner.operate.serve_hooks.ASGI_MOUNTS`` entry: the Web Connector service at /qbwc."""
-    serve = app.project.raw.get("serve") or {}
-    return MOUNT_PATH, build_service(backend_for(app), BodyLimits.from_config(serve.get("limits")))
+def mount(runtime) -> tuple[str, Starlette]:
+    """``ConnectorSpec.mounts`` entry (``ledgerflow serve``): the Web Connector service at /qbwc, given
+    the connector runtime (connectors/CONTRACT.md)."""
+    return MOUNT_PATH, build_service(backend_for(runtime), BodyLimits.from_config(runtime.serve.get("limits")))

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from connectors.base import ErrorKind, Outcome, TargetError, store_services
+from connectors.base import ErrorKind, Outcome, TargetError
 
 from . import qbxml
 from .actions import OBJECTS
@@ -174,12 +174,12 @@ def connections_of(project_connections: Mapping[str, Mapping[str, Any]]) -> list
 
 class WebConnectorBackend:
     """What each Web Connector SOAP operation does, against the runner's queue (``Runtime.qbwc``:
-    sessions and requests, claims and reads of deliveries, outcomes recorded; a runner's store is
-    accepted too). A delivery is read as the runner's ``Delivery`` (attributes and ``row["..."]``)."""
+    sessions and requests, claims and reads of deliveries, outcomes recorded). A delivery is read
+    as the runner's ``Delivery`` (attributes and ``row["..."]``)."""
 
     def __init__(self, queue, connections: list[QbdConnection], secrets, *,
                  clock: Callable[[], float] = time.time, settings: ServiceSettings | None = None):
-        self.qb = queue if hasattr(queue, "record_outcomes") else store_services(queue).qbwc
+        self.qb = queue
         self.connections = {c.name: c for c in connections}
         self.secrets = secrets
         self.clock = clock

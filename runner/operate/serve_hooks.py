@@ -2,7 +2,8 @@
 editing each other's modules.
 
 * ``ASGI_MOUNTS``: ``"module:function"`` strings; each function takes the
-  ``App`` and returns ``(path_prefix, asgi_app)`` to mount (the Web Connector
+  connector runtime (``connectors.base.Runtime``, built by runner/connector_runtime.py
+  ``runtime_for``) and returns ``(path_prefix, asgi_app)`` to mount (the Web Connector
   SOAP service, say). Connectors declare theirs (``ConnectorSpec.mounts``).
 * ``BACKGROUND``: ``"module:function"`` strings; each function takes the
   ``App`` and returns an object with ``start()`` and ``stop()`` (the delivery

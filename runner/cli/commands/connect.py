@@ -58,21 +58,20 @@ def raise_error(message: str):
 
 
 def cmd_connect(args) -> int:
-    from connectors.base import Runtime
     from connectors.contract import load
     from connectors.oauth import authorize_interactively
     from runner.app import App
+    from runner.connector_runtime import runtime_for
     connector_type, provider = provider_for(args.system)
     app = App()
     name = pick_connection(app.project.connections, connector_type, args.connection, app.project.file)
     cfg = app.project.connections[name]
     config = load(provider.oauth_config)(name, cfg, app.secrets)
-    tokens = authorize_interactively(name, config, app.store, timeout=args.timeout,
+    runtime = runtime_for(app)
+    tokens = authorize_interactively(name, config, runtime.tokens, timeout=args.timeout,
                                      extra_from_redirect=provider.keep_from_redirect,
                                      show=lambda text: print(text, flush=True))
     app.store.audit("connect", name, f"{args.system} connected")
-    runtime = Runtime(project_dir=app.project.dir, settings=app.project.settings, secrets=app.secrets,
-                      store=app.store)
     detail = load(provider.after)(name, cfg, tokens, runtime) if provider.after else \
         ", ".join(f"{k}={v}" for k, v in tokens.extra.items())
     print(f"connected {name} ({args.system})" + (f": {detail}" if detail else "") + "; tokens stored encrypted")

@@ -35,9 +35,10 @@ def cmd_qwc(args) -> int:
         known = ", ".join(f"{c.name} (user {c.username})" for c in conns) or "none"
         raise LedgerflowError(f"--user {args.user!r}: no quickbooks_desktop connection in {app.project.file} has "
                               f"that username (connections: {known})")
+    from runner.connector_runtime import runtime_for
+    cache = runtime_for(app).cache
     text = build_qwc(url=args.url, username=args.user, app_name=args.name,
                      minutes=conn.poll_minutes if args.minutes is None else args.minutes,
-                     owner_id=stable_guid(app.store, "owner_id"),
-                     file_id=stable_guid(app.store, f"file_id:{conn.name}"))
+                     owner_id=stable_guid(cache, "owner_id"), file_id=stable_guid(cache, f"file_id:{conn.name}"))
     sys.stdout.write(text)
     return 0

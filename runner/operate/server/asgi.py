@@ -183,8 +183,11 @@ def build_asgi(app: Any, *, settings: StripeSettings | None = None, background: 
 
     routes: list[Any] = [Route("/healthz", healthz, methods=["GET"])]
     refs = serve_hooks.ASGI_MOUNTS if mounts is True else (list(mounts) if mounts else [])
+    if refs:
+        from runner.connector_runtime import runtime_for
+        runtime = runtime_for(app)           # what a connector's service may use (connectors/CONTRACT.md)
     for ref in refs:
-        prefix, sub = serve_hooks.load(ref)(app)
+        prefix, sub = serve_hooks.load(ref)(runtime)
         routes.append(Mount(prefix, app=sub))
 
     @asynccontextmanager

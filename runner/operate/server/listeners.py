@@ -44,7 +44,8 @@ def build_servers(app: Any, host: str, port: int, *, background: bool = True, lo
     for path in asgi.paths:
         log.info("Stripe webhooks: POST http://%s:%d%s", host, port, path)
     if separate and own_listeners:
-        prefix, sub = serve_hooks.load(QBWC_MOUNT)(app)
+        from runner.connector_runtime import runtime_for
+        prefix, sub = serve_hooks.load(QBWC_MOUNT)(runtime_for(app))
         qapp = Starlette(routes=[Mount(prefix, app=sub)])
         servers.append(uvicorn.Server(uvicorn.Config(qapp, host=listener.host, port=listener.port, lifespan="off",
                                                      **common)))
