@@ -15,6 +15,7 @@ from typing import Any
 from connectors.base import ErrorKind, Item, Outcome, TargetError
 from runner.core.secrets import SecretError
 from runner.outcomes import THROTTLE_DEFAULT_WAIT, decide  # noqa: F401 - re-exported
+from runner.store.model import Delivery
 
 log = logging.getLogger("ledgerflow.delivery")
 
@@ -48,26 +49,25 @@ class BatchReport:
         return out
 
 
-def claimed_rows(store, worker: str, ids: list[int]) -> list[dict]:
+def claimed_rows(store, worker: str, ids: list[int]) -> list[Delivery]:
     """The rows among ``ids`` that ``worker`` holds a live claim on."""
     return store.claimed(worker, ids)
 
 
-def deliver_rows(app, rows: list[dict], *, worker: str, flow_run_id: str | None = None) -> BatchReport:
+def deliver_rows(app, rows: list[Delivery], *, worker: str, flow_run_id: str | None = None) -> BatchReport:
     """Deliver claimed rows, one connector call per connection, and record every outcome."""
-    by_conn: dict[str, list[dict]] = defaultdict(list)
+    by_conn: dict[str, list[Delivery]] = defaultdict(list)
     for r in rows:
-        by_conn[r["connection"]].append(r)
+        by_conn[r.connection].append(r)
     report = BatchReport()
     for connection, group in by_conn.items():
         report.merge(deliver_group(app, connection, group, worker=worker, flow_run_id=flow_run_id))
     return report
 
 
-def deliver_group(app, connection: str, group: list[dict], *, worker: str,
+def deliver_group(app, connection: str, group: list[Delivery], *, worker: str,
                   flow_run_id: str | None = None) -> BatchReport:
-    items = [Item(r["id"], r["idempotency_key"], r["action"], r["payload"], r["attempts"], r.get("target_ref"),
-                  r.get("created_at"))
+    items = [Item(r.id, r.idempotency_key, r.action, r.payload, r.attempts, r.target_ref, r.created_at)
              for r in group]
     try:
         outcomes = _connector(app, connection).deliver(items)
@@ -80,7 +80,7 @@ def deliver_group(app, connection: str, group: list[dict], *, worker: str,
         outcomes = [Outcome.failed(i, TargetError(f"{type(exc).__name__}: {exc}")) for i in items]
     by_id = {o.delivery_id: o for o in outcomes}
     now = time.time()
-    results = [decide(r, by_id.get(r["id"]) or Outcome.failed(Item(r["id"], "", "", {}),
+    results = [decide(r, by_id.get(r.id) or Outcome.failed(Item(r.id, "", "", {}),
                                                              TargetError("connector returned no outcome")), now)
                for r in group]
     decided = app.store.finish(results, worker=worker, flow_run_id=flow_run_id)
@@ -91,7 +91,7 @@ def deliver_group(app, connection: str, group: list[dict], *, worker: str,
             bucket = report.superseded
             log.warning("delivery %s: this worker's lease lapsed and another worker took it over; "
                         "this attempt's outcome (%s) was recorded, its state left to the holder",
-                        r["id"], res["state"])
+                        r.id, res["state"])
         bucket.append({**r, **res})
     for d in report.dead:
         log.warning("dead-letter: delivery %s (%s/%s -> %s): %s", d["id"], d["flow"], d["route"],

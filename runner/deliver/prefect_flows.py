@@ -48,6 +48,7 @@ from prefect.states import Completed, Failed
 from runner.apps import app_for
 from runner.deliver.delivery import BatchReport, claimed_rows, deliver_group
 from runner.deliver.limits import call_size, target_limits
+from runner.store.model import Delivery
 
 ARTIFACT_KEY = "ledgerflow-delivery"
 DEAD_LETTERS = "Dead letters"          # the name of the Failed state of a run that dead-lettered operations
@@ -124,7 +125,7 @@ class PrefectRuntime:
 
 # ---- the flow ------------------------------------------------------------------------------
 
-def _chunks(rows: list[dict], size: int) -> list[list[dict]]:
+def _chunks(rows: list[Delivery], size: int) -> list[list[Delivery]]:
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
@@ -144,9 +145,9 @@ def _alert_failed_run(flow_, run, state) -> None:
         logging.getLogger("ledgerflow.alerts").exception("could not send the failed-run alert")
 
 
-def batch_label(rows: list[dict]) -> str:
+def batch_label(rows: list[Delivery]) -> str:
     """What a batch carries, for its run's name: ``qbo · 30 ops`` (connections joined by +)."""
-    conns = sorted({r["connection"] for r in rows})
+    conns = sorted({r.connection for r in rows})
     return f"{'+'.join(conns) or 'nothing due'} · {len(rows)} ops"
 
 
@@ -192,19 +193,19 @@ def operation_rows(report: BatchReport) -> list[dict]:
     return out
 
 
-def _deliver_call(project_file: str | None, connection: str, rows: list[dict], worker: str,
+def _deliver_call(project_file: str | None, connection: str, rows: list[Delivery], worker: str,
                   run_id: str | None) -> BatchReport:
     app = _app(project_file)
     with target_limits(app, connection, len(rows)):
         return deliver_group(app, connection, rows, worker=worker, flow_run_id=run_id)
 
 
-async def _deliver_rows(project_file: str | None, rows: list[dict], worker: str, run_id: str | None) -> BatchReport:
+async def _deliver_rows(project_file: str | None, rows: list[Delivery], worker: str, run_id: str | None) -> BatchReport:
     """One connector call per connection chunk, the calls in threads at once."""
     app = _app(project_file)
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[Delivery]] = defaultdict(list)
     for r in rows:
-        groups[r["connection"]].append(r)
+        groups[r.connection].append(r)
     calls = [(conn, chunk) for conn, grp in groups.items()
              for chunk in _chunks(grp, call_size(app.project.connections.get(conn, {})))]
     report = BatchReport()
@@ -242,7 +243,7 @@ async def deliver_batch_flow(project_file: str | None = None, delivery_ids: list
     return _final_state(report, summary)
 
 
-async def _deliver_recorded(project_file: str | None, rows: list[dict], worker: str,
+async def _deliver_recorded(project_file: str | None, rows: list[Delivery], worker: str,
                             run_id: str | None) -> tuple[BatchReport, str]:
     """Deliver a batch inside a flow or task run: the artifact (on that run), the summary in its
     logs, the dead-letter alert; the report and its summary."""
@@ -259,7 +260,7 @@ async def _deliver_recorded(project_file: str | None, rows: list[dict], worker: 
     return report, summary
 
 
-def _result(rows: list[dict], report: BatchReport) -> dict:
+def _result(rows: list[Delivery], report: BatchReport) -> dict:
     return {"claimed": len(rows), "sent": [r["id"] for r in report.sent],
             "retried": [r["id"] for r in report.retried], "dead": [r["id"] for r in report.dead],
             "superseded": [r["id"] for r in report.superseded]}
@@ -392,7 +393,7 @@ class LaneSession:
         self._batches = 0
         self._opened = 0.0
 
-    async def deliver(self, rows: list[dict]) -> dict:
+    async def deliver(self, rows: list[Delivery]) -> dict:
         """Deliver claimed rows as the next task run of the session (opening or rotating it)."""
         if self._flow is not None and (self._flow.done() or self._batches >= self.max_batches
                                        or time.monotonic() - self._opened >= self.max_seconds):
@@ -401,8 +402,8 @@ class LaneSession:
             self._open()
         self._batches += 1
         done = asyncio.get_running_loop().create_future()
-        params = dict(delivery_ids=[r["id"] for r in rows], claimed_by=self.lane_id, label=batch_label(rows),
-                      connections=sorted({r["connection"] for r in rows}))
+        params = dict(delivery_ids=[r.id for r in rows], claimed_by=self.lane_id, label=batch_label(rows),
+                      connections=sorted({r.connection for r in rows}))
         await _INBOXES[self._key].put((params, done))
         await asyncio.wait({done, self._flow}, return_when=asyncio.FIRST_COMPLETED)
         if not done.done():             # the session ended (or never started) before the batch ran

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from runner.app import App
+from runner.store.model import Delivery
 
 log = logging.getLogger("ledgerflow.worker")
 
@@ -100,15 +101,15 @@ class DeliveryLoop:
     # ---- one step ------------------------------------------------------------
 
     def claim(self, lane: int = 0, limit: int | None = None) -> list[int]:
-        return [r["id"] for r in self._claim(lane, limit)]
+        return [r.id for r in self._claim(lane, limit)]
 
-    def _claim(self, lane: int, limit: int | None) -> list[dict]:
+    def _claim(self, lane: int, limit: int | None) -> list[Delivery]:
         return self.app.store.claim(self.lane_id(lane), limit=limit or self.settings.batch_size,
                                     lease=self.settings.lease, connector_types=push_types())
 
-    def deliver(self, rows: list[dict], lane: int = 0) -> dict:
+    def deliver(self, rows: list[Delivery], lane: int = 0) -> dict:
         from runner.deliver.prefect_flows import batch_label, run_batch
-        ids = [r["id"] for r in rows]
+        ids = [r.id for r in rows]
         params = dict(project_file=self.project_file, delivery_ids=ids, limit=len(ids),
                       lease_seconds=self.settings.lease, claimed_by=self.lane_id(lane), label=batch_label(rows))
         if self._runtime and self.runs == "long_lived":
@@ -149,11 +150,11 @@ class DeliveryLoop:
         rows = self._claim(lane, limit)
         if rows:
             lane_id = self.lane_id(lane)
-            self._in_hand[lane_id] = [r["id"] for r in rows]
+            self._in_hand[lane_id] = [r.id for r in rows]
             try:
                 self.deliver(rows, lane)
             except BaseException:
-                self.release([r["id"] for r in rows], lane)
+                self.release([r.id for r in rows], lane)
                 raise
             finally:
                 self._in_hand.pop(lane_id, None)
