@@ -192,3 +192,31 @@ def test_a_transaction_left_open_by_a_stopped_process_does_not_hold_its_rows_for
     finally:
         stalled.close()
         other.close()
+
+
+@pytest.mark.postgres
+def test_outcomes_whose_transaction_was_ended_by_the_server_are_recorded_once_on_a_new_connection(pg_url,
+                                                                                                  monkeypatch):
+    """A worker stopped while recording its answers (its transaction idle longer than
+    IDLE_IN_TRANSACTION, so PostgreSQL ended the session) records them when it resumes: the
+    rolled-back transaction is run again on a new connection, and each attempt counts once."""
+    from runner.store import db
+    monkeypatch.setattr(db, "IDLE_IN_TRANSACTION", 1.0)
+    store = db.Store(pg_url)
+    try:
+        (did, _), = store.add_deliveries([op(f"resume-{time.time()}")])
+        (row,) = store.claim("w-stalled", ids=[did])
+        real, stalls = db._decided, []
+
+        def stalled(*args):
+            if not stalls:
+                stalls.append(time.monotonic())
+                time.sleep(2.5)           # SIGSTOP between the row lock and the update
+            return real(*args)
+        monkeypatch.setattr(db, "_decided", stalled)
+        assert store.finish([{"id": did, "state": "sent", "target_ref": "doc_1"}], worker="w-stalled") == {did}
+        after = store.delivery(did)
+        assert (after.state, after.attempts, after.target_ref) == ("sent", 1, "doc_1")
+        assert [a["outcome"] for a in store.attempts_of(did)] == ["sent"]
+    finally:
+        store.close()

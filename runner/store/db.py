@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from runner.core import jsonio
 from runner.store import transitions
 from runner.store.model import Delivery, State
 from runner.store.tables import attempts, audit, deliveries, delivery_postings, inbox, kv
+
+log = logging.getLogger("ledgerflow.store")
 
 TERMINAL = ("sent", "dead", "discarded")
 LOST_ATTEMPT = ("the worker holding this delivery stopped mid-batch (its lease expired); "
@@ -377,41 +381,66 @@ class Store:
         """
         if not results:
             return set()
+        return self.retrying_lost_connection(lambda c: self._finish(c, results, worker, flow_run_id), "finish")
+
+    def retrying_lost_connection(self, body: Callable[[Connection], Any], what: str, tries: int = 3) -> Any:
+        """``body(conn)`` in one transaction, again (up to ``tries`` times) when the connection was
+        lost before the commit: PostgreSQL ended a session that sat idle in a transaction (a process
+        stopped mid-batch, see ``make_engine``) or the server restarted. The transaction was rolled
+        back, so nothing is written twice; a failure at the commit itself is not retried (its outcome
+        is unknown)."""
+        for attempt in range(1, tries + 1):
+            committing = False
+            try:
+                with self.engine.connect() as conn:
+                    if self.dialect == "sqlite":
+                        conn.info["begin_sql"] = "BEGIN IMMEDIATE"
+                    with conn.begin():
+                        out = body(conn)
+                        committing = True
+                return out
+            except DBAPIError as exc:
+                if committing or not exc.connection_invalidated or attempt == tries:
+                    raise
+                log.warning("store: the connection was lost during %s before it committed (nothing was written); "
+                            "trying again (%d of %d)", what, attempt + 1, tries)
+        raise AssertionError("unreachable")
+
+    def _finish(self, c: Connection, results: list[dict], worker: str | None, flow_run_id: str | None) -> set[int]:
         now = time.time()
         d = deliveries
-        with self.tx(immediate=True) as c:
-            q = select(d.c.id, d.c.state, d.c.claimed_by, d.c.attempts, d.c.target_ref, d.c.last_error,
-                       d.c.error_kind, d.c.next_attempt_at, d.c.sent_at).where(d.c.id.in_([r["id"] for r in results]))
-            if self.dialect == "postgresql":
-                q = q.with_for_update()
-            current = {row.id: row for row in c.execute(q)}
-            decided, counted_only, logged = [], [], []
-            for r in results:
-                cur = current.pop(r["id"], None)
-                if cur is None:
-                    continue
-                counted = r.get("counted", True)
-                n = cur.attempts + (1 if counted else 0)
-                holder = worker is None or (cur.claimed_by == worker and cur.state == "sending")
-                if holder or (r["state"] == "sent" and cur.state != "sent"):
-                    decided.append(_decided(r, cur, n, now))
-                elif counted:
-                    counted_only.append({"b_id": r["id"]})
-                logged.append({"delivery_id": r["id"], "attempt": n, "at": now,
-                               "outcome": {"sent": "sent", "dead": "dead"}.get(
-                                   r["state"], "retry" if counted else "throttled"),
-                               "error": r.get("error"), "worker": worker, "flow_run_id": flow_run_id})
-            if decided:
-                c.execute(update(d).where(d.c.id == bindparam("b_id")).values(
-                    state=bindparam("b_state"), attempts=bindparam("b_attempts"),
-                    target_ref=bindparam("b_target_ref"), last_error=bindparam("b_last_error"),
-                    error_kind=bindparam("b_error_kind"), next_attempt_at=bindparam("b_next"),
-                    sent_at=bindparam("b_sent_at"), updated_at=now, claimed_by=None, lease_until=None), decided)
-            if counted_only:     # attempted by a worker that lost its claim: counted, state left to the holder
-                c.execute(update(d).where(d.c.id == bindparam("b_id")).values(attempts=d.c.attempts + 1),
-                          counted_only)
-            if logged:
-                c.execute(attempts.insert(), logged)
+        q = select(d.c.id, d.c.state, d.c.claimed_by, d.c.attempts, d.c.target_ref, d.c.last_error,
+                   d.c.error_kind, d.c.next_attempt_at, d.c.sent_at).where(d.c.id.in_([r["id"] for r in results]))
+        if self.dialect == "postgresql":
+            q = q.with_for_update()
+        current = {row.id: row for row in c.execute(q)}
+        decided, counted_only, logged = [], [], []
+        for r in results:
+            cur = current.pop(r["id"], None)
+            if cur is None:
+                continue
+            counted = r.get("counted", True)
+            n = cur.attempts + (1 if counted else 0)
+            holder = worker is None or (cur.claimed_by == worker and cur.state == "sending")
+            if holder or (r["state"] == "sent" and cur.state != "sent"):
+                decided.append(_decided(r, cur, n, now))
+            elif counted:
+                counted_only.append({"b_id": r["id"]})
+            logged.append({"delivery_id": r["id"], "attempt": n, "at": now,
+                           "outcome": {"sent": "sent", "dead": "dead"}.get(
+                               r["state"], "retry" if counted else "throttled"),
+                           "error": r.get("error"), "worker": worker, "flow_run_id": flow_run_id})
+        if decided:
+            c.execute(update(d).where(d.c.id == bindparam("b_id")).values(
+                state=bindparam("b_state"), attempts=bindparam("b_attempts"),
+                target_ref=bindparam("b_target_ref"), last_error=bindparam("b_last_error"),
+                error_kind=bindparam("b_error_kind"), next_attempt_at=bindparam("b_next"),
+                sent_at=bindparam("b_sent_at"), updated_at=now, claimed_by=None, lease_until=None), decided)
+        if counted_only:     # attempted by a worker that lost its claim: counted, state left to the holder
+            c.execute(update(d).where(d.c.id == bindparam("b_id")).values(attempts=d.c.attempts + 1),
+                      counted_only)
+        if logged:
+            c.execute(attempts.insert(), logged)
         return {u["b_id"] for u in decided}
 
     def find_deliveries(self, *, state: str | Iterable[str] | None = None, flow: str | None = None,
