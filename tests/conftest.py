@@ -57,10 +57,43 @@ def _lanes(item) -> set[str]:
 
 def pytest_collection_modifyitems(config, items):
     """``postgres`` and ``prefect`` markers from the fixtures each test uses; ``make test-fast``
-    deselects them and ``slow`` (tests that start ledgerflow processes or fuzz)."""
+    deselects them and ``slow`` (tests that start ledgerflow processes or fuzz). A test marked
+    ``one_store`` (its body runs no SQL: a validation, a refusal before anything is stored) runs on
+    SQLite only: its PostgreSQL variant would test nothing more."""
+    once = [item for item in items if item.get_closest_marker("one_store") is not None
+            and getattr(item, "callspec", None) is not None and item.callspec.params.get("store_url") == "postgresql"]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if item not in once]
     for item in items:
         for lane in _lanes(item) - {m.name for m in item.iter_markers()}:
             item.add_marker(getattr(pytest.mark, lane))
+
+
+_SQL_STATEMENTS = [0]      # statements any engine ran (the one_store check)
+
+
+def _count_statements(*_args, **_kwargs) -> None:
+    _SQL_STATEMENTS[0] += 1
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A ``one_store`` test must run no SQL in its body; when it does, it fails saying so (the marker
+    would otherwise skip a PostgreSQL run that tests something)."""
+    if item.get_closest_marker("one_store") is None:
+        return (yield)
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    if not event.contains(Engine, "before_cursor_execute", _count_statements):
+        event.listen(Engine, "before_cursor_execute", _count_statements)
+    before = _SQL_STATEMENTS[0]
+    result = yield
+    ran = _SQL_STATEMENTS[0] - before
+    if ran:
+        raise AssertionError(f"{item.nodeid} is marked one_store but ran {ran} SQL statement(s): it touches the "
+                             "store, so it must run on PostgreSQL too; remove the marker")
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -113,6 +113,7 @@ def test_bad_api_key_is_said_plainly(stand, make_app, monkeypatch):
         catch_up(app, int(time.time()) - DAY)
 
 
+@pytest.mark.one_store
 def test_missing_api_key_names_the_setting(tmp_path, store_url, monkeypatch):
     monkeypatch.delenv("LF_TEST_STRIPE_KEY", raising=False)
     app = App(load_project(stripe_project(tmp_path / "p", store_url)))
@@ -129,6 +130,7 @@ def test_an_unknown_connected_account_fails_alone(stand, make_app):
     assert "acct_1NobodyKnows: failed" in s.lines()[-1] and "403" in s.lines()[-1]
 
 
+@pytest.mark.one_store
 def test_bad_since_is_rejected_with_the_expected_form(make_app):
     with pytest.raises(LedgerflowError, match=r"--since: 'last tuesday' is not a date \(expected YYYY-MM-DD"):
         catch_up(make_app(), "last tuesday")
@@ -187,6 +189,7 @@ def test_cli_says_plainly_when_since_is_beyond_retention(stand, make_app, capsys
     assert out.startswith("note: --since 2020-01-01 00:00 UTC is older than Stripe's 30-day event retention")
 
 
+@pytest.mark.one_store
 def test_until_earlier_than_since_is_an_error_not_an_empty_window(stand, make_app, capsys):
     """issue #14 item 11: --until before --since used to be accepted and fetch nothing, silently."""
     app = make_app(accounts=())

@@ -88,6 +88,7 @@ def read_until_closed(sock: socket.socket, limit: float = 60.0) -> bytes:
 
 # ---- item 10: deadlines and slow clients ---------------------------------------------------------------------
 
+@pytest.mark.one_store
 def test_headers_that_never_finish_get_408_and_the_connection_closed(hostile):
     server, client, store, caplog = hostile
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
@@ -178,6 +179,7 @@ def test_limits_come_from_serve_limits(tmp_path, store_url, monkeypatch, stripe_
     assert c.http.header_timeout == 3.0 and c.app.limits.body_timeout == 4.0
 
 
+@pytest.mark.one_store
 def test_headers_beyond_max_header_bytes_get_400(hostile):
     server, client, store, caplog = hostile
     r = client.post("/webhooks/stripe", content=b"{}", headers={"X-Big": "a" * 70_000})

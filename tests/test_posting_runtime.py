@@ -222,6 +222,7 @@ def test_connected_account_fetch_sends_stripe_account_and_books_go_to_that_accou
     assert bt_requests(stand) == 2 and stand.stats()["errors"] == 0
 
 
+@pytest.mark.one_store
 def test_a_direct_charge_on_an_account_without_its_own_books_is_booked_nowhere(stand, make_project):
     stand.add(txn(4), account="acct_1OtherSeller")
     app = App(load_project(make_project(stand.url, {"postings": POSTINGS_FLOW})))
@@ -408,6 +409,7 @@ routes:
 """
 
 
+@pytest.mark.one_store
 def test_validate_refuses_two_flows_booking_one_charge_into_one_connection(stand, make_project):
     path = make_project(stand.url, {
         "a-charges": CHARGE_FLOW.format(name="a-charges", etype="charge.succeeded"),
@@ -420,6 +422,7 @@ def test_validate_refuses_two_flows_booking_one_charge_into_one_connection(stand
     assert re.match(r"^flows/b-intents\.yaml:4:7: ", hits[0]) or re.search(r"b-intents\.yaml:4:7", hits[0]), hits[0]
 
 
+@pytest.mark.one_store
 def test_validate_refuses_a_posting_flow_on_charge_refunded(stand, make_project):
     path = make_project(stand.url, {"refunds": CHARGE_FLOW.format(name="refunds", etype="charge.refunded"),
                                     "raw": RAW_FLOW})
@@ -429,12 +432,14 @@ def test_validate_refuses_a_posting_flow_on_charge_refunded(stand, make_project)
                and "cumulative" in t for t in text), text
 
 
+@pytest.mark.one_store
 def test_validate_refuses_a_lone_posting_flow_on_charge_refunded(stand, make_project):
     path = make_project(stand.url, {"refunds": CHARGE_FLOW.format(name="refunds", etype="charge.refunded")})
     problems, _ = validate_paths([str(path.parent / "flows" / "refunds.yaml")])
     assert any("charge.refunded is not a money movement" in str(p) for p in problems)
 
 
+@pytest.mark.one_store
 def test_validate_accepts_one_flow_per_connection(stand, make_project):
     path = make_project(stand.url, {
         "a-charges": CHARGE_FLOW.format(name="a-charges", etype="charge.succeeded"),
@@ -444,6 +449,7 @@ def test_validate_accepts_one_flow_per_connection(stand, make_project):
     assert not [p for p in problems if "booked twice" in str(p)], problems
 
 
+@pytest.mark.one_store
 def test_validate_refuses_account_books_that_would_silently_skip_movements(stand, make_project):
     path = make_project(stand.url, {"a-charges": CHARGE_FLOW.format(name="a-charges", etype="charge.succeeded")})
     text = path.read_text().replace(f"account_books: {{{SELLER}: seller_csv}}",

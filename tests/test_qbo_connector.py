@@ -20,6 +20,7 @@ def creates(env, resource: str) -> list[dict]:
     return [e for e in env.standin.log if e["method"] == "POST" and e["path"].endswith("/" + resource)]
 
 
+@pytest.mark.one_store
 def test_requestid_is_the_key_or_a_deterministic_hash():
     assert request_id("qbo-charge:ch_1") == "qbo-charge:ch_1"
     long = "qbo-charges:receipt:" + "x" * 60
@@ -221,6 +222,7 @@ def test_foreign_currency_without_multicurrency_is_a_clear_delivery_error(qbo):
     assert customer["CurrencyRef"] == {"value": "EUR"} and doc["CustomerRef"]["value"] == customer["Id"]
 
 
+@pytest.mark.one_store
 def test_a_foreign_customer_currency_alone_is_refused_without_multicurrency(qbo):
     payload = receipt("ch-0001", CustomerRef={"name": "Stripe Customers EUR", "currency": "EUR"})
     [out] = qbo.connector().deliver([item(1, payload)])

@@ -110,6 +110,7 @@ def test_foreign_charge_in_single_currency_company_books_the_settled_home_amount
     assert tb["Stripe Clearing"] == Decimal("104.90") and tb["Sales"] == Decimal("-108.34")
 
 
+@pytest.mark.one_store
 def test_foreign_currency_ref_refused_at_preview_when_company_has_no_multicurrency(app, project_dir):
     """A user's mapping that sends a foreign CurrencyRef fails at preview, naming the mapping."""
     from runner.core.errors import RenderError

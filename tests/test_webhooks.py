@@ -219,6 +219,7 @@ def test_signed_json_that_is_not_an_event_is_rejected(receiver, body, reason):
     assert store.count_events() == 0
 
 
+@pytest.mark.one_store
 def test_non_utf8_body_is_rejected(receiver):
     client, store = receiver
     body, headers = signed("{}")
@@ -244,6 +245,7 @@ def test_rejections_are_counted_in_logs_without_bodies(receiver, caplog):
     assert store.count_events() == 0
 
 
+@pytest.mark.one_store
 def test_get_on_the_webhook_path_is_not_allowed(receiver):
     client, _ = receiver
     assert client.get("/webhooks/stripe").status_code == 405
