@@ -123,3 +123,18 @@ def test_json_body_and_answer_are_what_the_runners_jsonio_writes_and_reads():
     answer = json_answer(httpx.Response(200, content=b'{"a": 1.10, "b": [2, 3.5e1]}'))
     assert answer == jsonio.loads(b'{"a": 1.10, "b": [2, 3.5e1]}') and isinstance(answer["a"], Decimal)
     assert json_answer(httpx.Response(204)) is None
+
+
+def test_stripe_errors_retry_after_is_read_like_every_targets():
+    """The catch-up, the reconciliation and the balance-transaction fetch read a Stripe 429's
+    Retry-After through the one parser: delta-seconds, an HTTP-date, or nothing usable."""
+    import time as _time
+    from email.utils import formatdate
+    from types import SimpleNamespace
+
+    from runner.language.stripe_client import retry_after
+    assert retry_after(SimpleNamespace(headers={"Retry-After": "7"})) == 7.0
+    when = formatdate(_time.time() + 120, usegmt=True)
+    assert 118 <= retry_after(SimpleNamespace(headers={"retry-after": when})) <= 121
+    assert retry_after(SimpleNamespace(headers={"Retry-After": "soon"})) is None
+    assert retry_after(SimpleNamespace(headers=None)) is None

@@ -180,10 +180,9 @@ def _list_page(client, params: dict, options: dict, attempts: int = 6):
         except stripe.RateLimitError as exc:
             if attempt == attempts - 1:
                 raise
-            retry_after = (exc.headers or {}).get("retry-after") or (exc.headers or {}).get("Retry-After")
-            try:
-                delay = float(retry_after) if retry_after is not None else min(30.0, 0.5 * 2 ** attempt)
-            except ValueError:
+            from runner.language.stripe_client import retry_after
+            delay = retry_after(exc)
+            if delay is None:
                 delay = min(30.0, 0.5 * 2 ** attempt)
             log.info("Stripe rate limit (429) on /v1/events; waiting %.1fs", delay)
             time.sleep(min(delay, 60.0))

@@ -24,3 +24,11 @@ def stripe_client(app: Any, settings: StripeSettings | None = None):
     key = app.secrets.resolve(settings.api_key_ref, "stripe.api_key")
     base = {"api": settings.api_base.rstrip("/")} if settings.api_base else None
     return stripe.StripeClient(key, base_addresses=base, max_network_retries=settings.max_network_retries)
+
+
+def retry_after(exc: Any) -> float | None:
+    """Seconds a Stripe error's ``Retry-After`` header asks for (delta-seconds or an HTTP-date, read
+    by connectors.http like every other target's), or None."""
+    from connectors.http import retry_after_seconds
+    headers = getattr(exc, "headers", None) or {}
+    return retry_after_seconds(headers.get("retry-after") or headers.get("Retry-After"))

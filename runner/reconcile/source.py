@@ -45,8 +45,9 @@ class StripeSource:
                 if attempt == self.rate_limit_retries:
                     raise StripeReadError(f"GET {path}{_scope(account)}: still rate limited (429) after "
                                           f"{attempt + 1} tries") from None
-                after = (exc.headers or {}).get("retry-after") if exc.headers else None
-                self.sleep(float(after) if after else min(2.0 ** attempt * 0.5, 30.0))
+                from runner.language.stripe_client import retry_after
+                after = retry_after(exc)
+                self.sleep(after if after is not None else min(2.0 ** attempt * 0.5, 30.0))
             except stripe.AuthenticationError as exc:
                 raise StripeReadError(f"GET {path}{_scope(account)}: Stripe refused the API key (401: "
                                       f"{exc.user_message}); check stripe.api_key") from None

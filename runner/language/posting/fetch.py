@@ -127,11 +127,8 @@ class StripeObjects:
             resp = self.client.raw_request("get", path, **params)
         except stripe.RateLimitError as exc:
             self.throttled += 1
-            after = (exc.headers or {}).get("retry-after") or (exc.headers or {}).get("Retry-After")
-            try:
-                raise _Throttled(float(after) if after is not None else None) from None
-            except ValueError:
-                raise _Throttled(None) from None
+            from runner.language.stripe_client import retry_after
+            raise _Throttled(retry_after(exc)) from None
         except stripe.AuthenticationError as exc:
             raise FetchError(f"GET {path}{_scope(account)}: Stripe refused the API key ({exc.http_status}: "
                              f"{exc.user_message}); check stripe.api_key", transient=False) from None
