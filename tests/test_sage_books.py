@@ -17,6 +17,7 @@ from connectors.oauth import TokenSet, TokenStore
 from connectors.sage.actions import check_payload
 from runner.core import jsonio
 from runner.store import open_store
+from runner.store.tokens import TokenRows
 from tests.standins.sage import SageStandIn
 from tests.support.servers import serve_app
 
@@ -155,7 +156,7 @@ def books(project_dir, tmp_path, monkeypatch):
         monkeypatch.setenv("SAGE_CLIENT_SECRET", standin.client_secret)
         tokens = TokenSet.from_response(standin.seed_tokens())
         tokens.extra["business_id"] = standin.business_id
-        TokenStore(open_store(store_url)).write("sage", tokens)
+        TokenStore(TokenRows(open_store(store_url))).write("sage", tokens)
         from runner.app import App
         from runner.language.spec import load_project
         return standin, App(load_project(cfg))

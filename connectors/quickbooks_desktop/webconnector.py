@@ -179,6 +179,8 @@ class WebConnectorBackend:
 
     def __init__(self, queue, connections: list[QbdConnection], secrets, *,
                  clock: Callable[[], float] = time.time, settings: ServiceSettings | None = None):
+        if not hasattr(queue, "record_outcomes"):
+            raise TypeError(f"expected the runtime's Web Connector queue (Runtime.qbwc), got {type(queue).__name__}")
         self.qb = queue
         self.connections = {c.name: c for c in connections}
         self.secrets = secrets

@@ -176,6 +176,7 @@ def drain_qbd(app, quickbooks, *, sessions: int = 30) -> list:
 
     from connectors.quickbooks_desktop.service import build_service
     from connectors.quickbooks_desktop.webconnector import WebConnectorBackend, connections_of
+    from runner.qbwc_queue import QbwcQueue
     from runner.store.tables import deliveries as d
     from tests.standins.web_connector import RawSoap, WebConnector
     from tests.support.servers import serve_app
@@ -184,7 +185,7 @@ def drain_qbd(app, quickbooks, *, sessions: int = 30) -> list:
     conns = connections_of(app.project.connections)
     names = [c.name for c in conns]
     skew = [0.0]
-    backend = WebConnectorBackend(app.store, conns, app.secrets, clock=lambda: time.time() + skew[0])
+    backend = WebConnectorBackend(QbwcQueue(app.store), conns, app.secrets, clock=lambda: time.time() + skew[0])
     with serve_app(Starlette(routes=[Mount("/qbwc", app=build_service(backend))])) as srv:
         for i in range(sessions):
             waiting = app.store.deliveries_where(d.c.state.in_(("pending", "retrying", "sending")),
@@ -263,6 +264,7 @@ def run(tmp: Path, scenario: Scenario, *, store_url: str | None = None, multicur
     from runner.language.spec import load_project
     from runner.reconcile import reconcile
     from runner.store import open_store
+    from runner.store.tokens import TokenRows
     from tests.standins.qbo import QboStandin
     from tests.standins.sage import SageStandIn
     from tests.standins.stripe_api import DEFAULT_KEY, StripeStandin
@@ -293,10 +295,10 @@ def run(tmp: Path, scenario: Scenario, *, store_url: str | None = None, multicur
         store = open_store(store_url)
         ts = TokenSet.from_response(qbo.connect(REALM))
         ts.extra["realm_id"] = REALM
-        TokenStore(store).write("quickbooks_online", ts)
+        TokenStore(TokenRows(store)).write("quickbooks_online", ts)
         st = TokenSet.from_response(sage.seed_tokens())
         st.extra["business_id"] = sage.business_id
-        TokenStore(store).write("sage", st)
+        TokenStore(TokenRows(store)).write("sage", st)
         timings["setup"] = time.monotonic() - t0
 
         port = free_port()
