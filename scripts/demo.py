@@ -201,7 +201,8 @@ def where_to_look() -> None:
     print("  CLI:  ledgerflow inbox list | inbox show EVT | dlq list | reconcile payouts --since ... "
           "(run in .ledgerflow/demo with LEDGERFLOW_PROJECT=.ledgerflow/demo/ledgerflow.yaml)")
     print("  UI:   ledgerflow serve starts the project's Prefect server: http://127.0.0.1:4200 — Runs "
-          "(ledgerflow-deliver, one per batch; artifacts list each operation), Deployments "
+          "(ledgerflow-deliver, one per batch; artifacts list each operation; ledgerflow-reconcile-payout, one per "
+          "payout event, red 'Exceptions' when one did not reconcile), Deployments "
           "(ledgerflow-scheduled/payout-reconciliation, daily at 07:00), Artifacts (payout-reconciliation)")
     print(f"  Files: {DEMO / 'out'}")
 
