@@ -84,7 +84,7 @@ def child(n: int, url: str, project: str) -> None:
     os.environ["STRIPE_API_KEY"] = "sk_test_standin"
     from runner.app import App
     from runner.reconcile import reconcile
-    from runner.reconcile.booked import refresh_index
+    from runner.store.recon import refresh_index
     app = App()
     flow = app.flow(str(Path(project).parent / "flows" / "payout-reconciliation.yaml"))
     refresh_index(app.store)             # indexing the inbox happens once, incrementally; not timed

@@ -192,3 +192,38 @@ def test_a_run_started_by_hand_like_the_ui_is_executed_by_serves_schedule_runner
 
 def client_params(run) -> dict:
     return {k: run.parameters[k] for k in ("since", "until")}
+
+
+@pytest.mark.prefect
+def test_a_payout_reconciliation_that_fails_inside_a_delivery_run_raises_and_one_with_exceptions_does_not(
+        prefect_api, project, monkeypatch):
+    """A plan row retrying a payout's reconciliation runs it from an async flow run's thread (a
+    delivery batch): a failure there must raise (to be retried, then dead-lettered), not pass for
+    a success; a reconciliation that ends with exceptions did reconcile and returns."""
+    import asyncio
+    import types as _types
+
+    from prefect import flow
+
+    import runner.reconcile
+    from runner.core.errors import LedgerflowError
+    from runner.reconcile.trigger import reconcile_payout
+    write(project.parent, "flows/nightly-recon.yaml", RECONCILE)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    app = load_app(project)
+    recon = app.flow("nightly-recon")
+    event = {"id": "evt_po", "type": "payout.paid", "data": {"object": {"id": "po_1", "object": "payout"}}}
+
+    @flow(name="test-delivery-batch")
+    async def batch():
+        state = await asyncio.to_thread(reconcile_payout, app, recon, event)
+        return state.type.value, state.name
+
+    def broken(app_, flow_, params):
+        raise RuntimeError("Stripe API unreachable")
+    monkeypatch.setattr(runner.reconcile, "run_from_flow", broken)
+    with pytest.raises(LedgerflowError, match=r"the reconciliation run of po_1 ended FAILED.*Stripe API unreachable"):
+        asyncio.run(batch())
+    report = _types.SimpleNamespace(exceptions=[("po_1", "missing")], transactions=3, reconciled_share="66.67")
+    monkeypatch.setattr(runner.reconcile, "run_from_flow", lambda app_, flow_, params: report)
+    assert asyncio.run(batch()) == ("FAILED", "Exceptions")

@@ -166,13 +166,17 @@ def test_bad_cron_and_timezone(proj):
     assert any("trigger.schedule.cron" in p for p in out) and any("unknown time zone 'Mars/Base'" in p for p in out)
 
 
-def test_the_removed_manual_trigger_is_refused_where_it_is_saying_what_to_do(proj):
-    """``trigger.manual`` never did anything (any flow runs by hand): validate names its line and
-    says to delete it, rather than accepting a setting that promises something."""
+def test_the_inert_manual_trigger_is_ignored_with_a_warning_where_it_is(proj, caplog):
+    """``trigger.manual`` never did anything (any flow runs by hand). Flows copied from the shipped
+    ones carry it, so for one release it is ignored with a warning naming its line and saying to
+    delete it (refusing it outright would stop every flow of an upgraded project at once)."""
     flow = GOOD_FLOW.replace('trigger: {stripe: ["charge.*"]}', 'trigger:\n  stripe: ["charge.*"]\n  manual: true')
-    (problem,) = problems_of(proj, flow)
-    assert problem.startswith("flows/f.yaml:4:11: trigger.manual:") and "delete the line" in problem
-    assert "ledgerflow run FLOW" in problem
+    write(proj, "flows/f.yaml", flow)
+    loaded = load_flow(proj / "flows/f.yaml", load_project(proj / "ledgerflow.yaml"))
+    assert loaded.stripe_types == ["charge.*"]
+    (warning,) = [r.getMessage() for r in caplog.records if "trigger.manual" in r.getMessage()]
+    assert warning.startswith("flows/f.yaml:4:11: trigger.manual: ignored") and "delete the line" in warning
+    assert "ledgerflow run FLOW" in warning
 
 
 def test_loop_form_must_be_complete(proj):

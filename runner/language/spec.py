@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -419,7 +420,7 @@ def load_flow(path: str | Path, project: Project, *, check_names: bool = True) -
     if schedule:
         problems.extend(_schedule_problems(doc, schedule))
     if "manual" in trigger:
-        problems.append(doc.problem(("trigger", "manual"), MANUAL_REMOVED))
+        _warn_once(doc.problem(("trigger", "manual"), MANUAL_IGNORED))
     if check_names:     # fields Stripe's objects (and the posting) do not have
         from runner.language.stripe_fields import flow_problems
         problems.extend(flow_problems(doc, data, routes))
@@ -479,9 +480,18 @@ def _load_route_mapping(value: Any, doc: Document, rp: tuple, project: Project, 
     return MAPPINGS.get(path, _display(path), env)
 
 
-MANUAL_REMOVED = ("trigger.manual: this setting did nothing and is no longer accepted; any flow can be run by hand "
-                  "(`ledgerflow run FLOW --event FILE`; a scheduled flow from its deployment's Run button in the "
-                  "Prefect UI, or `ledgerflow reconcile payouts` for a reconciliation): delete the line")
+MANUAL_IGNORED = ("trigger.manual: ignored (it never did anything: any flow can be run by hand, with `ledgerflow run "
+                  "FLOW --event FILE`, a scheduled flow from its deployment's Run button in the Prefect UI, or "
+                  "`ledgerflow reconcile payouts` for a reconciliation); delete the line: a later release refuses it")
+_WARNED: set[str] = set()
+
+
+def _warn_once(problem: Problem) -> None:
+    """A deprecation, said once per process and place (flows are loaded again on every reload)."""
+    text = str(problem)
+    if text not in _WARNED:
+        _WARNED.add(text)
+        logging.getLogger("ledgerflow.spec").warning("%s", text)
 
 
 def _schedule_problems(doc: Document, schedule: dict) -> list[Problem]:

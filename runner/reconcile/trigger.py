@@ -16,6 +16,7 @@ from typing import Any
 from prefect import flow
 
 from runner.apps import app_for
+from runner.core.errors import LedgerflowError
 
 EXCEPTIONS = "Exceptions"     # the state a reconciliation with exceptions ends in (failed, not green)
 
@@ -63,8 +64,11 @@ def reconcile_payout(app: Any, flow_: Any, event: dict) -> Any:
         project_file = register_app(app)
         state = reconcile_payout_run(flow_file=str(flow_.path), project_file=project_file, event=event,
                                      payout=_payout_id(event), return_state=True)
-        if state.is_failed() and state.name == EXCEPTIONS:
-            return state          # reconciled; its exceptions are in the report, not a failure to retry
-        return state.result()     # raises what the run raised
+        if state.is_completed() or (state.is_failed() and state.name == EXCEPTIONS):
+            return state          # reconciled (its exceptions, if any, are in its report: not a failure to retry)
+        # Not state.result(): called from an async flow run's thread (a plan row in a delivery batch)
+        # it returns a coroutine instead of raising, and the failure would pass for a success.
+        raise LedgerflowError(f"the reconciliation run of {_payout_id(event)} ended {state.type.value}"
+                              f"{f' ({state.name})' if state.name else ''}: {state.message or 'no message'}")
     from runner.reconcile import run_from_flow
     return run_from_flow(app, flow_, {"event": event})

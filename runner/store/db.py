@@ -101,8 +101,8 @@ def make_engine(url: str) -> Engine:
 
 
 # Seconds a PostgreSQL transaction may sit between statements before the server ends it (see
-# ``make_engine``): longer than any of ours does (an OAuth refresh under its row lock waits up to
-# 30 s for the token endpoint); a transaction that plans while it holds rows asks for more (``tx``).
+# ``make_engine``): longer than any of ours does; one that works while it holds rows asks for more
+# (``tx(idle_limit=)``: a dispatcher chunk planning, an OAuth refresh waiting for the token endpoint).
 IDLE_IN_TRANSACTION = 60.0
 
 

@@ -11,6 +11,8 @@ from sqlalchemy import delete, select, update
 
 from runner.store.tables import tokens
 
+REFRESH_HOLD = 600.0     # seconds an OAuth refresh may hold its row while the token endpoint answers
+
 
 class TokenRows:
     """One row per connection: ciphertext and a version that grows with each write."""
@@ -20,8 +22,11 @@ class TokenRows:
 
     @contextmanager
     def locked(self) -> Iterator[Any]:
-        """A write transaction (SQLite: BEGIN IMMEDIATE) for read-with-lock, then write."""
-        with self.store.tx(immediate=True) as conn:
+        """A write transaction (SQLite: BEGIN IMMEDIATE) for read-with-lock, then write. A refresh waits
+        for the token endpoint inside it (each phase of the request has its own timeout, a minute or
+        more in all), so it may sit idle longer than the store's default allows: ending it then would
+        lose a refresh token the provider has already rotated."""
+        with self.store.tx(immediate=True, idle_limit=REFRESH_HOLD) as conn:
             yield conn
 
     def read(self, connection: str, conn: Any = None, *, lock: bool = False) -> tuple[bytes, int] | None:
