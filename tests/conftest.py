@@ -85,14 +85,16 @@ def pytest_runtest_call(item):
         return (yield)
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
     if not event.contains(Engine, "before_cursor_execute", _count_statements):
         event.listen(Engine, "before_cursor_execute", _count_statements)
+        event.listen(Pool, "checkout", _count_statements)    # a raw DBAPI cursor needs a connection too
     before = _SQL_STATEMENTS[0]
     result = yield
     ran = _SQL_STATEMENTS[0] - before
     if ran:
-        raise AssertionError(f"{item.nodeid} is marked one_store but ran {ran} SQL statement(s): it touches the "
-                             "store, so it must run on PostgreSQL too; remove the marker")
+        raise AssertionError(f"{item.nodeid} is marked one_store but used the store ({ran} SQL statement(s) or "
+                             "connection checkout(s)): it must run on PostgreSQL too; remove the marker")
     return result
 
 
