@@ -120,20 +120,6 @@ class RateLimitTimeout(LedgerflowError):
         super().__init__(f"rate limit for {', '.join(keys)} would need a wait of {wait:.1f} s")
 
 
-@dataclass(frozen=True)
-class StoreServices:
-    """What the runner builds over its store for connectors (runner/connector_runtime.py):
-    ``cache`` (get/entry/put/put_new/delete by namespace and key), ``limiter``
-    (acquire/release/block/slot over ``Limit``s), ``tokens`` (the OAuth token rows:
-    locked/read/write/delete of ciphertext and version) and ``qbwc`` (the Web Connector's
-    queue: its sessions and requests, claims of deliveries, outcomes recorded)."""
-
-    cache: Any = None
-    limiter: Any = None
-    tokens: Any = None
-    qbwc: Any = None
-
-
 @dataclass
 class Runtime:
     """What a connector may use from the runner, and nothing else (connectors/CONTRACT.md):

@@ -5,26 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base import Runtime, StoreServices
-
-
-def store_services(store: Any) -> StoreServices:
-    """The key/value cache, rate limiter, OAuth token rows and Web Connector queue over ``store``."""
-    from runner.qbwc_queue import QbwcQueue
-    from runner.store.kvcache import KeyValueCache
-    from runner.store.limiter import RateLimiter
-    from runner.store.tokens import TokenRows
-    return StoreServices(cache=KeyValueCache(store), limiter=RateLimiter(store), tokens=TokenRows(store),
-                         qbwc=QbwcQueue(store))
+from connectors.base import Runtime
 
 
 def connector_runtime(project_dir: Any, settings: Any, secrets: Any = None, store: Any = None, *,
                       connections: Any = None, serve: Any = None) -> Runtime:
-    """A connector's runtime; without a store its cache, limiter, tokens and queue are None."""
-    services = store_services(store) if store is not None else StoreServices()
-    return Runtime(project_dir=project_dir, settings=settings, secrets=secrets, cache=services.cache,
-                   limiter=services.limiter, tokens=services.tokens, qbwc=services.qbwc,
-                   connections=connections or {}, serve=serve or {})
+    """A connector's runtime: the key/value cache, rate limiter, OAuth token rows and Web Connector
+    queue over ``store`` (each None without one), and the project's connections and serve section."""
+    runtime = Runtime(project_dir=project_dir, settings=settings, secrets=secrets, connections=connections or {},
+                      serve=serve or {})
+    if store is not None:
+        from runner.qbwc_queue import QbwcQueue
+        from runner.store.kvcache import KeyValueCache
+        from runner.store.limiter import RateLimiter
+        from runner.store.tokens import TokenRows
+        runtime.cache, runtime.limiter = KeyValueCache(store), RateLimiter(store)
+        runtime.tokens, runtime.qbwc = TokenRows(store), QbwcQueue(store)
+    return runtime
 
 
 def runtime_for(app: Any) -> Runtime:

@@ -392,12 +392,9 @@ class Store:
         for attempt in range(1, tries + 1):
             committing = False
             try:
-                with self.engine.connect() as conn:
-                    if self.dialect == "sqlite":
-                        conn.info["begin_sql"] = "BEGIN IMMEDIATE"
-                    with conn.begin():
-                        out = body(conn)
-                        committing = True
+                with self.tx(immediate=True) as conn:
+                    out = body(conn)
+                    committing = True
                 return out
             except DBAPIError as exc:
                 if committing or not exc.connection_invalidated or attempt == tries:
